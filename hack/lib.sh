@@ -1,0 +1,57 @@
+# Shared helpers for hack/*.sh. Source it; it defines variables and functions only.
+# shellcheck shell=bash
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${HACK_DIR}/.." && pwd)"
+# shellcheck source=hack/versions.env
+source "${HACK_DIR}/versions.env"
+
+# Binaries of the local control plane, in the order they are resolved and built.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
+
+# The project's cache, shared by every checkout of the repository on this machine
+# (a fresh clone in CI reuses what an earlier run built). STOCKADE_CACHE_DIR overrides it.
+STOCKADE_CACHE_DIR="${STOCKADE_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/stockade}"
+K8S_CACHE_BIN="${STOCKADE_CACHE_DIR}/k8s/v${K8S_VERSION}/bin"
+
+# Where the local cluster keeps its state and its kubeconfig (fixed path per checkout).
+STOCKADE_CLUSTER_NAME="${STOCKADE_CLUSTER_NAME:-stockade}"
+STOCKADE_KUBECONFIG="${STOCKADE_KUBECONFIG:-${REPO_ROOT}/.cache/cluster/kubeconfig}"
+KWOK_WORKDIR="${KWOK_WORKDIR:-${REPO_ROOT}/.cache/kwok}"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# resolve_bin NAME: print the path of binary NAME, looked up in this order:
+#   1. $STOCKADE_K8S_BIN (the project's variable), 2. $KUBEBUILDER_ASSETS (the envtest
+#   convention), 3. the project's cache. Returns 1 when none has it.
+resolve_bin() {
+  local name="$1" dir
+  for dir in "${STOCKADE_K8S_BIN:-}" "${KUBEBUILDER_ASSETS:-}" "${K8S_CACHE_BIN}"; do
+    if [[ -n "${dir}" && -x "${dir}/${name}" ]]; then
+      printf '%s\n' "${dir}/${name}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# kubectl_on_path_in_skew: print the kubectl on PATH when its minor version is within
+# kubectl's supported skew (+/-1 minor) of K8S_VERSION; return 1 otherwise.
+kubectl_on_path_in_skew() {
+  local path minor want
+  path="$(command -v kubectl 2>/dev/null)" || return 1
+  minor="$("${path}" version --client -o json 2>/dev/null |
+    sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1)"
+  want="$(cut -d. -f2 <<<"${K8S_VERSION}")"
+  [[ -n "${minor}" ]] && (( minor >= want - 1 && minor <= want + 1 )) || return 1
+  printf '%s\n' "${path}"
+}
+
+# find_bin NAME: resolve_bin, then (for kubectl only) a kubectl on PATH within skew.
+find_bin() {
+  resolve_bin "$1" && return 0
+  [[ "$1" == kubectl ]] && kubectl_on_path_in_skew && return 0
+  return 1
+}
