@@ -1,0 +1,46 @@
+# Stockade developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+
+.PHONY: help venv binaries cluster-up cluster-down test test-integration lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV_STAMP) ## create .venv and install Stockade with its test and dev tools
+
+binaries: ## find or build the pinned control-plane binaries (no-op when cached)
+	bash hack/k8s-binaries.sh
+
+cluster-up: ## start the local control plane (idempotent); kubeconfig in .cache/cluster/
+	bash hack/cluster-up.sh
+
+cluster-down: ## stop and delete the local control plane (idempotent)
+	bash hack/cluster-down.sh
+
+test: $(VENV_STAMP) binaries ## run every test suite against the local control plane
+	$(PY) -m pytest tests
+
+test-integration: $(VENV_STAMP) binaries ## run only the integration tests
+	$(PY) -m pytest tests/integration
+
+lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, shellcheck when installed
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh .ci/run; \
+	else echo "shellcheck not installed; skipped"; fi
+
+clean: cluster-down ## delete the cluster, the virtualenv and local caches (not the binary cache)
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
