@@ -1,0 +1,101 @@
+"""Session and per-test fixtures for the local Kubernetes control plane.
+
+- `cluster` (session): starts the cluster with hack/cluster-up.sh (reusing one that is
+  already up for this checkout) and deletes it at the end if this session started it.
+  With STOCKADE_USE_EXISTING_CLUSTER=1 it uses the cluster named by KUBECONFIG instead
+  and never starts or stops anything. STOCKADE_KEEP_CLUSTER=1 keeps a started cluster.
+- `namespace` (per test): a fresh namespace, ready for pods (its default ServiceAccount
+  exists), deleted after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.cluster import HACK, Cluster, default_kubeconfig, resolve_binary, wait_for
+
+
+def _healthy(kubeconfig: str, kubectl: str) -> bool:
+    probe = subprocess.run(
+        [kubectl, "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
+        capture_output=True,
+        timeout=10,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if os.environ.get("STOCKADE_USE_EXISTING_CLUSTER") == "1":
+        named = os.environ.get("KUBECONFIG")
+        if not named:
+            pytest.fail("STOCKADE_USE_EXISTING_CLUSTER=1 needs KUBECONFIG to name the cluster")
+        try:
+            kubectl = resolve_binary("kubectl")
+        except subprocess.CalledProcessError:
+            kubectl = "kubectl"
+        yield Cluster(kubeconfig=Path(named), kubectl_path=kubectl)
+        return
+
+    subprocess.run(["bash", str(HACK / "k8s-binaries.sh")], check=True)
+    kubectl = resolve_binary("kubectl")
+    kubeconfig = default_kubeconfig()
+    started_here = not (kubeconfig.exists() and _healthy(str(kubeconfig), kubectl))
+    subprocess.run(["bash", str(HACK / "cluster-up.sh")], check=True)
+    try:
+        yield Cluster(kubeconfig=kubeconfig, kubectl_path=kubectl)
+    finally:
+        if started_here and os.environ.get("STOCKADE_KEEP_CLUSTER") != "1":
+            subprocess.run(["bash", str(HACK / "cluster-down.sh")], check=False)
+
+
+NamespaceFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[NamespaceFactory]:
+    """Factory: make_namespace(labels=None) -> name of a new, pod-ready namespace."""
+    created: list[str] = []
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+        cluster.core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+        )
+        created.append(name)
+
+        def default_sa_exists() -> bool:
+            try:
+                cluster.core.read_namespaced_service_account("default", name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        wait_for(default_sa_exists, timeout=30, what=f"ServiceAccount {name}/default")
+        return name
+
+    yield make
+    for name in created:
+        try:
+            cluster.core.delete_namespace(name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(make_namespace: NamespaceFactory) -> str:
+    """A fresh namespace for one test, deleted afterwards."""
+    return make_namespace()
