@@ -7,7 +7,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
-.PHONY: help venv binaries cluster-up cluster-down test test-integration lint clean
+.PHONY: help venv binaries crds cluster-up cluster-down run test test-unit test-integration lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,14 +23,23 @@ venv: $(VENV_STAMP) ## create .venv and install Stockade with its test and dev t
 binaries: ## find or build the pinned control-plane binaries (no-op when cached)
 	bash hack/k8s-binaries.sh
 
+crds: $(VENV_STAMP) ## regenerate crds/*.yaml from the API models (operator/stockade/api/)
+	$(PY) -m stockade.api.crd
+
 cluster-up: ## start the local control plane (idempotent); kubeconfig in .cache/cluster/
 	bash hack/cluster-up.sh
 
 cluster-down: ## stop and delete the local control plane (idempotent)
 	bash hack/cluster-down.sh
 
+run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, until they settle
+	bash hack/run.sh
+
 test: $(VENV_STAMP) binaries ## run every test suite against the local control plane
 	$(PY) -m pytest tests
+
+test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
+	$(PY) -m pytest tests/unit
 
 test-integration: $(VENV_STAMP) binaries ## run only the integration tests
 	$(PY) -m pytest tests/integration
