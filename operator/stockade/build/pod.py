@@ -1,0 +1,236 @@
+"""The pod of one attempt of an Agent: hardened, sandboxed, owned by the Agent.
+
+The pod complies with the Pod Security Standard ``restricted``
+(https://kubernetes.io/docs/concepts/security/pod-security-standards/): non-root
+(UID/GID 65532, the distroless "nonroot" user), no privilege escalation, every
+capability dropped, seccomp ``RuntimeDefault``, only configMap/emptyDir/PVC volumes. On
+top of that the root filesystem is read-only (``/tmp`` is an emptyDir), no API token is
+mounted unless the Agent names a ServiceAccount, and no service environment variables
+are injected.
+
+``restartPolicy`` is always ``Never``: the operator makes each retry a new pod
+``<agent>-<attempt>``, so every attempt has its own exit code, termination message and
+timestamps, and ``spec.backoffLimit`` counts pods.
+
+Layout inside the container:
+
+- ``/etc/stockade/task``: ``spec.task`` (env ``STOCKADE_TASK_FILE``), read-only;
+- ``/etc/stockade/config/<key>``: each ``spec.config`` entry (env
+  ``STOCKADE_CONFIG_DIR``), read-only;
+- ``/workspace``: the workspace claim, when ``spec.workspace`` is set;
+- ``/tmp``: a scratch emptyDir of at most 1 GiB;
+- ``/dev/termination-log``: where the agent writes its result (at most 4 KiB).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from stockade.api.agent import AgentSpec
+from stockade.build.configmap import TASK_KEY, config_items, has_input
+from stockade.build.errors import SpecError
+from stockade.build.names import (
+    ATTEMPT_LABEL,
+    AgentRef,
+    child_metadata,
+    configmap_name,
+    pod_name,
+    pvc_name,
+    session_of,
+)
+
+CONTAINER_NAME = "agent"
+NONROOT_ID = 65532
+INPUT_DIR = "/etc/stockade"
+TASK_FILE = f"{INPUT_DIR}/task"
+CONFIG_DIR = f"{INPUT_DIR}/config"
+WORKSPACE_DIR = "/workspace"
+TMP_DIR = "/tmp"
+TMP_SIZE_LIMIT = "1Gi"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+ENV_AGENT_NAME = "STOCKADE_AGENT_NAME"
+ENV_ATTEMPT = "STOCKADE_ATTEMPT"
+ENV_TASK_FILE = "STOCKADE_TASK_FILE"
+ENV_CONFIG_DIR = "STOCKADE_CONFIG_DIR"
+RESERVED_ENV = frozenset({ENV_AGENT_NAME, ENV_ATTEMPT, ENV_TASK_FILE, ENV_CONFIG_DIR})
+
+SECCOMP_RUNTIME_DEFAULT: dict[str, str] = {"type": "RuntimeDefault"}
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    """Dump a pydantic sub-model as its Kubernetes JSON shape (camelCase, no nulls)."""
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return dumped
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Return the pod securityContext (restricted: non-root 65532, seccomp RuntimeDefault).
+
+    ``fsGroupChangePolicy: OnRootMismatch`` spares a large workspace a recursive chown at
+    every attempt.
+    """
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NONROOT_ID,
+        "runAsGroup": NONROOT_ID,
+        "fsGroup": NONROOT_ID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": dict(SECCOMP_RUNTIME_DEFAULT),
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Return the container securityContext (restricted, plus a read-only root fs)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": dict(SECCOMP_RUNTIME_DEFAULT),
+    }
+
+
+def _env(agent_meta: AgentRef, spec: AgentSpec, attempt: int) -> list[dict[str, Any]]:
+    """List Stockade's variables, then the user's env (minus the names Stockade sets).
+
+    Stockade's come first so that the user's values may refer to them (``$(VAR)`` only
+    expands variables defined earlier).
+    """
+    env: list[dict[str, Any]] = [
+        {"name": ENV_AGENT_NAME, "value": agent_meta.name},
+        {"name": ENV_ATTEMPT, "value": str(attempt)},
+    ]
+    if spec.task is not None:
+        env.append({"name": ENV_TASK_FILE, "value": TASK_FILE})
+    if spec.config:
+        env.append({"name": ENV_CONFIG_DIR, "value": CONFIG_DIR})
+    env.extend(_dump(var) for var in spec.env or () if var.name not in RESERVED_ENV)
+    return env
+
+
+def _volumes(
+    agent_meta: AgentRef, spec: AgentSpec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(volumes, volumeMounts)``: /tmp, the input ConfigMap, the workspace claim."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
+    if has_input(spec):
+        items: list[dict[str, str]] = []
+        if spec.task is not None:
+            items.append({"key": TASK_KEY, "path": "task"})
+        items.extend({"key": cm_key, "path": f"config/{key}"} for cm_key, key in config_items(spec))
+        volumes.append(
+            {
+                "name": "input",
+                "configMap": {
+                    "name": configmap_name(agent_meta.name),
+                    "items": items,
+                    "defaultMode": 0o444,
+                },
+            }
+        )
+        mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
+    if spec.workspace is not None:
+        volumes.append(
+            {
+                "name": "workspace",
+                "persistentVolumeClaim": {"claimName": pvc_name(agent_meta.name)},
+            }
+        )
+        mounts.append({"name": "workspace", "mountPath": WORKSPACE_DIR})
+    return volumes, mounts
+
+
+def build_pod(
+    agent_meta: AgentRef,
+    spec: AgentSpec,
+    *,
+    attempt: int,
+    runtime_class: str,
+    resources: dict[str, dict[str, str]],
+    session: str | None = None,
+) -> dict[str, Any]:
+    """Build the core/v1 Pod of attempt `attempt` of the Agent (pure, deterministic).
+
+    Args:
+        agent_meta: the owning Agent.
+        spec: its validated spec (session defaults already merged in).
+        attempt: the attempt number (>= 1); part of the name ``<agent>-<attempt>``, the
+            label ``stockade.dev/attempt`` and the env ``STOCKADE_ATTEMPT``.
+        runtime_class: the resolved RuntimeClass
+            (:func:`~stockade.build.runtime.resolve_runtime_class`).
+        resources: the container's ``{"requests": ..., "limits": ...}``
+            (:func:`~stockade.build.resources.effective_resources`), used as given.
+        session: the AgentSession name for the ``stockade.dev/session`` label; default
+            ``spec.sessionRef.name``.
+
+    Returns:
+        The Pod manifest; see the module docstring for what it holds.
+
+    Raises:
+        SpecError: ``spec.image`` is unset, or a config key is invalid.
+        ValueError: `attempt` < 1.
+
+    """
+    if not spec.image:
+        raise SpecError("spec.image", "an image is required")
+    name = pod_name(agent_meta.name, attempt)
+    pod_meta = spec.pod_metadata
+    metadata = child_metadata(
+        agent_meta,
+        name,
+        session if session is not None else session_of(spec),
+        extra_labels=dict(pod_meta.labels or {}) if pod_meta else None,
+    )
+    metadata["labels"][ATTEMPT_LABEL] = str(attempt)
+    if pod_meta and pod_meta.annotations:
+        metadata["annotations"] = dict(pod_meta.annotations)
+
+    volumes, mounts = _volumes(agent_meta, spec)
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
+    container["env"] = _env(agent_meta, spec, attempt)
+    if spec.env_from:
+        container["envFrom"] = [_dump(source) for source in spec.env_from]
+    container["resources"] = {
+        "requests": dict(resources.get("requests") or {}),
+        "limits": dict(resources.get("limits") or {}),
+    }
+    container["volumeMounts"] = mounts
+    if spec.liveness_probe is not None:
+        container["livenessProbe"] = _dump(spec.liveness_probe)
+    if spec.readiness_probe is not None:
+        container["readinessProbe"] = _dump(spec.readiness_probe)
+    container["securityContext"] = container_security_context()
+    container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "runtimeClassName": runtime_class,
+        "automountServiceAccountToken": bool(spec.service_account_name),
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [_dump(toleration) for toleration in spec.tolerations]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

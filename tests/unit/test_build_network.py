@@ -1,0 +1,239 @@
+"""The per-Agent NetworkPolicy: ingress denied, egress by mode."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stockade.api.agent import AgentSpec, EgressMode, Network, NetworkPort
+from stockade.build.errors import SpecError
+from stockade.build.names import AgentRef, labels_for
+from stockade.build.network import build_network_policy, egress_rules
+
+REF = AgentRef("demo", "team-a", "uid-1")
+
+DNS_RULE: dict[str, Any] = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+INTERNET_PEERS: list[dict[str, Any]] = [
+    {
+        "ipBlock": {
+            "cidr": "0.0.0.0/0",
+            "except": [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "169.254.0.0/16",
+                "100.64.0.0/10",
+                "127.0.0.0/8",
+            ],
+        }
+    },
+    {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10", "::1/128"]}},
+]
+
+
+def spec(**fields: Any) -> AgentSpec:
+    return AgentSpec.model_validate({"image": "ghcr.io/x/agent:1", **fields})
+
+
+def policy(network: dict[str, Any] | None = None) -> dict[str, Any]:
+    fields = {} if network is None else {"network": network}
+    return build_network_policy(REF, spec(**fields))
+
+
+def test_default_is_none_mode() -> None:
+    assert policy() == {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "demo-egress",
+            "namespace": "team-a",
+            "labels": labels_for("demo"),
+            "ownerReferences": [REF.owner_reference()],
+        },
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/managed-by": "stockade",
+                    "stockade.dev/agent": "demo",
+                }
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [],
+        },
+    }
+
+
+@pytest.mark.parametrize("mode", list(EgressMode))
+def test_every_mode_denies_ingress(mode: EgressMode) -> None:
+    network: dict[str, Any] = {"egress": mode.value}
+    if mode == EgressMode.CUSTOM:
+        network["cidrs"] = ["203.0.113.0/24"]
+    np = policy(network)
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert np["spec"]["ingress"] == []
+    assert np["spec"]["podSelector"]["matchLabels"]["stockade.dev/agent"] == "demo"
+    for rule in np["spec"]["egress"]:
+        assert rule.get("to"), "a rule without peers would allow every destination"
+
+
+def test_none_mode() -> None:
+    assert policy({"egress": "None"})["spec"]["egress"] == []
+
+
+def test_dns_mode() -> None:
+    assert policy({"egress": "DNS"})["spec"]["egress"] == [DNS_RULE]
+
+
+def test_internet_mode() -> None:
+    assert policy({"egress": "Internet"})["spec"]["egress"] == [DNS_RULE, {"to": INTERNET_PEERS}]
+
+
+def test_internet_mode_with_ports() -> None:
+    # The API admits ports only with Custom; should some slip through, they restrict.
+    network = Network.model_construct(
+        egress=EgressMode.INTERNET, cidrs=None, ports=[NetworkPort(port=443)]
+    )
+    egress = egress_rules(network)
+    assert egress == [DNS_RULE, {"to": INTERNET_PEERS, "ports": [{"protocol": "TCP", "port": 443}]}]
+
+
+def test_internet_excludes_private_and_metadata_addresses() -> None:
+    v4, v6 = (peer["ipBlock"] for peer in INTERNET_PEERS)
+    excluded = [ipaddress.ip_network(c) for c in v4["except"] + v6["except"]]
+    for address in (
+        "10.1.2.3",
+        "172.20.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "127.0.0.1",
+        "fd00:ec2::254",
+        "fe80::1",
+        "::1",
+    ):
+        ip = ipaddress.ip_address(address)
+        assert any(ip in net for net in excluded if net.version == ip.version), address
+    for address in ("8.8.8.8", "1.1.1.1", "2606:4700::1111"):
+        ip = ipaddress.ip_address(address)
+        assert not any(ip in net for net in excluded if net.version == ip.version), address
+    # Every exception lies inside its block, as the API server requires.
+    for block in (v4, v6):
+        outer = ipaddress.ip_network(block["cidr"])
+        for cidr in block["except"]:
+            inner = ipaddress.ip_network(cidr)
+            assert inner.network_address in outer
+            assert inner.broadcast_address in outer
+
+
+def test_custom_mode() -> None:
+    egress = policy({"egress": "Custom", "cidrs": ["203.0.113.0/24", "2001:db8::/32"]})["spec"][
+        "egress"
+    ]
+    assert egress == [
+        DNS_RULE,
+        {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}, {"ipBlock": {"cidr": "2001:db8::/32"}}]},
+    ]
+
+
+def test_custom_mode_with_ports() -> None:
+    egress = policy(
+        {
+            "egress": "Custom",
+            "cidrs": ["10.0.0.0/8"],
+            "ports": [{"port": 443}, {"port": 5353, "protocol": "UDP"}],
+        }
+    )["spec"]["egress"]
+    assert egress[1] == {
+        "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "UDP", "port": 5353}],
+    }
+
+
+def test_dns_mode_ignores_cidrs_and_ports() -> None:
+    network = Network.model_construct(egress=EgressMode.DNS, cidrs=["1.2.3.4/32"], ports=None)
+    assert egress_rules(network) == [DNS_RULE]
+
+
+def test_unknown_mode_is_a_spec_error() -> None:
+    network = Network.model_construct(egress="Everything", cidrs=None, ports=None)
+    with pytest.raises(SpecError) as info:
+        egress_rules(network)
+    assert info.value.field == "spec.network.egress"
+
+
+@pytest.mark.parametrize("cidrs", [None, []])
+def test_custom_without_cidrs_is_a_spec_error(cidrs: list[str] | None) -> None:
+    network = Network.model_construct(egress=EgressMode.CUSTOM, cidrs=cidrs, ports=None)
+    with pytest.raises(SpecError) as info:
+        egress_rules(network)
+    assert info.value.field == "spec.network.cidrs"
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "not-a-cidr", "10.0.0.1", "2001:db8::/129"])
+def test_custom_with_a_bad_cidr_is_a_spec_error(bad: str) -> None:
+    network = Network.model_construct(
+        egress=EgressMode.CUSTOM, cidrs=["192.0.2.0/24", bad], ports=None
+    )
+    with pytest.raises(SpecError) as info:
+        egress_rules(network)
+    assert info.value.field == "spec.network.cidrs[1]"
+
+
+def test_session_label() -> None:
+    np = build_network_policy(REF, spec(sessionRef={"name": "s"}))
+    assert np["metadata"]["labels"]["stockade.dev/session"] == "s"
+    # The pod selector stays per Agent (not per session).
+    assert "stockade.dev/session" not in np["spec"]["podSelector"]["matchLabels"]
+
+
+@given(
+    mode=st.sampled_from(list(EgressMode)),
+    cidrs=st.lists(
+        st.builds(
+            lambda a, p: str(ipaddress.ip_network(f"{ipaddress.IPv4Address(a)}/{p}", strict=False)),
+            st.integers(min_value=0, max_value=2**32 - 1),
+            st.integers(min_value=0, max_value=32),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    ports=st.none()
+    | st.lists(
+        st.fixed_dictionaries(
+            {"port": st.integers(1, 65535), "protocol": st.sampled_from(["TCP", "UDP", "SCTP"])}
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_deterministic_and_dns_first(
+    mode: EgressMode, cidrs: list[str], ports: list[dict[str, Any]] | None
+) -> None:
+    network: dict[str, Any] = {"egress": mode.value}
+    if mode == EgressMode.CUSTOM:
+        network["cidrs"] = cidrs
+        network["ports"] = ports
+    agent = spec(network=network)
+    np = build_network_policy(REF, agent)
+    assert np == build_network_policy(REF, agent)
+    egress = np["spec"]["egress"]
+    if mode == EgressMode.NONE:
+        assert egress == []
+    else:
+        assert egress[0] == DNS_RULE
+    if mode == EgressMode.CUSTOM:
+        assert [p["ipBlock"]["cidr"] for p in egress[1]["to"]] == cidrs
+        assert ("ports" in egress[1]) == bool(ports)
