@@ -1,0 +1,624 @@
+r"""The Agent lifecycle state machine: one pure module, the single source of phase changes.
+
+``decide(observation) -> Decision`` derives an Agent's phase, conditions and status from
+what is observed (the Agent's spec and recorded status, its pod, its admission, the last
+pod-creation rejection, the clock) and says what to do (create or delete a pod, delete
+the Agent, look again later). It is level-triggered: it never relies on memory, so the
+same observation gives the same decision, also after an operator restart.
+
+Every phase change goes through :data:`TRANSITIONS`. A transition outside the table is a
+bug: ``decide`` does not write it (the phase stays), and reports it in
+``Decision.rejected`` for the caller to log and count.
+
+Phases (DESIGN.md, "The lifecycle state machine")::
+
+    Pending -> Starting -> Running -> Succeeded
+                  ^          |   \\-> Failed   (exit != 0, deadline, backoff limit)
+                  \\-retry---/
+    Pending/Starting/Running -> Paused (suspend) -> Pending (resume)
+    any -> Terminating (the Agent is being deleted)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from stockade.api.agent import Phase, RestartPolicy
+from stockade.conditions import (
+    ADMITTED,
+    READY,
+    RECONCILING,
+    STALLED,
+    SUSPENDED,
+    Cond,
+    merge_conditions,
+)
+from stockade.observe import PodView, format_time, parse_termination_message, parse_time
+
+
+class Reason(StrEnum):
+    """The closed set of reasons Stockade writes (``status.reason``, conditions, Events).
+
+    Failure reasons (``Failed`` phase, ``Stalled=True``): DeadlineExceeded,
+    StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
+    PodLost, InvalidSpec. Waiting reasons (``Admitted=False``): SessionFull,
+    BudgetExceeded, SessionNotFound, SessionSuspended, QuotaExceeded,
+    RuntimeClassNotFound, PodRejected. Progress reasons: the rest.
+    """
+
+    CREATED = "Created"
+    ADMITTED = "Admitted"
+    POD_CREATED = "PodCreated"
+    CONTAINER_CREATING = "ContainerCreating"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    POD_RUNNING = "PodRunning"
+    NOT_READY = "NotReady"
+    COMPLETED = "Completed"
+    BACK_OFF = "BackOff"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    DELETED = "Deleted"
+    FINISHED = "Finished"
+    NOT_SUSPENDED = "NotSuspended"
+    # failures
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    STARTUP_TIMEOUT = "StartupTimeout"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    ERROR = "Error"
+    OOM_KILLED = "OOMKilled"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    EVICTED = "Evicted"
+    POD_LOST = "PodLost"
+    INVALID_SPEC = "InvalidSpec"
+    # waiting for admission
+    SESSION_FULL = "SessionFull"
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    SESSION_NOT_FOUND = "SessionNotFound"
+    SESSION_SUSPENDED = "SessionSuspended"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    RUNTIME_CLASS_NOT_FOUND = "RuntimeClassNotFound"
+    POD_REJECTED = "PodRejected"
+
+
+P = Phase
+TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
+    {
+        (None, P.Pending),
+        (P.Pending, P.Starting),
+        (P.Pending, P.Paused),
+        (P.Pending, P.Failed),
+        (P.Starting, P.Running),
+        (P.Starting, P.Failed),
+        (P.Starting, P.Paused),
+        (P.Running, P.Succeeded),
+        (P.Running, P.Failed),
+        (P.Running, P.Starting),
+        (P.Running, P.Paused),
+        (P.Paused, P.Pending),
+        (P.Paused, P.Failed),
+    }
+    | {(p, P.Terminating) for p in (None, *Phase) if p is not P.Terminating}
+)
+"""Every allowed ``(from, to)`` phase change; ``None`` is an Agent without a phase yet."""
+
+TERMINAL = frozenset({P.Succeeded, P.Failed})
+
+# Pod-creation rejections that need a person (not time) to fix: Stalled=True.
+_STALLING = frozenset({Reason.RUNTIME_CLASS_NOT_FOUND, Reason.POD_REJECTED, Reason.INVALID_SPEC})
+# Waiting reasons of a container that never become a running container by themselves.
+_PERMANENT_PULL_FAILURES = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+_PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", *_PERMANENT_PULL_FAILURES})
+
+
+def is_allowed(from_phase: Phase | None, to_phase: Phase) -> bool:
+    """Whether the table allows changing `from_phase` into `to_phase`."""
+    return (from_phase, to_phase) in TRANSITIONS
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """The Agent as the lifecycle sees it: the effective spec and the recorded status.
+
+    Durations are in seconds; ``None`` means unset. ``status`` is the Agent's current
+    ``status`` dict (camelCase, as stored); ``generation`` its ``metadata.generation``.
+    """
+
+    name: str
+    generation: int = 1
+    deleting: bool = False
+    suspend: bool = False
+    active_deadline_seconds: int | None = None
+    startup_timeout_seconds: int = 300
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    backoff_limit: int = 3
+    ttl_seconds_after_finished: int | None = None
+    runtime_class: str | None = None
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether the Agent may have a pod now; a waiting reason and message when not."""
+
+    admitted: bool = True
+    reason: str = Reason.ADMITTED
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The API server refused the pod: ``reason`` is a :class:`Reason`, ``message`` its words."""
+
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything ``decide`` reads.
+
+    Attributes:
+        agent: the Agent.
+        pods: the agent's pods keyed by attempt number (usually zero or one).
+        admission: the session's (or quota's) word on running a pod now.
+        rejection: the API server's refusal of the last pod creation, if any.
+        spec_error: a message when the spec cannot be turned into a pod (InvalidSpec).
+        now: the current time (UTC).
+        backoff: seconds to wait before attempt n+1 after n failures, as a tuple indexed
+            by n-1 (the last value repeats); the operator config provides it.
+        history_limit: how many transitions ``status.history`` keeps.
+
+    """
+
+    agent: AgentView
+    now: datetime
+    pods: Mapping[int, PodView] = field(default_factory=dict)
+    admission: Admission = Admission()
+    rejection: Rejection | None = None
+    spec_error: str | None = None
+    backoff: Sequence[float] = (10.0,)
+    history_limit: int = 20
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One phase change: recorded as a history entry, an Event and a metric."""
+
+    from_phase: Phase | None
+    to_phase: Phase
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    """Create the pod of this attempt (idempotent: its name is deterministic)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    """Delete this pod."""
+
+    name: str
+
+
+Action = CreatePod | DeletePod
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``decide`` concluded.
+
+    Attributes:
+        status: the complete new ``status`` (camelCase dict) to write.
+        transitions: the phase changes made, in order (possibly several in one pass,
+            e.g. Starting -> Running -> Succeeded for an agent that finished between
+            two observations).
+        actions: children to create or delete.
+        requeue_after: look again after this many seconds even if nothing changes
+            (deadlines, backoff, TTL); None when only a change can matter.
+        delete_agent: ttlSecondsAfterFinished has expired.
+        rejected: transitions the table forbids (not written; a bug to log and count).
+
+    """
+
+    status: dict[str, Any]
+    transitions: tuple[Transition, ...] = ()
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    delete_agent: bool = False
+    rejected: tuple[Transition, ...] = ()
+
+    @property
+    def phase(self) -> Phase:
+        """The phase after this decision."""
+        return Phase(self.status["phase"])
+
+
+@dataclass
+class _Draft:
+    """Mutable working state of one ``decide`` call (never escapes it)."""
+
+    obs: Observation
+    phase: Phase | None
+    reason: str
+    message: str
+    status: dict[str, Any]
+    transitions: list[Transition] = field(default_factory=list)
+    rejected: list[Transition] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    wake_at: list[datetime] = field(default_factory=list)
+    admitted: Cond | None = None
+    ready: bool = False
+    delete_agent: bool = False
+
+    def move(self, to: Phase, reason: str, message: str = "") -> None:
+        """Change phase through the table; record the reason even without a change.
+
+        A new Agent (no phase yet) always enters through Pending.
+        """
+        if self.phase is None and to not in (Phase.Pending, Phase.Terminating):
+            self.move(Phase.Pending, Reason.CREATED)
+        if to != self.phase:
+            step = Transition(self.phase, to, reason, message)
+            if not is_allowed(self.phase, to):
+                self.rejected.append(step)
+                return
+            self.transitions.append(step)
+            self.phase = to
+        self.reason, self.message = reason, message
+
+    def wake(self, at: datetime) -> None:
+        self.wake_at.append(at)
+
+
+def _backoff(obs: Observation, failures: int) -> float:
+    table = obs.backoff or (0.0,)
+    return float(table[min(failures, len(table)) - 1])
+
+
+def _failure_of(pod: PodView) -> tuple[Reason, str]:
+    """Classify a Failed pod: the reason and a human message."""
+    term = pod.terminated
+    if pod.reason == "Evicted":
+        return Reason.EVICTED, pod.message or "the pod was evicted"
+    if term is not None and term.reason == "OOMKilled":
+        return (
+            Reason.OOM_KILLED,
+            f"the agent container ran out of memory (exit code {term.exit_code})",
+        )
+    if term is not None:
+        detail = f": {term.message.strip()[:512]}" if term.message.strip() else ""
+        return Reason.ERROR, f"the agent container exited with code {term.exit_code}{detail}"
+    return Reason.POD_LOST, pod.message or f"pod {pod.name} failed ({pod.reason or 'no reason'})"
+
+
+def _fail(d: _Draft, reason: Reason, message: str, pod: PodView | None) -> None:
+    d.move(Phase.Failed, reason, message)
+    if pod is not None and not pod.finished and not pod.deleting:
+        d.actions.append(DeletePod(pod.name))
+
+
+def _retry_or_fail(
+    d: _Draft, attempt: int, pod: PodView | None, reason: Reason, message: str
+) -> None:
+    """After attempt `attempt` failed: schedule the next one, or fail the Agent.
+
+    A scheduled retry advances ``status.attempts`` at once, so the failed pod is an older
+    attempt from then on (kept for its logs until the next pod exists).
+    """
+    agent = d.obs.agent
+    if agent.restart_policy == RestartPolicy.ON_FAILURE and attempt <= agent.backoff_limit:
+        d.status["attempts"] = attempt + 1
+        d.move(Phase.Starting, reason, f"attempt {attempt} failed: {message}")
+        _await_retry(d, attempt + 1, pod)
+        return
+    d.status["exitCode"] = pod.terminated.exit_code if pod and pod.terminated else None
+    if agent.restart_policy == RestartPolicy.ON_FAILURE:
+        _fail(
+            d,
+            Reason.BACKOFF_LIMIT_EXCEEDED,
+            f"{attempt} attempts failed (backoffLimit {agent.backoff_limit}); last: {message}",
+            pod,
+        )
+    else:
+        _fail(d, reason, message, pod)
+
+
+def _await_retry(d: _Draft, attempt: int, failed: PodView | None) -> None:
+    """Create attempt `attempt` once the backoff after the failed pod has passed.
+
+    The delay counts from the failed container's ``finishedAt``, so it is the same
+    after an operator restart; a pod that vanished or was evicted retries at once.
+    """
+    finished = failed.terminated.finished_at if failed and failed.terminated else None
+    retry_at = d.obs.now
+    if finished is not None:
+        retry_at = finished + timedelta(seconds=_backoff(d.obs, attempt - 1))
+    if d.obs.now >= retry_at:
+        _create(d, attempt)
+        return
+    wait = (retry_at - d.obs.now).total_seconds()
+    d.message = f"{d.message}; attempt {attempt} starts in {wait:.0f}s".lstrip("; ")
+    d.wake(retry_at)
+
+
+def _create(d: _Draft, attempt: int) -> None:
+    """Ask for attempt `attempt`'s pod, unless admission or the API server says no."""
+    obs = d.obs
+    if not obs.admission.admitted:
+        d.admitted = Cond(ADMITTED, False, obs.admission.reason, obs.admission.message)
+        if d.phase in (None, Phase.Pending):
+            d.move(Phase.Pending, obs.admission.reason, obs.admission.message)
+        return
+    if obs.rejection is not None:
+        d.admitted = Cond(ADMITTED, False, obs.rejection.reason, obs.rejection.message)
+        if d.phase in (None, Phase.Pending):
+            d.move(Phase.Pending, obs.rejection.reason, obs.rejection.message)
+        else:
+            d.reason, d.message = obs.rejection.reason, obs.rejection.message
+        d.wake(obs.now + timedelta(seconds=_rejection_delay(d)))
+        return
+    d.actions.append(CreatePod(attempt))
+    d.status["attempts"] = attempt
+    if not d.status.get("startTime"):
+        d.status["startTime"] = format_time(obs.now)
+    if d.phase in (None, Phase.Pending):
+        d.move(Phase.Starting, Reason.POD_CREATED, f"creating pod for attempt {attempt}")
+    d.wake(obs.now + timedelta(seconds=obs.agent.startup_timeout_seconds))
+
+
+def _rejection_delay(d: _Draft) -> float:
+    """Retry a refused pod creation after as long as it has been refused (1s..60s).
+
+    Derived from the Admitted condition's lastTransitionTime, so the backoff doubles
+    without any memory and survives a restart.
+    """
+    since = None
+    for cond in d.status.get("conditions") or ():
+        if cond.get("type") == ADMITTED and cond.get("status") == "False":
+            since = parse_time(cond.get("lastTransitionTime"))
+    elapsed = (d.obs.now - since).total_seconds() if since else 0.0
+    return min(max(elapsed, 1.0), 60.0)
+
+
+def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
+    """A pod that exists but does not run yet: Starting, or a startup failure."""
+    agent = d.obs.agent
+    waiting = pod.waiting_reason or ""
+    if waiting in _PERMANENT_PULL_FAILURES:
+        _fail(d, Reason.IMAGE_PULL_FAILED, f"{waiting}: {pod.waiting_message or ''}".strip(), pod)
+        return
+    if pod.unschedulable:
+        reason, message = Reason.UNSCHEDULABLE, pod.unschedulable
+    elif waiting in _PULL_FAILURES:
+        reason, message = Reason.IMAGE_PULL_BACK_OFF, f"{waiting}: {pod.waiting_message or ''}"
+    else:
+        reason, message = Reason.CONTAINER_CREATING, waiting or "waiting for the sandbox to start"
+    created = pod.created or d.obs.now
+    deadline = created + timedelta(seconds=agent.startup_timeout_seconds)
+    if d.obs.now >= deadline:
+        _fail(
+            d,
+            Reason.STARTUP_TIMEOUT,
+            f"pod {pod.name} did not start within {agent.startup_timeout_seconds}s"
+            f" ({reason}: {message.strip()})",
+            pod,
+        )
+        return
+    d.move(Phase.Starting, reason, message.strip())
+    d.wake(deadline)
+
+
+def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
+    if d.phase in (None, Phase.Pending):
+        d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
+    if d.phase == Phase.Starting:
+        d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
+    term = pod.terminated
+    if term is not None and term.message:
+        result, usage = parse_termination_message(term.message)
+        d.status["result"], d.status["usage"] = result, usage
+    if pod.phase == "Succeeded":
+        d.status["exitCode"] = term.exit_code if term else 0
+        d.move(Phase.Succeeded, Reason.COMPLETED, "the agent finished successfully")
+        return
+    reason, message = _failure_of(pod)
+    _retry_or_fail(d, attempt, pod, reason, message)
+
+
+def _run(d: _Draft) -> None:
+    """The non-terminal, non-suspended part of the machine."""
+    obs, agent = d.obs, d.obs.agent
+    attempt = max([int(d.status.get("attempts") or 0), *obs.pods])
+    pod = obs.pods.get(attempt)
+    start = parse_time(d.status.get("startTime"))
+    if agent.active_deadline_seconds is not None and start is not None:
+        deadline = start + timedelta(seconds=agent.active_deadline_seconds)
+        if obs.now >= deadline:
+            _fail(
+                d,
+                Reason.DEADLINE_EXCEEDED,
+                "the agent ran longer than activeDeadlineSeconds"
+                f" ({agent.active_deadline_seconds}s)",
+                pod,
+            )
+            return
+        d.wake(deadline)
+    if pod is not None and pod.finished:
+        _observe_finished_pod(d, pod, attempt)
+        return
+    if pod is not None and pod.deleting:
+        # Wait for it to go; its disappearance is the next observation.
+        if d.phase is None:
+            d.move(Phase.Pending, Reason.CREATED)
+        return
+    if pod is None:
+        previous = obs.pods.get(attempt - 1)
+        if d.phase == Phase.Starting and previous is not None and previous.finished:
+            _await_retry(d, attempt, previous)
+            return
+        if attempt >= 1 and d.phase in (Phase.Starting, Phase.Running):
+            _retry_or_fail(
+                d, attempt, None, Reason.POD_LOST, f"pod of attempt {attempt} disappeared"
+            )
+            return
+        _create(d, max(attempt, 1))
+        return
+    d.admitted = Cond(ADMITTED, True, Reason.ADMITTED, "")
+    d.status["podName"], d.status["nodeName"] = pod.name, pod.node_name
+    if d.phase in (None, Phase.Pending):
+        d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
+    if pod.phase == "Running" and pod.running_since is not None:
+        d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
+        d.ready = pod.ready
+        if not pod.ready:
+            d.reason, d.message = Reason.NOT_READY, "the readiness probe has not passed"
+        return
+    _observe_pending_pod(d, pod)
+
+
+def _conditions(d: _Draft) -> list[Cond]:
+    phase, reason, message = d.phase, d.reason, d.message
+    ready = phase == Phase.Succeeded or (phase == Phase.Running and d.ready)
+    stalled = phase == Phase.Failed or (phase == Phase.Pending and reason in _STALLING)
+    reconciling = not ready and not stalled and phase not in (Phase.Paused, *TERMINAL)
+    if d.admitted is None:
+        if phase in TERMINAL:
+            d.admitted = Cond(ADMITTED, False, Reason.FINISHED, "the agent has finished")
+        elif phase == Phase.Paused:
+            d.admitted = Cond(ADMITTED, False, Reason.SUSPENDED, "the agent is suspended")
+        elif phase in (Phase.Starting, Phase.Running):
+            d.admitted = Cond(ADMITTED, True, Reason.ADMITTED, "")
+        else:
+            d.admitted = Cond(ADMITTED, False, reason, message)
+    summary = message or str(reason)
+    return [
+        Cond(
+            READY,
+            ready,
+            Reason.COMPLETED if phase == Phase.Succeeded else reason,
+            "" if ready else summary,
+        ),
+        Cond(RECONCILING, reconciling, reason, summary if reconciling else ""),
+        Cond(STALLED, stalled, reason, summary if stalled else ""),
+        d.admitted,
+        Cond(
+            SUSPENDED,
+            phase == Phase.Paused,
+            Reason.SUSPENDED if phase == Phase.Paused else Reason.NOT_SUSPENDED,
+            "",
+        ),
+    ]
+
+
+def decide(obs: Observation) -> Decision:
+    """Derive the Agent's next status and the actions that make the world match it.
+
+    Pure and deterministic: the result depends on `obs` only. See the module docstring
+    for the phases; :class:`Reason` lists every reason written.
+    """
+    agent = obs.agent
+    status = dict(agent.status)
+    previous = Phase(status["phase"]) if status.get("phase") else None
+    d = _Draft(
+        obs, previous, str(status.get("reason") or ""), str(status.get("message") or ""), status
+    )
+    attempt = max([int(status.get("attempts") or 0), *obs.pods])
+    current = obs.pods.get(attempt)
+
+    if agent.deleting or previous == Phase.Terminating:
+        # A deletionTimestamp is never removed: Terminating is the last phase.
+        d.move(Phase.Terminating, Reason.DELETED, "the Agent is being deleted")
+    elif previous in TERMINAL:
+        _finished(d)
+    elif obs.spec_error is not None:
+        _fail(d, Reason.INVALID_SPEC, obs.spec_error, current)
+    elif agent.suspend:
+        d.move(Phase.Paused, Reason.SUSPENDED, "spec.suspend is true")
+        for pod in obs.pods.values():
+            if not pod.deleting and not pod.finished:
+                d.actions.append(DeletePod(pod.name))
+        status["startTime"] = None
+    else:
+        if previous == Phase.Paused:
+            d.move(Phase.Pending, Reason.RESUMED, "spec.suspend is false")
+        _run(d)
+
+    # Older attempts' pods are garbage once a newer attempt exists.
+    latest = max([int(status.get("attempts") or 0), *obs.pods], default=0)
+    if latest in obs.pods or CreatePod(latest) in d.actions:
+        for number, pod in obs.pods.items():
+            if number < latest and not pod.deleting and DeletePod(pod.name) not in d.actions:
+                d.actions.append(DeletePod(pod.name))
+
+    if d.phase in TERMINAL and not status.get("completionTime"):
+        status["completionTime"] = format_time(obs.now)
+    if d.phase in TERMINAL:
+        _ttl(d)
+    return _finish(d)
+
+
+def _finished(d: _Draft) -> None:
+    """A terminal Agent stays terminal; its unfinished pod (if any) is stopped."""
+    for pod in d.obs.pods.values():
+        if not pod.finished and not pod.deleting:
+            d.actions.append(DeletePod(pod.name))
+
+
+def _ttl(d: _Draft) -> None:
+    ttl = d.obs.agent.ttl_seconds_after_finished
+    done = parse_time(d.status.get("completionTime"))
+    if ttl is None or done is None:
+        return
+    expiry = done + timedelta(seconds=ttl)
+    if d.obs.now >= expiry:
+        d.delete_agent = True
+    else:
+        d.wake(expiry)
+
+
+def _finish(d: _Draft) -> Decision:
+    obs = d.obs
+    now = format_time(obs.now)
+    phase = d.phase or Phase.Pending
+    d.phase = phase
+    status = d.status
+    status["phase"] = str(phase)
+    status["reason"] = str(d.reason) or None
+    status["message"] = d.message or None
+    status["observedGeneration"] = obs.agent.generation
+    if obs.agent.runtime_class:
+        status["runtimeClassName"] = obs.agent.runtime_class
+    status["conditions"] = merge_conditions(
+        status.get("conditions"), _conditions(d), now=now, generation=obs.agent.generation
+    )
+    history = list(status.get("history") or [])
+    seq = int(history[-1]["seq"]) if history else 0
+    for step in d.transitions:
+        seq += 1
+        entry: dict[str, Any] = {"seq": seq}
+        if step.from_phase is not None:  # the API server drops nulls: never write one
+            entry["from"] = str(step.from_phase)
+        entry.update(to=str(step.to_phase), reason=str(step.reason), message=step.message, time=now)
+        history.append(entry)
+    status["history"] = history[-obs.history_limit :]
+    requeue = None
+    if d.wake_at and not d.delete_agent:
+        soonest = min(d.wake_at)
+        requeue = max((soonest - obs.now).total_seconds(), 0.0)
+    return Decision(
+        status={k: v for k, v in status.items() if v is not None},
+        transitions=tuple(d.transitions),
+        actions=tuple(d.actions),
+        requeue_after=requeue,
+        delete_agent=d.delete_agent,
+        rejected=tuple(d.rejected),
+    )

@@ -1,0 +1,483 @@
+"""The lifecycle state machine: one test per path, then properties over random histories."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stockade.api.agent import Phase, RestartPolicy
+from stockade.lifecycle import (
+    TRANSITIONS,
+    Admission,
+    AgentView,
+    CreatePod,
+    Decision,
+    DeletePod,
+    Observation,
+    Reason,
+    Rejection,
+    decide,
+    is_allowed,
+)
+from stockade.observe import PodView, Terminated, format_time
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def agent(**kw: Any) -> AgentView:
+    return AgentView(name="a", **kw)
+
+
+def pod(attempt: int = 1, phase: str = "Pending", **kw: Any) -> PodView:
+    kw.setdefault("created", T0)
+    return PodView(name=f"a-{attempt}", attempt=attempt, phase=phase, **kw)
+
+
+def running(attempt: int = 1, ready: bool = True, **kw: Any) -> PodView:
+    return pod(attempt, "Running", running_since=T0, ready=ready, node_name="n1", **kw)
+
+
+def exited(
+    attempt: int, code: int, finished: float = 5.0, message: str = "", reason: str = ""
+) -> PodView:
+    term = Terminated(
+        code, reason or ("Completed" if code == 0 else "Error"), message, at(finished)
+    )
+    return pod(attempt, "Succeeded" if code == 0 else "Failed", terminated=term)
+
+
+def cond(decision: Decision, type_: str) -> dict[str, Any]:
+    return next(c for c in decision.status["conditions"] if c["type"] == type_)
+
+
+def step(view: AgentView, decision: Decision) -> AgentView:
+    """The Agent after the decision's status was written."""
+    return replace(view, status=decision.status)
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+def test_transition_table_is_the_design_diagram() -> None:
+    P = Phase
+    expected = {
+        (None, P.Pending),
+        (P.Pending, P.Starting),
+        (P.Pending, P.Paused),
+        (P.Pending, P.Failed),
+        (P.Starting, P.Running),
+        (P.Starting, P.Failed),
+        (P.Starting, P.Paused),
+        (P.Running, P.Succeeded),
+        (P.Running, P.Failed),
+        (P.Running, P.Starting),
+        (P.Running, P.Paused),
+        (P.Paused, P.Pending),
+        (P.Paused, P.Failed),
+    } | {(p, P.Terminating) for p in [None, *Phase] if p != P.Terminating}
+    assert expected == TRANSITIONS
+    assert not is_allowed(P.Succeeded, P.Running)
+    assert not is_allowed(P.Failed, P.Pending)
+    assert not is_allowed(P.Terminating, P.Pending)
+
+
+# --- paths -------------------------------------------------------------------------
+
+
+def test_new_agent_gets_a_pod() -> None:
+    d = decide(Observation(agent=agent(), now=T0))
+    assert d.phase == Phase.Starting
+    assert d.actions == (CreatePod(1),)
+    assert [(t.from_phase, t.to_phase) for t in d.transitions] == [
+        (None, Phase.Pending),
+        (Phase.Pending, Phase.Starting),
+    ]
+    assert d.status["attempts"] == 1
+    assert d.status["startTime"] == format_time(T0)
+    assert d.requeue_after == 300  # the startup timeout
+    assert cond(d, "Reconciling")["status"] == "True"
+    assert cond(d, "Ready")["status"] == "False"
+    assert [h["seq"] for h in d.status["history"]] == [1, 2]
+
+
+def test_running_then_succeeded_with_result_and_usage() -> None:
+    d1 = decide(Observation(agent=agent(), now=T0))
+    view = step(agent(), d1)
+    d2 = decide(Observation(agent=view, now=at(2), pods={1: running()}))
+    assert d2.phase == Phase.Running
+    assert d2.actions == ()
+    assert cond(d2, "Ready")["status"] == "True"
+    assert cond(d2, "Reconciling")["status"] == "False"
+    assert d2.status["podName"] == "a-1"
+    view = step(view, d2)
+    message = '{"result": "42", "usage": {"inputTokens": 10, "outputTokens": 3, "costUSD": 0.5}}'
+    d3 = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 0, message=message)}))
+    assert d3.phase == Phase.Succeeded
+    assert d3.status["result"] == "42"
+    assert d3.status["usage"] == {"inputTokens": 10, "outputTokens": 3, "costUSD": 0.5}
+    assert d3.status["exitCode"] == 0
+    assert d3.status["completionTime"] == format_time(at(6))
+    assert cond(d3, "Ready")["status"] == "True"
+    assert cond(d3, "Stalled")["status"] == "False"
+    assert cond(d3, "Admitted")["reason"] == Reason.FINISHED
+    assert d3.actions == ()  # the finished pod stays for its logs
+
+
+def test_plain_text_termination_message_is_the_result() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 0, message="all done\n")}))
+    assert d.status["result"] == "all done"
+    assert "usage" not in d.status
+
+
+def test_fast_pod_finishing_before_running_was_seen_records_both_steps() -> None:
+    view = step(agent(), decide(Observation(agent=agent(), now=T0)))
+    d = decide(Observation(agent=view, now=at(3), pods={1: exited(1, 0)}))
+    assert [(t.from_phase, t.to_phase) for t in d.transitions] == [
+        (Phase.Starting, Phase.Running),
+        (Phase.Running, Phase.Succeeded),
+    ]
+
+
+def test_exit_nonzero_with_never_fails_with_error() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 3, message="boom")}))
+    assert d.phase == Phase.Failed
+    assert d.status["reason"] == Reason.ERROR
+    assert "exited with code 3" in d.status["message"]
+    assert d.status["exitCode"] == 3
+    assert cond(d, "Stalled")["status"] == "True"
+    assert cond(d, "Ready")["status"] == "False"
+
+
+def test_on_failure_retries_with_backoff_then_gives_up() -> None:
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=1,
+        status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
+    )
+    backoff = (10.0, 20.0)
+    failed = exited(1, 1, finished=5)
+    d = decide(Observation(agent=view, now=at(6), pods={1: failed}, backoff=backoff))
+    assert d.phase == Phase.Starting
+    assert d.status["attempts"] == 2
+    assert d.actions == ()  # waiting for the backoff
+    assert d.requeue_after == pytest.approx(9.0)
+    assert d.transitions[0].reason == Reason.ERROR
+    view = step(view, d)
+    # Still waiting: idempotent, no new transition.
+    d = decide(Observation(agent=view, now=at(10), pods={1: failed}, backoff=backoff))
+    assert d.transitions == () and d.actions == ()
+    # Backoff over: next attempt, old pod deleted.
+    d = decide(Observation(agent=view, now=at(15), pods={1: failed}, backoff=backoff))
+    assert set(d.actions) == {CreatePod(2), DeletePod("a-1")}
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(16), pods={2: running(2)}, backoff=backoff))
+    assert d.phase == Phase.Running
+    view = step(view, d)
+    d = decide(
+        Observation(agent=view, now=at(20), pods={2: exited(2, 1, finished=19)}, backoff=backoff)
+    )
+    assert d.phase == Phase.Failed
+    assert d.status["reason"] == Reason.BACKOFF_LIMIT_EXCEEDED
+    assert "2 attempts failed" in d.status["message"]
+
+
+def test_oom_killed() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 137, reason="OOMKilled")}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.OOM_KILLED)
+
+
+def test_evicted_pod() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    evicted = pod(1, "Failed", reason="Evicted", message="node pressure")
+    d = decide(Observation(agent=view, now=at(6), pods={1: evicted}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.EVICTED)
+
+
+def test_active_deadline_exceeded_deletes_the_pod() -> None:
+    view = agent(
+        active_deadline_seconds=30,
+        status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
+    )
+    d = decide(Observation(agent=view, now=at(10), pods={1: running()}))
+    assert d.phase == Phase.Running and d.requeue_after == pytest.approx(20)
+    d = decide(Observation(agent=view, now=at(30), pods={1: running()}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.DEADLINE_EXCEEDED)
+    assert d.actions == (DeletePod("a-1"),)
+
+
+def test_startup_timeout_while_image_does_not_pull() -> None:
+    view = agent(
+        startup_timeout_seconds=20,
+        status={"phase": "Starting", "attempts": 1, "startTime": format_time(T0)},
+    )
+    stuck = pod(1, waiting_reason="ErrImagePull", waiting_message="not found")
+    d = decide(Observation(agent=view, now=at(5), pods={1: stuck}))
+    assert d.phase == Phase.Starting
+    assert d.status["reason"] == Reason.IMAGE_PULL_BACK_OFF
+    assert d.requeue_after == pytest.approx(15)
+    d = decide(Observation(agent=view, now=at(20), pods={1: stuck}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.STARTUP_TIMEOUT)
+    assert "ErrImagePull" in d.status["message"]
+    assert d.actions == (DeletePod("a-1"),)
+
+
+def test_invalid_image_name_fails_at_once() -> None:
+    view = agent(status={"phase": "Starting", "attempts": 1, "startTime": format_time(T0)})
+    bad = pod(1, waiting_reason="InvalidImageName", waiting_message="bad ref")
+    d = decide(Observation(agent=view, now=at(1), pods={1: bad}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.IMAGE_PULL_FAILED)
+
+
+def test_unschedulable_is_reported_while_starting() -> None:
+    view = agent(status={"phase": "Starting", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=view, now=at(1), pods={1: pod(1, unschedulable="0/3 nodes")}))
+    assert (d.phase, d.status["reason"]) == (Phase.Starting, Reason.UNSCHEDULABLE)
+    assert cond(d, "Ready")["message"] == "0/3 nodes"
+
+
+def test_suspend_and_resume() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=replace(view, suspend=True), now=at(5), pods={1: running()}))
+    assert d.phase == Phase.Paused
+    assert d.actions == (DeletePod("a-1"),)
+    assert cond(d, "Suspended")["status"] == "True"
+    assert cond(d, "Admitted")["reason"] == Reason.SUSPENDED
+    assert cond(d, "Reconciling")["status"] == "False"
+    assert "startTime" not in d.status
+    paused = step(replace(view, suspend=True), d)
+    # The old pod is still going away: resume waits for it.
+    leaving = replace(running(), deleting=True)
+    d = decide(Observation(agent=replace(paused, suspend=False), now=at(6), pods={1: leaving}))
+    assert d.phase == Phase.Pending and d.actions == ()
+    d = decide(Observation(agent=replace(paused, suspend=False), now=at(7)))
+    assert d.phase == Phase.Starting
+    assert d.actions == (CreatePod(1),)
+    assert [t.to_phase for t in d.transitions] == [Phase.Pending, Phase.Starting]
+
+
+def test_deletion_is_terminating_from_any_phase() -> None:
+    for phase in Phase:
+        if phase == Phase.Terminating:
+            continue
+        view = agent(deleting=True, status={"phase": str(phase)})
+        d = decide(Observation(agent=view, now=T0))
+        assert d.phase == Phase.Terminating
+        assert d.actions == ()
+
+
+def test_ttl_after_finished_deletes_the_agent() -> None:
+    done = {"phase": "Succeeded", "completionTime": format_time(T0), "attempts": 1}
+    view = agent(ttl_seconds_after_finished=60, status=done)
+    d = decide(Observation(agent=view, now=at(30)))
+    assert not d.delete_agent and d.requeue_after == pytest.approx(30)
+    assert decide(Observation(agent=view, now=at(60))).delete_agent
+
+
+def test_quota_rejection_waits_with_growing_backoff() -> None:
+    rejection = Rejection(Reason.QUOTA_EXCEEDED, 'exceeded quota: "q"')
+    d = decide(Observation(agent=agent(), now=T0, rejection=rejection))
+    assert d.phase == Phase.Pending
+    assert d.actions == ()
+    admitted = cond(d, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", Reason.QUOTA_EXCEEDED)
+    assert cond(d, "Stalled")["status"] == "False"
+    assert d.requeue_after == 1.0
+    later = decide(Observation(agent=step(agent(), d), now=at(8), rejection=rejection))
+    assert later.requeue_after == pytest.approx(8.0)
+    # Quota raised: the next observation has no rejection and creates the pod.
+    ok = decide(Observation(agent=step(agent(), d), now=at(9)))
+    assert ok.actions == (CreatePod(1),)
+    assert cond(ok, "Admitted")["status"] == "True"
+
+
+def test_missing_runtime_class_stalls() -> None:
+    rejection = Rejection(Reason.RUNTIME_CLASS_NOT_FOUND, 'RuntimeClass "x" not found')
+    d = decide(Observation(agent=agent(), now=T0, rejection=rejection))
+    assert d.phase == Phase.Pending
+    assert cond(d, "Stalled")["status"] == "True"
+    assert d.status["reason"] == Reason.RUNTIME_CLASS_NOT_FOUND
+
+
+def test_invalid_spec_fails() -> None:
+    d = decide(Observation(agent=agent(), now=T0, spec_error="spec.image: required"))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.INVALID_SPEC)
+    assert d.status["message"] == "spec.image: required"
+
+
+def test_session_admission_keeps_the_agent_pending() -> None:
+    waiting = Admission(False, Reason.SESSION_FULL, "8 of 8 agents running")
+    d = decide(Observation(agent=agent(), now=T0, admission=waiting))
+    assert d.phase == Phase.Pending and d.actions == ()
+    assert cond(d, "Admitted")["reason"] == Reason.SESSION_FULL
+
+
+def test_pod_lost_is_retried_under_on_failure_and_fatal_under_never() -> None:
+    status = {"phase": "Running", "attempts": 1, "startTime": format_time(T0)}
+    d = decide(
+        Observation(agent=agent(restart_policy=RestartPolicy.ON_FAILURE, status=status), now=at(5))
+    )
+    assert d.phase == Phase.Starting
+    assert d.actions == (CreatePod(2),)
+    d = decide(Observation(agent=agent(status=status), now=at(5)))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.POD_LOST)
+
+
+def test_adopts_a_pod_whose_creation_was_not_recorded() -> None:
+    # Crash between creating the pod and writing status: the pod is adopted, not duplicated.
+    d = decide(Observation(agent=agent(), now=at(1), pods={1: running()}))
+    assert d.actions == ()
+    assert d.phase == Phase.Running
+
+
+def test_conditions_keep_their_transition_time_while_unchanged() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d1 = decide(Observation(agent=view, now=at(1), pods={1: running()}))
+    d2 = decide(Observation(agent=step(view, d1), now=at(50), pods={1: running()}))
+    assert cond(d2, "Ready")["lastTransitionTime"] == format_time(at(1))
+    assert d2.status == d1.status
+
+
+def test_history_keeps_the_last_n() -> None:
+    history = [
+        {"seq": i, "from": "Pending", "to": "Starting", "reason": "x", "message": "", "time": "t"}
+        for i in range(1, 21)
+    ]
+    view = agent(status={"phase": "Running", "attempts": 1, "history": history})
+    d = decide(Observation(agent=view, now=at(5), pods={1: exited(1, 0)}, history_limit=20))
+    assert len(d.status["history"]) == 20
+    assert d.status["history"][-1]["seq"] == 21
+    assert d.status["history"][-1]["to"] == "Succeeded"
+
+
+def test_observed_generation_is_written() -> None:
+    d = decide(Observation(agent=agent(generation=7), now=T0))
+    assert d.status["observedGeneration"] == 7
+    assert all(c["observedGeneration"] == 7 for c in d.status["conditions"])
+
+
+# --- properties ----------------------------------------------------------------------
+
+pod_states = st.sampled_from(
+    [
+        "none",
+        "pending",
+        "pull-error",
+        "unschedulable",
+        "running",
+        "not-ready",
+        "ok",
+        "error",
+        "oom",
+        "evicted",
+        "deleting",
+        "invalid-image",
+    ]
+)
+
+
+def make_pod(kind: str, attempt: int, now: datetime) -> PodView | None:
+    return {
+        "none": None,
+        "pending": pod(attempt, created=now),
+        "pull-error": pod(attempt, created=now, waiting_reason="ImagePullBackOff"),
+        "unschedulable": pod(attempt, created=now, unschedulable="no nodes"),
+        "running": running(attempt),
+        "not-ready": running(attempt, ready=False),
+        "ok": exited(attempt, 0, finished=0),
+        "error": exited(attempt, 2, finished=0),
+        "oom": exited(attempt, 137, finished=0, reason="OOMKilled"),
+        "evicted": pod(attempt, "Failed", reason="Evicted"),
+        "deleting": replace(running(attempt), deleting=True),
+        "invalid-image": pod(attempt, created=now, waiting_reason="InvalidImageName"),
+    }[kind]
+
+
+world = st.fixed_dictionaries(
+    {
+        "pod": pod_states,
+        "attempt_offset": st.sampled_from([-1, 0, 0, 0, 1]),
+        "suspend": st.booleans(),
+        "deleting": st.sampled_from([False] * 9 + [True]),
+        "advance": st.floats(min_value=0, max_value=400),
+        "admitted": st.sampled_from([True, True, True, False]),
+        "rejection": st.sampled_from([None, None, None, Reason.QUOTA_EXCEEDED]),
+    }
+)
+agent_specs = st.builds(
+    lambda policy, limit, deadline, ttl: agent(
+        restart_policy=policy,
+        backoff_limit=limit,
+        active_deadline_seconds=deadline,
+        ttl_seconds_after_finished=ttl,
+        startup_timeout_seconds=120,
+    ),
+    st.sampled_from(list(RestartPolicy)),
+    st.integers(0, 3),
+    st.sampled_from([None, 60, 600]),
+    st.sampled_from([None, 0, 100]),
+)
+
+
+def observation(view: AgentView, w: dict[str, Any], now: datetime) -> Observation:
+    attempt = max(int(view.status.get("attempts") or 0) + w["attempt_offset"], 1)
+    p = make_pod(w["pod"], attempt, now)
+    rejection = Rejection(w["rejection"], "no") if w["rejection"] else None
+    return Observation(
+        agent=replace(view, suspend=w["suspend"], deleting=w["deleting"]),
+        now=now,
+        pods={attempt: p} if p else {},
+        admission=Admission() if w["admitted"] else Admission(False, Reason.SESSION_FULL, "full"),
+        rejection=rejection,
+        backoff=(5.0, 10.0),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent_specs, st.lists(world, min_size=1, max_size=25))
+def test_no_history_leaves_the_table(view: AgentView, worlds: list[dict[str, Any]]) -> None:
+    now = T0
+    for w in worlds:
+        now += timedelta(seconds=w["advance"])
+        d = decide(observation(view, w, now))
+        assert d.rejected == ()
+        for t in d.transitions:
+            assert is_allowed(t.from_phase, t.to_phase), t
+        phases = [view.status.get("phase")] + [str(t.to_phase) for t in d.transitions]
+        for a, b in itertools.pairwise(phases):
+            assert a != b
+        assert d.status["phase"] == (
+            str(d.transitions[-1].to_phase)
+            if d.transitions
+            else view.status.get("phase", d.status["phase"])
+        )
+        seqs = [h["seq"] for h in d.status["history"]]
+        assert seqs == sorted(set(seqs))
+        if view.status.get("phase") in ("Succeeded", "Failed") and not w["deleting"]:
+            assert d.status["phase"] == view.status["phase"]  # terminal stays terminal
+        view = replace(view, status=d.status)
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent_specs, st.lists(world, min_size=1, max_size=10), world)
+def test_deciding_twice_gives_the_same_answer(
+    view: AgentView, history: list[dict[str, Any]], last: dict[str, Any]
+) -> None:
+    now = T0
+    for w in history:
+        now += timedelta(seconds=w["advance"])
+        view = replace(view, status=decide(observation(view, w, now)).status)
+    obs = observation(view, last, now + timedelta(seconds=last["advance"]))
+    assert decide(obs) == decide(obs)
