@@ -62,7 +62,8 @@ else
   healthy || create_cluster
 fi
 
-k apply -f "${HACK_DIR}/cluster/nodes.yaml" -f "${HACK_DIR}/cluster/runtimeclasses.yaml" >/dev/null
+k apply -f "${HACK_DIR}/cluster/nodes.yaml" -f "${HACK_DIR}/cluster/runtimeclasses.yaml" \
+  -f "${HACK_DIR}/cluster/storage.yaml" >/dev/null
 k wait --for=condition=Ready node -l type=kwok --timeout=60s >/dev/null
 log "cluster ${STOCKADE_CLUSTER_NAME} ready in $((SECONDS - start))s: $(k get nodes -l type=kwok --no-headers | wc -l) fake nodes"
 log "export KUBECONFIG=${STOCKADE_KUBECONFIG}"

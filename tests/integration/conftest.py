@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import HACK, Cluster, default_kubeconfig, resolve_binary, wait_for
+from tests.integration.operator import Agents, OperatorProcess
 
 
 def _healthy(kubeconfig: str, kubectl: str) -> bool:
@@ -99,3 +100,28 @@ def make_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator
 def namespace(make_namespace: NamespaceFactory) -> str:
     """A fresh namespace for one test, deleted afterwards."""
     return make_namespace()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """Stockade's CRDs installed (server-side apply) and Established."""
+    from tests.integration.crds import install_crds
+
+    install_crds(cluster)
+
+
+@pytest.fixture(scope="session")
+def stockade_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
+    """The real operator, running as a subprocess against the local cluster."""
+    process = OperatorProcess(cluster)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def agents(cluster: Cluster, namespace: str, stockade_operator: OperatorProcess) -> Agents:
+    """Agent helpers for a fresh namespace watched by the running operator."""
+    return Agents(cluster, namespace)

@@ -1,0 +1,44 @@
+"""``python -m stockade`` / ``stockade``: run the operator.
+
+Reads the configuration from the environment (see :mod:`stockade.config`), then runs
+kopf standalone (one replica; the Helm chart uses the Recreate strategy) cluster-wide or
+in the configured namespaces, with a liveness endpoint on the health port.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+
+from stockade.config import ConfigError, load_config
+
+
+def main() -> int:
+    """Entry point; returns the process exit code (2 for a bad configuration)."""
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"stockade: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    kopf.configure(
+        verbose=False,
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    import stockade.handlers  # noqa: F401  (registers the handlers)
+
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(config=config),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Agent and pod watches: index what is seen, poke the reconciler. Nothing else.
+
+The handlers are coroutines (kopf runs plain functions in a thread pool); none of them
+waits on I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
+from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
+from stockade.reconcile import AgentKey, Reconciler, to_plain
+
+
+@kopf.index(GROUP, VERSION, AGENT_PLURAL)
+async def agents(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[AgentKey, Any] | None:
+    """Index: ``(namespace, name)`` -> the Agent, as last seen by the watch."""
+    return {(namespace, name): to_plain(body)} if namespace else None
+
+
+@kopf.index("v1", "pods", labels=MANAGED_LABELS)
+async def agent_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[AgentKey, Any] | None:
+    """Index: ``(namespace, agent)`` -> that Agent's pods, as last seen by the watch."""
+    agent = labels.get(AGENT_LABEL)
+    return {(namespace, agent): to_plain(body)} if agent and namespace else None
+
+
+@kopf.on.event(GROUP, VERSION, AGENT_PLURAL)
+async def agent_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Any change of an Agent (or its first sight after start-up) -> reconcile it.
+
+    kopf passes each index as a keyword argument named after its function.
+    """
+    if namespace:
+        _reconciler(memo, kwargs).poke((namespace, name))
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
+async def pod_changed(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Any change of a Stockade pod -> reconcile its Agent."""
+    agent = labels.get(AGENT_LABEL)
+    if agent and namespace:
+        _reconciler(memo, kwargs).poke((namespace, agent))
+
+
+def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
+    reconciler: Reconciler = memo["reconciler"]
+    reconciler.bind(kwargs["agents"], kwargs["agent_pods"])
+    return reconciler

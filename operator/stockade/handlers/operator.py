@@ -1,0 +1,62 @@
+"""Operator start-up and shutdown: settings, the API client, the reconciler, metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.aio import client as aclient
+from kubernetes.aio import config as aconfig
+from kubernetes.aio.config.config_exception import ConfigException
+from prometheus_client import start_http_server
+
+from stockade import metrics
+from stockade.build.names import MANAGED_SELECTOR
+from stockade.config import OperatorConfig, load_config
+from stockade.k8s import Kube
+from stockade.reconcile import Reconciler, phase_samples
+
+log = logging.getLogger("stockade")
+
+
+async def api_client() -> aclient.ApiClient:
+    """An asyncio API client: in-cluster credentials if present, else the kubeconfig."""
+    try:
+        aconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        await aconfig.load_kube_config()  # type: ignore[no-untyped-call]
+    return aclient.ApiClient()
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf for a level-triggered operator and build the reconciler.
+
+    - pods are watched with a server-side label selector (only Stockade's pods stream);
+    - kopf posts no Events of its own (the reconciler records one per transition);
+    - no handler needs kopf's progress or diff-base annotations: only event and index
+      handlers are used, so kopf writes nothing to the Agents.
+    """
+    config: OperatorConfig = memo.get("config") or load_config()
+    memo["config"] = config
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 600
+    settings.watching.client_timeout = 660
+    reconciler = Reconciler(Kube(await api_client()), config)
+    memo["reconciler"] = reconciler
+    if config.metrics_port and not memo.get("metrics_started"):
+        metrics.register_agent_gauge(lambda: phase_samples(memo["reconciler"]))
+        start_http_server(config.metrics_port)
+        memo["metrics_started"] = True
+        log.info("metrics on :%d/metrics", config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop timers and reconciles, close the API client."""
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        await reconciler.close()
+        await reconciler.kube.api.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,187 @@
+"""Thin asynchronous access to the API server (``kubernetes.aio``), and its errors.
+
+Each write is counted in ``stockade_api_writes_total``. Creation is idempotent (an
+existing object is not an error: names are deterministic), deletion too (a missing
+object is not an error). :func:`classify_rejection` turns the API server's refusal of a
+pod into a lifecycle :class:`~stockade.lifecycle.Rejection`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.aio import client
+from kubernetes.aio.client.exceptions import ApiException
+
+from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
+from stockade.lifecycle import Reason, Rejection
+from stockade.metrics import API_WRITES
+from stockade.observe import format_time
+
+KIND_RESOURCE = {
+    "Pod": "pods",
+    "ConfigMap": "configmaps",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "NetworkPolicy": "networkpolicies",
+}
+
+
+def api_message(exc: ApiException) -> str:
+    """The ``message`` of the API server's Status body, else the exception's reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return str(body.get("message") or exc.reason or exc)
+
+
+def classify_rejection(exc: ApiException) -> Rejection | None:
+    """Map a refused pod creation to a waiting reason, or None if it is not a refusal.
+
+    403 with "exceeded quota" -> QuotaExceeded; 403 naming a missing RuntimeClass ->
+    RuntimeClassNotFound; other 403s (PodSecurity, other admission) -> PodRejected;
+    422 (the pod is invalid: input that slipped past the CRD schema) -> InvalidSpec.
+    """
+    message = api_message(exc)
+    if exc.status == 403:
+        lowered = message.lower()
+        if "exceeded quota" in lowered:
+            return Rejection(Reason.QUOTA_EXCEEDED, message)
+        if "runtimeclass" in lowered and "not found" in lowered:
+            return Rejection(Reason.RUNTIME_CLASS_NOT_FOUND, message)
+        return Rejection(Reason.POD_REJECTED, message)
+    if exc.status == 422:
+        return Rejection(Reason.INVALID_SPEC, message)
+    return None
+
+
+async def _write(
+    verb: str, resource: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()
+) -> Any:
+    """Run one write, count it, and swallow the statuses in `ok` (returning None)."""
+    try:
+        result = await call()
+    except ApiException as exc:
+        API_WRITES.labels(verb, resource, str(exc.status)).inc()
+        if exc.status in ok:
+            return None
+        raise
+    API_WRITES.labels(verb, resource, "2xx").inc()
+    return result
+
+
+@dataclass
+class Kube:
+    """The operator's API client and the few operations the reconciler needs."""
+
+    api: client.ApiClient
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        """Create a namespaced object; False if it already exists (409).
+
+        Raises:
+            ApiException: any other refusal (403 quota/admission, 422 invalid, ...).
+
+        """
+        kind = manifest["kind"]
+        namespace = manifest["metadata"]["namespace"]
+        core = client.CoreV1Api(self.api)
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "Pod": lambda: core.create_namespaced_pod(namespace, manifest),  # type: ignore[arg-type]
+            "ConfigMap": lambda: core.create_namespaced_config_map(namespace, manifest),  # type: ignore[arg-type]
+            "PersistentVolumeClaim": lambda: core.create_namespaced_persistent_volume_claim(
+                namespace,
+                manifest,  # type: ignore[arg-type]
+            ),
+            "NetworkPolicy": lambda: client.NetworkingV1Api(
+                self.api
+            ).create_namespaced_network_policy(namespace, manifest),  # type: ignore[arg-type]
+        }
+        created = await _write("create", KIND_RESOURCE[kind], calls[kind], ok=(409,))
+        return created is not None
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod (background propagation); a missing pod is fine."""
+        core = client.CoreV1Api(self.api)
+        await _write(
+            "delete", "pods", lambda: core.delete_namespaced_pod(name, namespace), ok=(404,)
+        )
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a pod as a plain dict, or None when it does not exist."""
+        core = client.CoreV1Api(self.api)
+        try:
+            pod = await core.read_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+        return result
+
+    async def patch_agent_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch an Agent's status subresource (RFC 7386: null deletes a key)."""
+        custom = client.CustomObjectsApi(self.api)
+        await _write(
+            "patch",
+            "agents/status",
+            lambda: custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, AGENT_PLURAL, name, {"status": patch}
+            ),
+            ok=(404,),
+        )
+
+    async def delete_agent(self, namespace: str, name: str) -> None:
+        """Delete an Agent (its children follow by garbage collection)."""
+        custom = client.CustomObjectsApi(self.api)
+        await _write(
+            "delete",
+            "agents",
+            lambda: custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, AGENT_PLURAL, name, propagation_policy="Background"
+            ),
+            ok=(404,),
+        )
+
+    async def event(
+        self, agent: dict[str, Any], *, warning: bool, reason: str, message: str
+    ) -> None:
+        """Record a core/v1 Event on the Agent (``kubectl describe agent`` shows it)."""
+        metadata = agent["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{metadata['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Agent",
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "type": "Warning" if warning else "Normal",
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "stockade"},
+            "reportingComponent": "stockade.dev/operator",
+            "reportingInstance": "stockade",
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
+            "count": 1,
+        }
+        core = client.CoreV1Api(self.api)
+        await _write(
+            "create",
+            "events",
+            lambda: core.create_namespaced_event(metadata["namespace"], event),  # type: ignore[arg-type]
+            ok=(403, 404, 409),
+        )
