@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make run`: the demo. Starts the local cluster, installs the CRDs, runs the operator,
+# applies manifests/samples/, resumes the suspended sample, and shows `kubectl get agents`
+# until every sample is in its expected phase. Exits non-zero if one is not (timeout
+# STOCKADE_DEMO_TIMEOUT seconds, default 180). The operator's log: .cache/demo-operator.log.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "${REPO_ROOT}"
+PY="${REPO_ROOT}/.venv/bin/python"
+NAMESPACE="${STOCKADE_DEMO_NAMESPACE:-stockade-demo}"
+TIMEOUT="${STOCKADE_DEMO_TIMEOUT:-180}"
+
+bash "${HACK_DIR}/cluster-up.sh"
+kubectl="$(find_bin kubectl)"
+k() { "${kubectl}" --kubeconfig "${STOCKADE_KUBECONFIG}" "$@"; }
+
+k apply --server-side -f crds/ >/dev/null
+k wait --for condition=established --timeout=60s -f crds/ >/dev/null
+k create namespace "${NAMESPACE}" --dry-run=client -o yaml | k apply -f - >/dev/null
+k -n "${NAMESPACE}" delete agents --all --wait=true >/dev/null 2>&1 || true
+
+log "starting the operator (log: .cache/demo-operator.log)"
+KUBECONFIG="${STOCKADE_KUBECONFIG}" STOCKADE_NAMESPACES="${NAMESPACE}" \
+  STOCKADE_BACKOFF_BASE_SECONDS=2 STOCKADE_METRICS_PORT=0 STOCKADE_HEALTH_PORT=0 \
+  "${PY}" -m stockade >"${REPO_ROOT}/.cache/demo-operator.log" 2>&1 &
+operator_pid=$!
+trap 'kill "${operator_pid}" 2>/dev/null || true; wait "${operator_pid}" 2>/dev/null || true' EXIT
+
+k -n "${NAMESPACE}" apply -f manifests/samples/
+declare -A expected=([oneshot]=Succeeded [flaky]=Failed [in-a-vm]=Succeeded [later]=Succeeded)
+
+phase_of() { k -n "${NAMESPACE}" get agent "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
+
+resumed=false
+start=${SECONDS}
+while true; do
+  if [[ "${resumed}" == false && "$(phase_of later)" == Paused ]]; then
+    log "'later' is Paused; resuming it"
+    k -n "${NAMESPACE}" patch agent later --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+    resumed=true
+  fi
+  settled=true
+  for name in "${!expected[@]}"; do
+    [[ "$(phase_of "${name}")" == "${expected[${name}]}" ]] || settled=false
+  done
+  echo "--- $((SECONDS - start))s"
+  k -n "${NAMESPACE}" get agents
+  if [[ "${settled}" == true ]]; then
+    log "every sample reached its expected phase in $((SECONDS - start))s"
+    k -n "${NAMESPACE}" get agents -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,REASON:.status.reason,ATTEMPTS:.status.attempts,RESULT:.status.result'
+    exit 0
+  fi
+  if (( SECONDS - start > TIMEOUT )); then
+    log "samples did not settle within ${TIMEOUT}s; operator log tail:"
+    tail -n 40 "${REPO_ROOT}/.cache/demo-operator.log" >&2
+    exit 1
+  fi
+  sleep 3
+done
