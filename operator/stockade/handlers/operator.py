@@ -35,6 +35,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     - pods are watched with a server-side label selector (only Stockade's pods stream);
     - kopf posts no Events of its own (the reconciler records one per transition);
+    - kopf scans no CRDs or namespaces (least privilege: see the Helm chart's RBAC);
     - no handler needs kopf's progress or diff-base annotations: only event and index
       handlers are used, so kopf writes nothing to the Agents.
     """
@@ -42,6 +43,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["config"] = config
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
     settings.posting.enabled = False
+    # No CRD or namespace scanning: the watched resources are known at start (one
+    # discovery call) and the namespaces are the configured ones, so the operator needs
+    # no cluster-scoped read access to customresourcedefinitions or namespaces (the
+    # chart's least-privilege RBAC grants none; scanning would be refused with 403s).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
     reconciler = Reconciler(Kube(await api_client()), config)
