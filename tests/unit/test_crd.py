@@ -30,6 +30,14 @@ from stockade.api.agent import (
     Usage,
     Workspace,
 )
+from stockade.api.session import (
+    AgentCounts,
+    AgentDefaults,
+    AgentSession,
+    AgentSessionSpec,
+    AgentSessionStatus,
+    SessionPhase,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -64,16 +72,31 @@ def test_generation_is_deterministic_and_main_writes_files(tmp_path: Path) -> No
 # --- structural schema ---------------------------------------------------------------
 
 
-def agent_crd() -> dict[str, Any]:
-    docs = list(yaml.safe_load_all((CRD_DIR / "agents.yaml").read_text(encoding="utf-8")))
+PLURALS = [r.plural for r in gen.KINDS]
+
+
+def test_every_kind_has_a_crd() -> None:
+    assert PLURALS == ["agents", "agentsessions"]
+
+
+def load_crd(plural: str) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all((CRD_DIR / f"{plural}.yaml").read_text(encoding="utf-8")))
     assert len(docs) == 1
     crd: dict[str, Any] = docs[0]
     return crd
 
 
-def agent_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = agent_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def schema_of(plural: str) -> dict[str, Any]:
+    schema: dict[str, Any] = load_crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
+
+
+def agent_crd() -> dict[str, Any]:
+    return load_crd("agents")
+
+
+def agent_schema() -> dict[str, Any]:
+    return schema_of("agents")
 
 
 def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -86,8 +109,9 @@ def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, 
         yield from walk(node["additionalProperties"], f"{path}{{}}")
 
 
-def test_schema_is_structural() -> None:
-    for path, node in walk(agent_schema()):
+@pytest.mark.parametrize("plural", PLURALS)
+def test_schema_is_structural(plural: str) -> None:
+    for path, node in walk(schema_of(plural)):
         int_or_string = node.get("x-kubernetes-int-or-string") is True
         assert "type" in node or int_or_string, f"{path} has no type"
         assert "$ref" not in node and "$defs" not in node, path
@@ -103,9 +127,10 @@ def test_schema_is_structural() -> None:
             assert "properties" in node or "additionalProperties" in node, path
 
 
-def test_every_spec_string_list_and_map_is_bounded() -> None:
+@pytest.mark.parametrize("plural", PLURALS)
+def test_every_spec_string_list_and_map_is_bounded(plural: str) -> None:
     # Bounds keep CEL cost estimates within the API server's budget.
-    spec = agent_schema()["properties"]["spec"]
+    spec = schema_of(plural)["properties"]["spec"]
     for path, node in walk(spec, ".spec"):
         kind = node.get("type")
         if kind == "string" or node.get("x-kubernetes-int-or-string"):
@@ -116,18 +141,26 @@ def test_every_spec_string_list_and_map_is_bounded() -> None:
             assert "maxProperties" in node, f"{path} has no maxProperties"
 
 
-def test_descriptions_come_from_docstrings() -> None:
-    schema = agent_schema()
+@pytest.mark.parametrize(
+    ("plural", "root", "field", "text"),
+    [
+        ("agents", "An AI agent run as a sandboxed pod", "task", "Text handed to the agent"),
+        ("agentsessions", "A team of Agents on one task", "maxAgents", "Most member Agents"),
+    ],
+)
+def test_descriptions_come_from_docstrings(plural: str, root: str, field: str, text: str) -> None:
+    schema = schema_of(plural)
     spec = schema["properties"]["spec"]
-    assert schema["description"].startswith("An AI agent run as a sandboxed pod")
-    assert spec["properties"]["task"]["description"].startswith("Text handed to the agent")
+    assert schema["description"].startswith(root)
+    assert spec["properties"][field]["description"].startswith(text)
     for path, node in walk(spec, ".spec"):
         assert node.get("description") or path.endswith(("[]", "{}")), f"{path}: no description"
         assert "\n" not in node.get("description", "").replace("\n\n", ""), path
 
 
-def test_every_rule_has_a_message() -> None:
-    for path, node in walk(agent_schema()):
+@pytest.mark.parametrize("plural", PLURALS)
+def test_every_rule_has_a_message(plural: str) -> None:
+    for path, node in walk(schema_of(plural)):
         for rule in node.get("x-kubernetes-validations", []):
             assert rule["rule"] and rule["message"], path
             assert list(rule)[:2] == ["rule", "message"], path
@@ -422,5 +455,230 @@ def test_quantities_accept_numbers_and_keep_strings() -> None:
     ],
 )
 def test_models_reject_what_the_crd_rejects(model: Any, data: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate(data)
+
+
+# --- AgentSession ----------------------------------------------------------------------
+
+
+def session_schema() -> dict[str, Any]:
+    return schema_of("agentsessions")
+
+
+def test_session_crd_names_columns_and_subresources() -> None:
+    crd = load_crd("agentsessions")
+    assert crd["metadata"]["name"] == "agentsessions.stockade.dev"
+    spec = crd["spec"]
+    assert spec["group"] == "stockade.dev" and spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": "AgentSession",
+        "listKind": "AgentSessionList",
+        "plural": "agentsessions",
+        "singular": "agentsession",
+        "shortNames": ["ags"],
+        "categories": ["stockade"],
+    }
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Phase", "Agents", "Running", "Usage", "Age", "Admitted", "Max"]
+    assert columns["Phase"]["jsonPath"] == ".status.phase"
+    assert columns["Agents"] | {"description": ""} == {
+        "name": "Agents",
+        "type": "integer",
+        "jsonPath": ".status.agents.total",
+        "description": "",
+    }
+    assert (columns["Running"]["jsonPath"], columns["Running"]["type"]) == (
+        ".status.agents.running",
+        "integer",
+    )
+    assert columns["Usage"]["jsonPath"] == ".status.usageSummary"
+    assert columns["Age"]["type"] == "date"
+    assert {c["name"] for c in columns.values() if c.get("priority")} == {"Admitted", "Max"}
+    status = session_schema()["properties"]["status"]["properties"]
+    for column in columns.values():
+        if column["jsonPath"].startswith(".status."):
+            node: dict[str, Any] = {"properties": status}
+            for part in column["jsonPath"].split(".")[2:]:
+                node = node["properties"][part]
+            assert node["type"] == column["type"], column["name"]
+    root = session_schema()
+    assert "required" not in root  # an AgentSession without spec gets the defaults
+    assert {r["fieldPath"] for r in root["x-kubernetes-validations"]} == {".metadata.name"}
+
+
+def test_session_defaults_ranges_and_rules_in_the_schema() -> None:
+    spec = session_schema()["properties"]["spec"]
+    props = spec["properties"]
+    assert spec["default"] == {"maxAgents": 8, "suspend": False}
+    assert props["maxAgents"] | {"description": ""} == {
+        "description": "",
+        "type": "integer",
+        "default": 8,
+        "minimum": 1,
+        "maximum": 1000,
+    }
+    assert props["suspend"]["default"] is False
+    assert props["activeDeadlineSeconds"]["minimum"] == 1
+    assert props["ttlSecondsAfterFinished"]["minimum"] == 0
+    budget = props["budget"]
+    assert budget["maxProperties"] == 3
+    assert budget["x-kubernetes-validations"][0]["message"].startswith("only cpu, memory")
+    amount = budget["additionalProperties"]
+    assert amount["x-kubernetes-int-or-string"] is True and amount["minimum"] == 0
+    assert amount["x-kubernetes-validations"][0]["message"] == "must be greater than zero"
+    # Every spec field is mutable: no transition rule anywhere.
+    assert "x-kubernetes-validations" not in spec
+    for path, node in walk(spec, ".spec"):
+        for r in node.get("x-kubernetes-validations", []):
+            assert "oldSelf" not in r["rule"], path
+    status = session_schema()["properties"]["status"]["properties"]
+    assert status["phase"]["enum"] == [p.value for p in SessionPhase]
+    assert set(status["agents"]["properties"]) == {
+        "pending",
+        "starting",
+        "running",
+        "succeeded",
+        "failed",
+        "paused",
+        "terminating",
+        "total",
+    }
+    assert status["agentUsage"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert status["conditions"]["x-kubernetes-list-type"] == "map"
+
+
+def without_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: without_descriptions(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [without_descriptions(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "field", ["image", "runtimeClassName", "resources", "network", "env", "config"]
+)
+def test_agent_defaults_have_the_agent_fields_schemas(field: str) -> None:
+    defaults = session_schema()["properties"]["spec"]["properties"]["agentDefaults"]
+    agent_field = dict(agent_schema()["properties"]["spec"]["properties"][field])
+    agent_field.pop("default", None)  # a default must not default (network: egress None)
+    assert without_descriptions(defaults["properties"][field]) == without_descriptions(agent_field)
+    aliases = {f.alias for f in AgentDefaults.model_fields.values()}
+    assert set(defaults["properties"]) == aliases
+
+
+FULL_SESSION_SPEC: dict[str, Any] = {
+    "maxAgents": 4,
+    "budget": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "10Gi"},
+    "agentDefaults": {
+        "image": "ghcr.io/example/coding-agent:1.4.2",
+        "runtimeClassName": "gvisor",
+        "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "network": {"egress": "DNS"},
+        "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+        "config": {"model": "claude-sonnet"},
+    },
+    "activeDeadlineSeconds": 3600,
+    "ttlSecondsAfterFinished": 0,
+    "suspend": True,
+}
+
+
+def test_session_spec_defaults() -> None:
+    assert dump(AgentSessionSpec()) == {"maxAgents": 8, "suspend": False}
+    session = AgentSession.model_validate({"metadata": {"name": "s"}})
+    assert session.spec == AgentSessionSpec()
+    assert dump(AgentSessionStatus(agents=AgentCounts())) == {
+        "agents": dict.fromkeys(AgentCounts.model_fields, 0)
+    }
+    assert AgentDefaults().network is None  # unset defaults stay unset
+
+
+def test_full_session_round_trips_in_camel_case() -> None:
+    spec = AgentSessionSpec.model_validate(FULL_SESSION_SPEC)
+    assert spec.max_agents == 4 and spec.budget == FULL_SESSION_SPEC["budget"]
+    assert spec.agent_defaults is not None and spec.agent_defaults.network is not None
+    assert spec.agent_defaults.network.egress is EgressMode.DNS
+    assert dump(spec) == FULL_SESSION_SPEC
+    assert AgentSessionSpec.model_validate(dump(spec)) == spec
+    assert AgentSessionSpec.model_validate({"budget": {"cpu": 2}}).budget == {"cpu": "2"}
+
+
+def test_session_status_round_trips() -> None:
+    body = {
+        "apiVersion": "stockade.dev/v1alpha1",
+        "kind": "AgentSession",
+        "metadata": {"name": "team", "namespace": "ns", "generation": 3},
+        "spec": {"maxAgents": 2, "suspend": False},
+        "status": {
+            "phase": "Active",
+            "reason": "Active",
+            "message": "2 agents waiting",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Active",
+                    "message": "",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                    "observedGeneration": 3,
+                }
+            ],
+            "observedGeneration": 3,
+            "agents": {
+                "pending": 1,
+                "starting": 0,
+                "running": 2,
+                "succeeded": 3,
+                "failed": 0,
+                "paused": 0,
+                "terminating": 0,
+                "total": 6,
+            },
+            "admitted": 2,
+            "admittedAgents": ["b", "a"],
+            "usage": {"requests": {"cpu": "1500m", "memory": "1536Mi"}},
+            "usageSummary": "cpu 1500m/2, memory 1536Mi/2Gi",
+            "agentUsage": {"inputTokens": 10, "outputTokens": 2, "costUSD": 0.25, "cacheReads": 1},
+            "startTime": "2025-01-01T00:00:00Z",
+        },
+    }
+    session = AgentSession.model_validate(body)
+    assert session.status is not None and session.status.phase is SessionPhase.Active
+    assert session.status.agents is not None and session.status.agents.running == 2
+    assert session.status.agent_usage is not None and session.status.agent_usage.cost_usd == 0.25
+    assert dump(session) == body
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        (AgentSessionSpec, {"maxAgents": 0}),
+        (AgentSessionSpec, {"maxAgents": 1001}),
+        (AgentSessionSpec, {"budget": {"cpu": "-1"}}),
+        (AgentSessionSpec, {"budget": {"cpu": "0"}}),
+        (AgentSessionSpec, {"budget": {"memory": "2 GB"}}),
+        (AgentSessionSpec, {"budget": {"nvidia.com/gpu": "1"}}),
+        (
+            AgentSessionSpec,
+            {"agentDefaults": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}},
+        ),
+        (AgentSessionSpec, {"agentDefaults": {"network": {"egress": "Everything"}}}),
+        (AgentSessionSpec, {"agentDefaults": {"runtimeClassName": "gVisor_sandbox"}}),
+        (AgentSessionSpec, {"agentDefaults": {"image": ""}}),
+        (AgentSessionSpec, {"agentDefaults": {"command": ["x"]}}),
+        (AgentSessionSpec, {"activeDeadlineSeconds": 0}),
+        (AgentSessionSpec, {"ttlSecondsAfterFinished": -1}),
+        (AgentSessionSpec, {"unknownField": 1}),
+        (AgentSessionStatus, {"phase": "Running"}),
+        (AgentSessionStatus, {"admitted": -1}),
+        (AgentSessionStatus, {"usage": {"requests": {"gpu": "1"}}}),
+    ],
+)
+def test_session_models_reject_what_the_crd_rejects(model: Any, data: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         model.model_validate(data)

@@ -1,7 +1,8 @@
 """Stockade's API, ``stockade.dev/v1alpha1``: pydantic models, the source of the CRDs.
 
-:mod:`stockade.api.agent` holds the Agent kind; :mod:`stockade.api.crd` generates
-``crds/*.yaml`` from the models (``make crds``).
+:mod:`stockade.api.agent` holds the Agent kind, :mod:`stockade.api.session` the
+AgentSession kind; :mod:`stockade.api.crd` generates ``crds/*.yaml`` from the models
+(``make crds``).
 """
 
 from stockade.api.agent import (
@@ -29,13 +30,31 @@ from stockade.api.agent import (
     Usage,
     Workspace,
 )
+from stockade.api.session import (
+    SESSION_KIND,
+    SESSION_PLURAL,
+    AgentCounts,
+    AgentDefaults,
+    AgentSession,
+    AgentSessionSpec,
+    AgentSessionStatus,
+    ResourceUsage,
+    SessionPhase,
+)
 
 __all__ = [
     "AGENT_KIND",
     "AGENT_PLURAL",
     "GROUP",
+    "SESSION_KIND",
+    "SESSION_PLURAL",
     "VERSION",
     "Agent",
+    "AgentCounts",
+    "AgentDefaults",
+    "AgentSession",
+    "AgentSessionSpec",
+    "AgentSessionStatus",
     "AgentSpec",
     "AgentStatus",
     "Condition",
@@ -49,7 +68,9 @@ __all__ = [
     "PodMetadata",
     "Probe",
     "ResourceRequirements",
+    "ResourceUsage",
     "RestartPolicy",
+    "SessionPhase",
     "SessionRef",
     "Toleration",
     "Usage",
