@@ -80,6 +80,8 @@ class Reason(StrEnum):
     BUDGET_EXCEEDED = "BudgetExceeded"
     SESSION_NOT_FOUND = "SessionNotFound"
     SESSION_SUSPENDED = "SessionSuspended"
+    SESSION_FINISHED = "SessionFinished"
+    AWAITING_ADMISSION = "AwaitingAdmission"
     QUOTA_EXCEEDED = "QuotaExceeded"
     RUNTIME_CLASS_NOT_FOUND = "RuntimeClassNotFound"
     POD_REJECTED = "PodRejected"
@@ -139,15 +141,21 @@ class AgentView:
     ttl_seconds_after_finished: int | None = None
     runtime_class: str | None = None
     status: Mapping[str, Any] = field(default_factory=dict)
+    suspended_by: str = "spec.suspend is true"
 
 
 @dataclass(frozen=True)
 class Admission:
-    """Whether the Agent may have a pod now; a waiting reason and message when not."""
+    """Whether the Agent may have a pod now; a waiting reason and message when not.
+
+    ``stalled`` marks a refusal that waiting cannot fix (e.g. requests larger than the
+    whole session budget): the Agent shows ``Stalled=True``.
+    """
 
     admitted: bool = True
     reason: str = Reason.ADMITTED
     message: str = ""
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,8 @@ class Observation:
         admission: the session's (or quota's) word on running a pod now.
         rejection: the API server's refusal of the last pod creation, if any.
         spec_error: a message when the spec cannot be turned into a pod (InvalidSpec).
+        session_failure: the Agent's session failed by its deadline: this message
+            fails the Agent (DeadlineExceeded) unless it has finished already.
         now: the current time (UTC).
         backoff: seconds to wait before attempt n+1 after n failures, as a tuple indexed
             by n-1 (the last value repeats); the operator config provides it.
@@ -181,6 +191,7 @@ class Observation:
     admission: Admission = Admission()
     rejection: Rejection | None = None
     spec_error: str | None = None
+    session_failure: str | None = None
     backoff: Sequence[float] = (10.0,)
     history_limit: int = 20
 
@@ -256,6 +267,7 @@ class _Draft:
     actions: list[Action] = field(default_factory=list)
     wake_at: list[datetime] = field(default_factory=list)
     admitted: Cond | None = None
+    stalled: bool = False
     ready: bool = False
     delete_agent: bool = False
 
@@ -355,6 +367,7 @@ def _create(d: _Draft, attempt: int) -> None:
     obs = d.obs
     if not obs.admission.admitted:
         d.admitted = Cond(ADMITTED, False, obs.admission.reason, obs.admission.message)
+        d.stalled = obs.admission.stalled
         if d.phase in (None, Phase.Pending):
             d.move(Phase.Pending, obs.admission.reason, obs.admission.message)
         return
@@ -453,6 +466,7 @@ def _run(d: _Draft) -> None:
             return
         d.wake(deadline)
     if pod is not None and pod.finished:
+        d.status["attempts"] = max(int(d.status.get("attempts") or 0), attempt)
         _observe_finished_pod(d, pod, attempt)
         return
     if pod is not None and pod.deleting:
@@ -473,6 +487,9 @@ def _run(d: _Draft) -> None:
         _create(d, max(attempt, 1))
         return
     d.admitted = Cond(ADMITTED, True, Reason.ADMITTED, "")
+    # Recorded here too: a pod whose creation was never recorded (the operator stopped
+    # between creating it and writing status) is adopted, not duplicated.
+    d.status["attempts"] = attempt
     d.status["podName"], d.status["nodeName"] = pod.name, pod.node_name
     if d.phase in (None, Phase.Pending):
         d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
@@ -488,7 +505,9 @@ def _run(d: _Draft) -> None:
 def _conditions(d: _Draft) -> list[Cond]:
     phase, reason, message = d.phase, d.reason, d.message
     ready = phase == Phase.Succeeded or (phase == Phase.Running and d.ready)
-    stalled = phase == Phase.Failed or (phase == Phase.Pending and reason in _STALLING)
+    stalled = phase == Phase.Failed or (
+        phase == Phase.Pending and (reason in _STALLING or d.stalled)
+    )
     reconciling = not ready and not stalled and phase not in (Phase.Paused, *TERMINAL)
     if d.admitted is None:
         if phase in TERMINAL:
@@ -541,8 +560,10 @@ def decide(obs: Observation) -> Decision:
         _finished(d)
     elif obs.spec_error is not None:
         _fail(d, Reason.INVALID_SPEC, obs.spec_error, current)
+    elif obs.session_failure is not None:
+        _fail(d, Reason.DEADLINE_EXCEEDED, obs.session_failure, current)
     elif agent.suspend:
-        d.move(Phase.Paused, Reason.SUSPENDED, "spec.suspend is true")
+        d.move(Phase.Paused, Reason.SUSPENDED, agent.suspended_by)
         for pod in obs.pods.values():
             if not pod.deleting and not pod.finished:
                 d.actions.append(DeletePod(pod.name))

@@ -340,6 +340,9 @@ def test_adopts_a_pod_whose_creation_was_not_recorded() -> None:
     d = decide(Observation(agent=agent(), now=at(1), pods={1: running()}))
     assert d.actions == ()
     assert d.phase == Phase.Running
+    assert d.status["attempts"] == 1
+    finished = decide(Observation(agent=agent(), now=at(1), pods={1: exited(1, 0)}))
+    assert finished.status["attempts"] == 1
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:
@@ -481,3 +484,26 @@ def test_deciding_twice_gives_the_same_answer(
         view = replace(view, status=decide(observation(view, w, now)).status)
     obs = observation(view, last, now + timedelta(seconds=last["advance"]))
     assert decide(obs) == decide(obs)
+
+
+def test_session_deadline_fails_a_running_member() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(
+        Observation(agent=view, now=at(5), pods={1: running()}, session_failure="session late")
+    )
+    assert (d.phase, d.status["reason"], d.status["message"]) == (
+        Phase.Failed,
+        Reason.DEADLINE_EXCEEDED,
+        "session late",
+    )
+    assert d.actions == (DeletePod("a-1"),)
+
+
+def test_a_budget_that_never_fits_stalls_the_agent() -> None:
+    never = Admission(False, Reason.BUDGET_EXCEEDED, "can never be admitted", stalled=True)
+    d = decide(Observation(agent=agent(), now=T0, admission=never))
+    assert d.phase == Phase.Pending
+    assert cond(d, "Stalled")["status"] == "True"
+    waiting = Admission(False, Reason.BUDGET_EXCEEDED, "waiting for budget")
+    d = decide(Observation(agent=agent(), now=T0, admission=waiting))
+    assert cond(d, "Stalled")["status"] == "False"
