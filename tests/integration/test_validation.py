@@ -513,7 +513,6 @@ def test_defaults_are_applied(cluster: Cluster, crds: None, namespace: str) -> N
         "restartPolicy": "Never",
         "backoffLimit": 3,
         "suspend": False,
-        "network": {"egress": "None"},
     }
     workspace = minimal_manifest("with-workspace")
     workspace["spec"]["workspace"] = {"size": 10}

@@ -193,7 +193,8 @@ def test_defaults_and_ranges_in_the_schema() -> None:
         "maximum": 100,
     }
     assert props["suspend"]["default"] is False
-    assert props["network"]["default"] == {"egress": "None"}
+    # No default for network as a whole: unset lets a session's agentDefaults apply.
+    assert "default" not in props["network"]
     assert props["network"]["properties"]["egress"]["default"] == "None"
     assert props["workspace"]["properties"]["retain"]["default"] is False
     assert props["task"]["maxLength"] == 102400
@@ -334,16 +335,15 @@ def test_spec_defaults() -> None:
     assert spec.restart_policy is RestartPolicy.NEVER
     assert spec.backoff_limit == 3
     assert spec.suspend is False
-    assert spec.network == Network(egress=EgressMode.NONE)
+    assert spec.network is None
+    assert Network().egress is EgressMode.NONE
     assert Workspace(size="1Gi").retain is False
     assert dump(spec) == {
         "startupTimeoutSeconds": 300,
         "restartPolicy": "Never",
         "backoffLimit": 3,
         "suspend": False,
-        "network": {"egress": "None"},
     }
-    assert AgentSpec().network is not AgentSpec().network  # defaults are not shared
 
 
 def test_full_spec_round_trips_in_camel_case() -> None:

@@ -707,8 +707,9 @@ class AgentSpec(Model):
     """Delete the Agent this many seconds after it Succeeded or Failed; kept when unset."""
     workspace: Workspace | None = None
     """A persistent volume mounted at /workspace."""
-    network: Network = Network()
-    """Network access of the agent; no egress by default."""
+    network: Network | None = None
+    """Network access of the agent. Unset means the session's default, else no egress
+    (egress None); no CRD default, so that a session's agentDefaults can apply."""
     liveness_probe: Probe | None = None
     """Restarts the attempt when it fails; failures count as attempts (a heartbeat)."""
     readiness_probe: Probe | None = None

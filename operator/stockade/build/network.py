@@ -150,6 +150,6 @@ def build_network_policy(agent_meta: AgentRef, spec: AgentSpec) -> dict[str, Any
             "podSelector": {"matchLabels": agent_selector(agent_meta.name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": egress_rules(spec.network),
+            "egress": egress_rules(spec.network or Network()),
         },
     }
