@@ -19,6 +19,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
+from stockade.api.session import SESSION_PLURAL
 from stockade.lifecycle import Reason, Rejection
 from stockade.metrics import API_WRITES
 from stockade.observe import format_time
@@ -124,14 +125,74 @@ class Kube:
         result: dict[str, Any] = self.api.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
         return result
 
-    async def patch_agent_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        """Merge-patch an Agent's status subresource (RFC 7386: null deletes a key)."""
+    async def patch_agent_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Merge-patch an Agent's status (RFC 7386: null deletes a key).
+
+        With `resource_version` the patch is conditional (optimistic concurrency, as the
+        API conventions describe): a stale write is refused with 409 instead of undoing
+        a newer one. Returns the new resourceVersion, or None on 404/409.
+        """
+        return await self._patch_status(AGENT_PLURAL, namespace, name, patch, resource_version)
+
+    async def _patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None,
+    ) -> str | None:
+        custom = client.CustomObjectsApi(self.api)
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result = await _write(
+            "patch",
+            f"{plural}/status",
+            lambda: custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body
+            ),
+            ok=(404, 409),
+        )
+        if not isinstance(result, dict):
+            return None
+        return str((result.get("metadata") or {}).get("resourceVersion") or "") or None
+
+    async def patch_agent_owners(
+        self, namespace: str, name: str, owners: list[dict[str, Any]]
+    ) -> None:
+        """Set an Agent's ``metadata.ownerReferences`` (merge patch replaces the list)."""
         custom = client.CustomObjectsApi(self.api)
         await _write(
             "patch",
-            "agents/status",
-            lambda: custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, AGENT_PLURAL, name, {"status": patch}
+            "agents",
+            lambda: custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                AGENT_PLURAL,
+                name,
+                {"metadata": {"ownerReferences": owners}},
+            ),
+            ok=(404,),
+        )
+
+    async def patch_session_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Conditionally merge-patch an AgentSession's status (see patch_agent_status)."""
+        return await self._patch_status(SESSION_PLURAL, namespace, name, patch, resource_version)
+
+    async def delete_session(self, namespace: str, name: str) -> None:
+        """Delete an AgentSession (its Agents follow by garbage collection)."""
+        custom = client.CustomObjectsApi(self.api)
+        await _write(
+            "delete",
+            "agentsessions",
+            lambda: custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, SESSION_PLURAL, name, propagation_policy="Background"
             ),
             ok=(404,),
         )

@@ -7,7 +7,7 @@ Names follow Prometheus conventions (https://prometheus.io/docs/practices/naming
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
@@ -37,6 +37,11 @@ RECONCILE_ERRORS = Counter(
     "stockade_reconcile_errors_total",
     "Reconciles that raised an unexpected error (retried with backoff).",
 )
+ADMISSION_WAIT = Histogram(
+    "stockade_session_admission_wait_seconds",
+    "Time from a session member's creation to its admission.",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
 API_WRITES = Counter(
     "stockade_api_writes_total",
     "Write requests the operator sent to the API server, by verb, resource and outcome.",
@@ -44,28 +49,56 @@ API_WRITES = Counter(
 )
 
 
-class AgentPhaseCollector(Collector):
-    """``stockade_agents{namespace, phase}``: Agents by phase, read at scrape time.
+class PhaseCollector(Collector):
+    """A ``<name>{namespace, phase}`` gauge counting objects by phase at scrape time.
 
-    `snapshot` returns ``(namespace, phase)`` pairs for every known Agent; the collector
-    keeps no state of its own.
+    `snapshot` returns ``(namespace, phase)`` pairs, one per object; the collector keeps
+    no state of its own.
     """
 
-    def __init__(self, snapshot: Callable[[], Iterable[tuple[str, str]]]) -> None:
-        self._snapshot = snapshot
+    def __init__(
+        self, name: str, help_text: str, snapshot: Callable[[], Iterable[tuple[str, str]]]
+    ) -> None:
+        self._name, self._help, self._snapshot = name, help_text, snapshot
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Yield the gauge family (one sample per namespace and phase)."""
-        family = GaugeMetricFamily(
-            "stockade_agents", "Agents by namespace and phase.", labels=["namespace", "phase"]
-        )
+        family = GaugeMetricFamily(self._name, self._help, labels=["namespace", "phase"])
         for (namespace, phase), count in sorted(Tally(self._snapshot()).items()):
             family.add_metric([namespace, phase], count)
         yield family
 
 
-def register_agent_gauge(snapshot: Callable[[], Iterable[tuple[str, str]]]) -> Collector:
-    """Register the ``stockade_agents`` collector (once per process) and return it."""
-    collector = AgentPhaseCollector(snapshot)
-    REGISTRY.register(collector)
-    return collector
+class BudgetCollector(Collector):
+    """``stockade_session_budget_usage_ratio{namespace, session, resource}`` gauge.
+
+    The admitted members' requests divided by the session's budget (0..1), per budgeted
+    resource, read at scrape time.
+    """
+
+    def __init__(self, snapshot: Callable[[], Mapping[tuple[str, str, str], float]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the gauge family."""
+        family = GaugeMetricFamily(
+            "stockade_session_budget_usage_ratio",
+            "Requests of a session's admitted agents divided by its budget, per resource.",
+            labels=["namespace", "session", "resource"],
+        )
+        for (namespace, session, resource), ratio in sorted(self._snapshot().items()):
+            family.add_metric([namespace, session, resource], ratio)
+        yield family
+
+
+def register_gauges(
+    agents: Callable[[], Iterable[tuple[str, str]]],
+    sessions: Callable[[], Iterable[tuple[str, str]]],
+    budgets: Callable[[], Mapping[tuple[str, str, str], float]],
+) -> None:
+    """Register ``stockade_agents``, ``stockade_sessions`` and the budget gauge (once)."""
+    REGISTRY.register(PhaseCollector("stockade_agents", "Agents by namespace and phase.", agents))
+    REGISTRY.register(
+        PhaseCollector("stockade_sessions", "AgentSessions by namespace and phase.", sessions)
+    )
+    REGISTRY.register(BudgetCollector(budgets))

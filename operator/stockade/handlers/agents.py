@@ -1,7 +1,8 @@
-"""Agent and pod watches: index what is seen, poke the reconciler. Nothing else.
+"""Agent, AgentSession and pod watches: index what is seen, poke the reconciler.
 
 The handlers are coroutines (kopf runs plain functions in a thread pool); none of them
-waits on I/O.
+waits on I/O. kopf passes each index to handlers as a keyword argument named after its
+function: ``agents``, ``agent_pods``, ``agent_sessions``, ``session_members``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 import kopf
 
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
+from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
-from stockade.reconcile import AgentKey, Reconciler, to_plain
+from stockade.reconcile import AgentKey, Reconciler, session_name, to_plain
 
 
 @kopf.index(GROUP, VERSION, AGENT_PLURAL)
@@ -20,6 +22,23 @@ async def agents(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[AgentKey, Any] | None:
     """Index: ``(namespace, name)`` -> the Agent, as last seen by the watch."""
+    return {(namespace, name): to_plain(body)} if namespace else None
+
+
+@kopf.index(GROUP, VERSION, AGENT_PLURAL)
+async def session_members(
+    namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[AgentKey, Any] | None:
+    """Index: ``(namespace, session)`` -> the Agents whose sessionRef names it."""
+    session = session_name(body)
+    return {(namespace, session): to_plain(body)} if namespace and session else None
+
+
+@kopf.index(GROUP, VERSION, SESSION_PLURAL)
+async def agent_sessions(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[AgentKey, Any] | None:
+    """Index: ``(namespace, name)`` -> the AgentSession, as last seen by the watch."""
     return {(namespace, name): to_plain(body)} if namespace else None
 
 
@@ -33,13 +52,29 @@ async def agent_pods(
 
 
 @kopf.on.event(GROUP, VERSION, AGENT_PLURAL)
-async def agent_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def agent_changed(
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """Any change of an Agent (or its first sight after start-up) -> reconcile it.
 
-    kopf passes each index as a keyword argument named after its function.
+    Its session is poked too: a member's arrival, end or deletion changes admission.
     """
     if namespace:
-        _reconciler(memo, kwargs).poke((namespace, name))
+        reconciler = _reconciler(memo, kwargs)
+        reconciler.poke((namespace, name))
+        session = session_name(body)
+        if session:
+            reconciler.poke_session((namespace, session))
+
+
+@kopf.on.event(GROUP, VERSION, SESSION_PLURAL)
+async def session_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Any change of an AgentSession -> reconcile it, and its members (they read it)."""
+    if namespace:
+        reconciler = _reconciler(memo, kwargs)
+        reconciler.poke_session((namespace, name), delay=0.0)
+        for member in kwargs["session_members"].get((namespace, name), ()):
+            reconciler.poke((namespace, member["metadata"]["name"]))
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
@@ -54,5 +89,7 @@ async def pod_changed(
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
     reconciler: Reconciler = memo["reconciler"]
-    reconciler.bind(kwargs["agents"], kwargs["agent_pods"])
+    reconciler.bind(
+        kwargs["agents"], kwargs["agent_pods"], kwargs["agent_sessions"], kwargs["session_members"]
+    )
     return reconciler

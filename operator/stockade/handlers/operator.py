@@ -15,7 +15,7 @@ from stockade import metrics
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
 from stockade.k8s import Kube
-from stockade.reconcile import Reconciler, phase_samples
+from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
 
 log = logging.getLogger("stockade")
 
@@ -53,7 +53,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
     if config.metrics_port and not memo.get("metrics_started"):
-        metrics.register_agent_gauge(lambda: phase_samples(memo["reconciler"]))
+        metrics.register_gauges(
+            lambda: phase_samples(memo["reconciler"]),
+            lambda: session_phase_samples(memo["reconciler"]),
+            lambda: dict(memo["reconciler"].budget_usage),
+        )
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
         log.info("metrics on :%d/metrics", config.metrics_port)
