@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the demo. Starts the local cluster, installs the CRDs, runs the operator,
-# applies manifests/samples/, resumes the suspended sample, and shows `kubectl get agents`
+# applies manifests/samples/ (four Agents and a session of three), resumes the suspended
+# sample, and shows `kubectl get agentsessions,agents`
 # until every sample is in its expected phase. Exits non-zero if one is not (timeout
 # STOCKADE_DEMO_TIMEOUT seconds, default 180). The operator's log: .cache/demo-operator.log.
 set -euo pipefail
@@ -18,7 +19,7 @@ k() { "${kubectl}" --kubeconfig "${STOCKADE_KUBECONFIG}" "$@"; }
 k apply --server-side -f crds/ >/dev/null
 k wait --for condition=established --timeout=60s -f crds/ >/dev/null
 k create namespace "${NAMESPACE}" --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "${NAMESPACE}" delete agents --all --wait=true >/dev/null 2>&1 || true
+k -n "${NAMESPACE}" delete agentsessions,agents --all --wait=true >/dev/null 2>&1 || true
 
 log "starting the operator (log: .cache/demo-operator.log)"
 KUBECONFIG="${STOCKADE_KUBECONFIG}" STOCKADE_NAMESPACES="${NAMESPACE}" \
@@ -28,7 +29,8 @@ operator_pid=$!
 trap 'kill "${operator_pid}" 2>/dev/null || true; wait "${operator_pid}" 2>/dev/null || true' EXIT
 
 k -n "${NAMESPACE}" apply -f manifests/samples/
-declare -A expected=([oneshot]=Succeeded [flaky]=Failed [in-a-vm]=Succeeded [later]=Succeeded)
+declare -A expected=([oneshot]=Succeeded [flaky]=Failed [in-a-vm]=Succeeded [later]=Succeeded
+  [review-security]=Succeeded [review-tests]=Succeeded [review-docs]=Succeeded)
 
 phase_of() { k -n "${NAMESPACE}" get agent "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
 
@@ -44,10 +46,12 @@ while true; do
   for name in "${!expected[@]}"; do
     [[ "$(phase_of "${name}")" == "${expected[${name}]}" ]] || settled=false
   done
+  [[ "$(k -n "${NAMESPACE}" get agentsession review-team -o jsonpath='{.status.phase}' 2>/dev/null)" == Succeeded ]] || settled=false
   echo "--- $((SECONDS - start))s"
-  k -n "${NAMESPACE}" get agents
+  k -n "${NAMESPACE}" get agentsessions,agents
   if [[ "${settled}" == true ]]; then
     log "every sample reached its expected phase in $((SECONDS - start))s"
+    k -n "${NAMESPACE}" get agentsessions
     k -n "${NAMESPACE}" get agents -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,REASON:.status.reason,ATTEMPTS:.status.attempts,RESULT:.status.result'
     exit 0
   fi
