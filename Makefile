@@ -7,7 +7,8 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
-.PHONY: help venv binaries crds cluster-up cluster-down run test test-unit test-integration lint clean
+.PHONY: help venv binaries crds manifests cluster-up cluster-down run test test-unit test-integration \
+	lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,8 +24,12 @@ venv: $(VENV_STAMP) ## create .venv and install Stockade with its test and dev t
 binaries: ## find or build the pinned control-plane binaries (no-op when cached)
 	bash hack/k8s-binaries.sh
 
-crds: $(VENV_STAMP) ## regenerate crds/*.yaml from the API models (operator/stockade/api/)
+crds: $(VENV_STAMP) binaries ## regenerate crds/*.yaml from the API models, then `make manifests`
 	$(PY) -m stockade.api.crd
+	bash hack/manifests.sh
+
+manifests: binaries ## copy crds/ into the chart; render manifests/install.yaml and argocd-cm-patch.yaml
+	bash hack/manifests.sh
 
 cluster-up: ## start the local control plane (idempotent); kubeconfig in .cache/cluster/
 	bash hack/cluster-up.sh

@@ -1,0 +1,120 @@
+{{/* Names, labels and the operator's RBAC rules. */}}
+
+{{- define "stockade.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: <release> when it contains the chart name, else <release>-<chart>. */}}
+{{- define "stockade.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "stockade.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stockade.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "stockade.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "stockade.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: stockade
+{{- end }}
+
+{{- define "stockade.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stockade.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "stockade.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* name=quantity pairs, comma-separated, sorted by name (STOCKADE_DEFAULT_REQUESTS). */}}
+{{- define "stockade.resourceList" -}}
+{{- $pairs := list }}
+{{- range $name, $quantity := . }}
+{{- $pairs = append $pairs (printf "%s=%v" $name $quantity) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* The namespaces that get a ResourceQuota / LimitRange. */}}
+{{- define "stockade.agentNamespaces" -}}
+{{- $namespaces := .Values.agentNamespaces.namespaces | default .Values.watchNamespaces }}
+{{- toJson (dict "items" $namespaces) }}
+{{- end }}
+
+{{- define "stockade.checks" -}}
+{{- if and (eq .Values.rbac.scope "namespaced") (empty .Values.watchNamespaces) }}
+{{- fail "rbac.scope=namespaced needs the namespaces to watch in watchNamespaces (a Role is created in each)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's permissions: exactly the API calls it makes (see README "RBAC").
+The same rules become a ClusterRole (rbac.scope=cluster) or a Role per watched
+namespace (rbac.scope=namespaced). Nothing on Secrets, no pods/exec, no cluster-scoped
+resources: kopf runs standalone (no peering), with posting and resource/namespace
+scanning disabled, so it needs nothing of its own.
+*/}}
+{{- define "stockade.rules" -}}
+# Agents: kopf lists and watches them (an index and an event handler); `delete` is the
+# ttlSecondsAfterFinished clean-up; `patch` sets a member Agent's ownerReference to its
+# AgentSession (so deleting a session garbage-collects its agents).
+- apiGroups: [stockade.dev]
+  resources: [agents]
+  verbs: [get, list, watch, patch, delete]
+# The status subresource: one merge patch per change of an Agent's status.
+- apiGroups: [stockade.dev]
+  resources: [agents/status]
+  verbs: [patch]
+# AgentSessions: watched for admission; `delete` is the session's TTL clean-up.
+- apiGroups: [stockade.dev]
+  resources: [agentsessions]
+  verbs: [get, list, watch, delete]
+- apiGroups: [stockade.dev]
+  resources: [agentsessions/status]
+  verbs: [patch]
+{{- if .Values.rbac.ownerReferencesPermissionEnforcement }}
+# Children with blockOwnerDeletion under the OwnerReferencesPermissionEnforcement plugin.
+- apiGroups: [stockade.dev]
+  resources: [agents/finalizers, agentsessions/finalizers]
+  verbs: [update]
+{{- end }}
+# Agent pods: watched (server-side label selector), read once when the watch lags
+# behind a create, created per attempt, deleted on retry, suspend and deadline.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete]
+# The inputs an agent pod mounts (task and config) and its workspace volume; both are
+# deleted by the garbage collector through their ownerReference.
+- apiGroups: [""]
+  resources: [configmaps, persistentvolumeclaims]
+  verbs: [create]
+# One Event per phase transition, on the Agent.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# The egress policy of each agent pod.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create]
+{{- end }}

@@ -1,0 +1,496 @@
+"""The Helm chart (helm/stockade): lint, render, schema, install into the real API server.
+
+Rendering needs only the helm binary; the install tests use the local cluster. The
+operator's Deployment runs there too (kwok plays its pod), in a namespace that enforces
+the Pod Security Standard `restricted`. RBAC is checked with `kubectl auth can-i --as`
+the chart's ServiceAccount: what it may do is exactly the operator's API calls
+(tests/integration/test_operator_auth.py runs the Agent suite with those rights).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.cluster import HACK, Cluster
+from tests.integration.helm import CHART, Helm, by_kind, set_args
+
+pytestmark = pytest.mark.integration
+
+NAMESPACED = {"rbac.scope": "namespaced", "watchNamespaces": ["team-a", "team-b"]}
+MODES: dict[str, dict[str, Any]] = {"default": {}, "cluster": {"rbac.scope": "cluster"}}
+MODES["namespaced"] = NAMESPACED
+
+# Every permission the operator has, and the call that needs it (README "RBAC").
+EXPECTED_RULES = [
+    {
+        "apiGroups": ["stockade.dev"],
+        "resources": ["agents"],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
+    {"apiGroups": ["stockade.dev"], "resources": ["agents/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["stockade.dev"],
+        "resources": ["agentsessions"],
+        "verbs": ["get", "list", "watch", "delete"],
+    },
+    {"apiGroups": ["stockade.dev"], "resources": ["agentsessions/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps", "persistentvolumeclaims"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},
+]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Helm:
+    return Helm()
+
+
+def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
+    (deployment,) = by_kind(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+# --- lint and render (no cluster) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lint(helm: Helm, mode: str) -> None:
+    result = helm.run("lint", "--strict", str(CHART), *set_args(MODES[mode]))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_template(helm: Helm, mode: str) -> None:
+    objects = helm.render(MODES[mode])
+    kinds = sorted({o["kind"] for o in objects})
+    if mode == "namespaced":
+        assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    else:
+        assert kinds == [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+
+
+def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
+    objects = helm.render()
+    (deployment,) = by_kind(objects, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "stockade"
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/stockade-dev/stockade:0.1.0.dev0"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["runAsUser"] == 65532
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert env_of(objects) == {
+        "STOCKADE_DEFAULT_RUNTIME_CLASS": "gvisor",
+        "STOCKADE_ALLOWED_RUNTIME_CLASSES": "",
+        "STOCKADE_DEFAULT_REQUESTS": "cpu=250m,ephemeral-storage=1Gi,memory=256Mi",
+        "STOCKADE_DEFAULT_LIMITS": "cpu=1,ephemeral-storage=2Gi,memory=1Gi",
+        "STOCKADE_NAMESPACES": "",
+        "STOCKADE_BACKOFF_BASE_SECONDS": "10",
+        "STOCKADE_BACKOFF_MAX_SECONDS": "360",
+        "STOCKADE_HISTORY_LIMIT": "20",
+        "STOCKADE_LOG_FORMAT": "text",
+        "STOCKADE_METRICS_PORT": "8080",
+        "STOCKADE_HEALTH_PORT": "8081",
+    }
+    (service,) = by_kind(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+def test_settings_become_operator_environment(helm: Helm) -> None:
+    from stockade.config import load_config
+
+    values = {
+        "config": {
+            "defaultRuntimeClass": "kata",
+            "allowedRuntimeClasses": ["kata", "gvisor"],
+            "defaultRequests": {"cpu": "100m", "memory": "128Mi"},
+            "defaultLimits": {"cpu": 2, "memory": "2Gi"},
+            "backoff": {"baseSeconds": 0.5, "maxSeconds": 60},
+            "historyLimit": 50,
+            "logFormat": "json",
+            "metricsPort": 9090,
+            "healthPort": 9091,
+        },
+        "image.digest": "sha256:" + "a" * 64,
+    }
+    objects = helm.render(values)
+    env = env_of(objects)
+    config = load_config(env)  # the operator accepts what the chart writes
+    assert config.default_runtime_class == "kata"
+    assert config.allowed_runtime_classes == ("kata", "gvisor")
+    # Helm merges maps with the defaults (null removes a key).
+    assert config.default_requests == {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "1Gi"}
+    assert config.default_limits == {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "2Gi"}
+    assert (config.backoff_base_seconds, config.backoff_max_seconds) == (0.5, 60)
+    assert (config.history_limit, config.log_format) == (50, "json")
+    assert (config.metrics_port, config.health_port) == (9090, 9091)
+    assert config.namespaces == ()
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        "@sha256:" + "a" * 64
+    )
+    (service,) = by_kind(objects, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9090
+
+
+def test_cluster_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
+    objects = helm.render()
+    (role,) = by_kind(objects, "ClusterRole")
+    assert role["rules"] == EXPECTED_RULES
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "stockade", "namespace": "stockade-system"}
+    ]
+    assert env_of(objects)["STOCKADE_NAMESPACES"] == ""
+
+
+def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm) -> None:
+    objects = helm.render(NAMESPACED)
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    roles = by_kind(objects, "Role")
+    bindings = by_kind(objects, "RoleBinding")
+    assert [r["metadata"]["namespace"] for r in roles] == ["team-a", "team-b"]
+    assert [b["metadata"]["namespace"] for b in bindings] == ["team-a", "team-b"]
+    assert all(r["rules"] == EXPECTED_RULES for r in roles)
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "stockade",
+        }
+        assert binding["subjects"][0]["namespace"] == "stockade-system"
+    assert env_of(objects)["STOCKADE_NAMESPACES"] == "team-a,team-b"
+
+
+@pytest.mark.parametrize("enforcement", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_no_secrets_exec_wildcards_or_cluster_resources(
+    helm: Helm, mode: str, enforcement: bool
+) -> None:
+    values = {**MODES[mode], "rbac.ownerReferencesPermissionEnforcement": enforcement}
+    objects = helm.render(values)
+    rules = [r for o in objects if o["kind"] in ("ClusterRole", "Role") for r in o["rules"]]
+    assert rules
+    resources = {res for r in rules for res in r["resources"]}
+    verbs = {v for r in rules for v in r["verbs"]}
+    assert "*" not in resources | verbs | {g for r in rules for g in r["apiGroups"]}
+    assert not {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/log"} & resources
+    assert not {"namespaces", "nodes", "customresourcedefinitions", "runtimeclasses"} & resources
+    assert not {"escalate", "bind", "impersonate", "deletecollection"} & verbs
+    finalizers = [r for r in rules if "agents/finalizers" in r["resources"]]
+    assert bool(finalizers) == enforcement
+    if enforcement:
+        assert finalizers[0]["verbs"] == ["update"]
+
+
+def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> None:
+    objects = helm.render({"operator.enabled": False})
+    assert sorted(o["kind"] for o in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+    ]
+
+
+def test_optional_objects(helm: Helm) -> None:
+    values = {
+        "watchNamespaces": ["agents"],
+        "metrics.serviceMonitor.enabled": True,
+        "metrics.serviceMonitor.labels": {"release": "prometheus"},
+        "metrics.prometheusRule.enabled": True,
+        "runtimeClasses.gvisor.create": True,
+        "runtimeClasses.kata.create": True,
+        "agentNamespaces.resourceQuota.enabled": True,
+        "agentNamespaces.limitRange.enabled": True,
+    }
+    objects = helm.render(values)
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    (service,) = by_kind(objects, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (rule,) = by_kind(objects, "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {
+        "StockadeOperatorDown",
+        "StockadeInvalidTransition",
+        "StockadeReconcileErrors",
+        "StockadeAgentsFailing",
+    }
+    assert "stockade_agent_invalid_transitions_total" in alerts["StockadeInvalidTransition"]["expr"]
+    assert "stockade_reconcile_errors_total" in alerts["StockadeReconcileErrors"]["expr"]
+    assert 'to_phase="Failed"' in alerts["StockadeAgentsFailing"]["expr"]
+    assert "{{ $labels.reason }}" in alerts["StockadeAgentsFailing"]["annotations"]["description"]
+    runtime_classes = {r["metadata"]["name"]: r for r in by_kind(objects, "RuntimeClass")}
+    assert runtime_classes["gvisor"]["handler"] == "runsc"
+    kata = runtime_classes["kata"]
+    assert kata["handler"] == "kata-qemu"
+    assert kata["overhead"] == {"podFixed": {"cpu": "250m", "memory": "160Mi"}}
+    assert kata["scheduling"]["nodeSelector"] == {"katacontainers.io/kata-runtime": "true"}
+    (quota,) = by_kind(objects, "ResourceQuota")
+    (limits,) = by_kind(objects, "LimitRange")
+    assert quota["metadata"]["namespace"] == limits["metadata"]["namespace"] == "agents"
+    assert quota["spec"]["hard"]["requests.cpu"] == "8"
+
+
+BAD_VALUES = [
+    ("config: {logFormat: xml}", "at '/config/logFormat': value must be one of 'text', 'json'"),
+    ("config: {historyLimit: lots}", "at '/config/historyLimit': got string, want integer"),
+    ("watchNamespaces: team-a", "at '/watchNamespaces': got string, want array"),
+    ("rbac: {scope: namespaced}", "at '/watchNamespaces': minItems: got 0, want 1"),
+    ("rbac: {scope: everywhere}", "at '/rbac/scope': value must be one of"),
+    ("config: {defaultRequests: {gpu: 1}}", "additional properties 'gpu' not allowed"),
+    ("config: {defaultLimits: {memory: 1 GB}}", "'1 GB' does not match pattern"),
+    ("config: {metricsPort: 0}", "at '/config/metricsPort': minimum: got 0, want 1"),
+    ("operator: {enabled: 'yes'}", "at '/operator/enabled': got string, want boolean"),
+    ("replicas: 2", "additional properties 'replicas' not allowed"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_wrong_values_fail_with_the_schemas_message(
+    helm: Helm, tmp_path: Path, text: str, message: str
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(text + "\n")
+    for command in (["template", "x", str(CHART)], ["lint", str(CHART)]):
+        result = helm.run(*command, "-f", str(values), check=False)
+        assert result.returncode != 0
+        output = result.stdout + result.stderr
+        assert "values don't meet the specifications of the schema" in output, output
+        assert message in output, output
+
+
+def test_install_yaml_and_chart_crds_are_up_to_date() -> None:
+    result = subprocess.run(
+        ["bash", str(HACK / "manifests.sh"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_install_yaml_is_the_default_chart(helm: Helm) -> None:
+    from tests.integration.cluster import REPO_ROOT
+
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "manifests/install.yaml").read_text()) if d]
+    assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == "stockade-system"
+    crds = sorted(d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition"))
+    expected = sorted(
+        yaml.safe_load(p.read_text().split("---", 1)[1])["metadata"]["name"]
+        for p in (REPO_ROOT / "crds").glob("*.yaml")
+    )
+    assert crds == expected
+    rest = [d for d in docs[1:] if d["kind"] != "CustomResourceDefinition"]
+    assert rest == helm.render()
+
+
+# --- in the cluster ------------------------------------------------------------------
+
+
+def fresh_namespace(cluster: Cluster, prefix: str, labels: dict[str, str] | None = None) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    cluster.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    return name
+
+
+@pytest.fixture
+def namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    """Namespaces a test creates (by appending), deleted afterwards."""
+    created: list[str] = []
+    yield created
+    for name in created:
+        try:
+            cluster.core.delete_namespace(name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def release(cluster: Cluster, crds: None) -> Iterator[tuple[Helm, list[tuple[str, str]]]]:
+    """A helm bound to the cluster and the releases a test installs (uninstalled after)."""
+    helm = Helm(cluster.kubeconfig)
+    installed: list[tuple[str, str]] = []
+    yield helm, installed
+    for name, namespace in installed:
+        helm.uninstall(name, namespace)
+
+
+def can_i(cluster: Cluster, user: str, *args: str) -> bool:
+    out = cluster.kubectl("auth", "can-i", "--as", user, *args, check=False)
+    return out.strip() == "yes"
+
+
+def test_install_cluster_mode(
+    cluster: Cluster, release: tuple[Helm, list[tuple[str, str]]], namespaces: list[str]
+) -> None:
+    helm, installed = release
+    restricted = {"pod-security.kubernetes.io/enforce": "restricted"}
+    namespace = fresh_namespace(cluster, "t-helm-cluster", restricted)
+    namespaces.append(namespace)
+    other = fresh_namespace(cluster, "t-helm-other")
+    namespaces.append(other)
+    name = f"stockade-{namespace[-5:]}"
+    installed.append((name, namespace))
+    # The CRDs exist already (the `crds` fixture, from crds/; the chart's copies are the
+    # same files): helm skips them. --wait: the operator's pod is admitted under
+    # `restricted`, scheduled and (kwok) Running and Ready.
+    result = helm.install(name, namespace, {}, "--skip-crds", "--wait", "--timeout", "120s")
+    assert "kubectl get agents -A" in result.stdout  # NOTES.txt
+    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(name, namespace)
+    assert deployment.status.ready_replicas == 1
+    user = f"system:serviceaccount:{namespace}:{name}"
+    for ns in (namespace, other):
+        assert can_i(cluster, user, "watch", "agents.stockade.dev", "-n", ns)
+        assert can_i(
+            cluster, user, "patch", "agents.stockade.dev", "--subresource=status", "-n", ns
+        )
+        assert can_i(cluster, user, "create", "pods", "-n", ns)
+        assert can_i(cluster, user, "create", "events", "-n", ns)
+    assert can_i(cluster, user, "list", "agents.stockade.dev", "--all-namespaces")
+    assert can_i(cluster, user, "list", "pods", "--all-namespaces")
+    denied = [
+        ("list", "secrets", "--all-namespaces"),
+        ("get", "secrets", "-n", namespace),
+        ("create", "pods", "--subresource=exec", "-n", other),
+        ("create", "pods", "--subresource=attach", "-n", other),
+        ("get", "pods", "--subresource=log", "-n", other),
+        ("update", "agents.stockade.dev", "-n", other),
+        ("create", "agents.stockade.dev", "-n", other),
+        ("get", "configmaps", "-n", other),
+        ("delete", "persistentvolumeclaims", "-n", other),
+        ("list", "namespaces"),
+        ("list", "customresourcedefinitions"),
+        ("create", "clusterrolebindings"),
+    ]
+    for args in denied:
+        assert not can_i(cluster, user, *args), args
+
+
+def test_install_namespaced_mode(
+    cluster: Cluster, release: tuple[Helm, list[tuple[str, str]]], namespaces: list[str]
+) -> None:
+    helm, installed = release
+    home = fresh_namespace(cluster, "t-helm-home")
+    watched = [fresh_namespace(cluster, "t-helm-watched") for _ in range(2)]
+    other = fresh_namespace(cluster, "t-helm-other")
+    namespaces.extend([home, *watched, other])
+    name = f"stockade-{home[-5:]}"
+    installed.append((name, home))
+    values = {"rbac.scope": "namespaced", "watchNamespaces": watched}
+    helm.install(name, home, values, "--skip-crds", "--wait", "--timeout", "120s")
+    user = f"system:serviceaccount:{home}:{name}"
+    for ns in watched:
+        assert can_i(cluster, user, "list", "agents.stockade.dev", "-n", ns)
+        assert can_i(cluster, user, "delete", "pods", "-n", ns)
+        assert can_i(cluster, user, "create", "networkpolicies.networking.k8s.io", "-n", ns)
+        assert not can_i(cluster, user, "list", "secrets", "-n", ns)
+        assert not can_i(cluster, user, "create", "pods", "--subresource=exec", "-n", ns)
+    for ns in (home, other, "default"):
+        assert not can_i(cluster, user, "list", "agents.stockade.dev", "-n", ns)
+        assert not can_i(cluster, user, "create", "pods", "-n", ns)
+    assert not can_i(cluster, user, "list", "agents.stockade.dev", "--all-namespaces")
+    assert not can_i(cluster, user, "list", "pods", "--all-namespaces")
+    assert not can_i(cluster, user, "list", "namespaces")
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    assert not [r for r in rbac.list_cluster_role().items if r.metadata.name == name]
+    (deployment,) = client.AppsV1Api(cluster.api).list_namespaced_deployment(home).items
+    (container,) = deployment.spec.template.spec.containers
+    env = {e.name: e.value for e in container.env}
+    assert env["STOCKADE_NAMESPACES"] == ",".join(watched)
+
+
+def test_optional_objects_are_accepted_server_side(
+    cluster: Cluster, helm: Helm, namespaces: list[str]
+) -> None:
+    """Everything the cluster knows the kinds of, dry-run by the real API server.
+
+    (ServiceMonitor and PrometheusRule need the prometheus-operator's CRDs, which the
+    local cluster does not have: test_optional_objects checks their shape.)
+    """
+    namespace = fresh_namespace(cluster, "t-helm-dry")
+    namespaces.append(namespace)
+    suffix = namespace[-5:]
+    values = {
+        "watchNamespaces": [namespace],
+        "rbac.scope": "namespaced",
+        "rbac.ownerReferencesPermissionEnforcement": True,
+        "runtimeClasses.gvisor.create": True,
+        "runtimeClasses.gvisor.name": f"gvisor-{suffix}",
+        "runtimeClasses.gvisor.tolerations": [{"key": "sandbox", "operator": "Exists"}],
+        "runtimeClasses.kata.create": True,
+        "runtimeClasses.kata.name": f"kata-{suffix}",
+        "agentNamespaces.resourceQuota.enabled": True,
+        "agentNamespaces.limitRange.enabled": True,
+        "operator.podAnnotations": {"example.com/a": "b"},
+        "operator.extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "imagePullSecrets": [{"name": "registry"}],
+    }
+    rendered = helm.template(values, namespace=namespace, extra=["--include-crds"]).stdout
+    out = cluster.kubectl(
+        "apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", "-",
+        stdin=rendered,
+    )  # fmt: skip
+    for kind in ("runtimeclass", "resourcequota", "limitrange", "role", "rolebinding"):
+        assert f"\n{kind}" in f"\n{out}", out
+    assert "customresourcedefinition.apiextensions.k8s.io/agents.stockade.dev" in out
+
+
+def test_wrong_values_fail_helm_install(
+    cluster: Cluster, release: tuple[Helm, list[tuple[str, str]]], tmp_path: Path
+) -> None:
+    helm, _ = release
+    values = tmp_path / "values.yaml"
+    values.write_text("config:\n  backoff: {baseSeconds: soon}\n")
+    name = f"t-helm-bad-{uuid.uuid4().hex[:5]}"
+    result = helm.run(
+        "install", name, str(CHART), "-n", name, "--create-namespace", "-f", str(values),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "at '/config/backoff/baseSeconds': got string, want number" in result.stderr
+    assert name not in helm.run("list", "-A", "-q").stdout
+    # Nothing was created: not even the namespace.
+    with pytest.raises(ApiException) as err:
+        cluster.core.read_namespace(name)
+    assert err.value.status == 404
+
