@@ -40,8 +40,8 @@ cluster-down: ## stop and delete the local control plane (idempotent)
 run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, until they settle
 	bash hack/run.sh
 
-test: $(VENV_STAMP) binaries ## run every test suite against the local control plane
-	$(PY) -m pytest tests
+test: $(VENV_STAMP) binaries ## every test suite; then Agents and sessions as the chart's ServiceAccount (2 RBAC modes)
+	bash hack/test.sh
 
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit

@@ -6,6 +6,10 @@
   and never starts or stops anything. STOCKADE_KEEP_CLUSTER=1 keeps a started cluster.
 - `namespace` (per test): a fresh namespace, ready for pods (its default ServiceAccount
   exists), deleted after the test.
+- `operator_auth` (session): who the `stockade_operator` runs as: the admin (default) or
+  the Helm chart's ServiceAccount, cluster-wide or namespaced, as STOCKADE_TEST_AUTH says
+  (tests/integration/auth.py). In the namespaced mode `make_namespace` hands out the
+  operator's pre-created, watched namespaces instead of creating new ones.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.auth import OperatorAuth, auth_mode, set_up, tear_down
 from tests.integration.cluster import HACK, Cluster, default_kubeconfig, resolve_binary, wait_for
 from tests.integration.operator import Agents, OperatorProcess
 
@@ -62,18 +67,39 @@ def cluster() -> Iterator[Cluster]:
 NamespaceFactory = Callable[..., str]
 
 
+@pytest.fixture(scope="session")
+def operator_auth(cluster: Cluster) -> Iterator[OperatorAuth]:
+    """The operator's credentials and namespaces (STOCKADE_TEST_AUTH; admin by default)."""
+    auth = set_up(cluster, auth_mode())
+    try:
+        yield auth
+    finally:
+        tear_down(cluster, auth)
+
+
 @pytest.fixture
-def make_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[NamespaceFactory]:
-    """Factory: make_namespace(labels=None) -> name of a new, pod-ready namespace."""
+def make_namespace(
+    cluster: Cluster, operator_auth: OperatorAuth, request: pytest.FixtureRequest
+) -> Iterator[NamespaceFactory]:
+    """Factory: make_namespace(labels=None) -> name of a new, pod-ready namespace.
+
+    In the namespaced service-account mode it is the next namespace of the operator's
+    pool (labelled as asked; the pool is deleted at the end of the session).
+    """
     created: list[str] = []
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
 
     def make(labels: dict[str, str] | None = None) -> str:
-        name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-        cluster.core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
-        )
-        created.append(name)
+        if operator_auth.namespaces is not None:
+            name = operator_auth.next_namespace()
+            if labels:
+                cluster.core.patch_namespace(name, {"metadata": {"labels": labels}})
+        else:
+            name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+            cluster.core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+            )
+            created.append(name)
 
         def default_sa_exists() -> bool:
             try:
@@ -111,9 +137,16 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def stockade_operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
-    """The real operator, running as a subprocess against the local cluster."""
-    process = OperatorProcess(cluster)
+def stockade_operator(
+    cluster: Cluster, crds: None, operator_auth: OperatorAuth
+) -> Iterator[OperatorProcess]:
+    """The real operator, running as a subprocess against the local cluster.
+
+    It authenticates as `operator_auth` says (the admin unless STOCKADE_TEST_AUTH).
+    """
+    process = OperatorProcess(
+        cluster, env=operator_auth.operator_env, kubeconfig=operator_auth.kubeconfig
+    )
     process.start()
     try:
         yield process

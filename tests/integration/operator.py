@@ -31,15 +31,24 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """One operator process; ``env`` overrides its STOCKADE_* settings."""
+    """One operator process; ``env`` overrides its STOCKADE_* settings.
 
-    def __init__(self, cluster: Cluster, env: dict[str, str] | None = None) -> None:
+    ``kubeconfig`` is the operator's own (default: the cluster's admin kubeconfig), e.g.
+    one with a ServiceAccount token (tests/integration/auth.py).
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        env: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.cluster = cluster
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
+            "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
             "STOCKADE_BACKOFF_BASE_SECONDS": "1",
             "STOCKADE_BACKOFF_MAX_SECONDS": "4",
             "STOCKADE_METRICS_PORT": str(self.metrics_port),
