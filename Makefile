@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run test test-unit test-integration \
-	lint clean
+	lint e2e-kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,12 +49,16 @@ test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 test-integration: $(VENV_STAMP) binaries ## run only the integration tests
 	$(PY) -m pytest tests/integration
 
-lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, shellcheck when installed
+lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, hadolint, shellcheck when installed
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
-	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh .ci/run; \
+	$(VENV)/bin/hadolint Dockerfile
+	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh .ci/run; \
 	else echo "shellcheck not installed; skipped"; fi
+
+e2e-kind: ## kind + gVisor end to end (needs Docker): build, load, helm install, samples
+	bash hack/e2e-kind.sh
 
 clean: cluster-down ## delete the cluster, the virtualenv and local caches (not the binary cache)
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -494,3 +494,16 @@ def test_wrong_values_fail_helm_install(
         cluster.core.read_namespace(name)
     assert err.value.status == 404
 
+
+def test_kind_e2e_samples_are_valid_agents(cluster: Cluster, crds: None) -> None:
+    from tests.integration.cluster import REPO_ROOT
+
+    out = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "default",
+        "-f",
+        str(REPO_ROOT / "hack/kind/samples.yaml"),
+    )
+    assert out.count("agent.stockade.dev/") == 3, out
