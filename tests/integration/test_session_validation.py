@@ -17,7 +17,7 @@ from kubernetes import client
 
 from stockade.api.agent import AGENT_KIND, AGENT_PLURAL, GROUP, VERSION, Agent
 from stockade.api.session import SESSION_KIND, SESSION_PLURAL, AgentSession
-from tests.integration.cluster import REPO_ROOT, Cluster
+from tests.integration.cluster import REPO_ROOT, Cluster, wait_for
 from tests.integration.test_validation import Mutation, assert_rejected, at
 
 pytestmark = pytest.mark.integration
@@ -77,6 +77,13 @@ def create(
 ) -> dict[str, Any]:
     result = objects(cluster).create_namespaced_custom_object(
         GROUP, VERSION, namespace, plural, body, field_validation="Strict"
+    )
+    return cast(dict[str, Any], result)
+
+
+def get(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    result = objects(cluster).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, SESSION_PLURAL, name
     )
     return cast(dict[str, Any], result)
 
@@ -355,17 +362,31 @@ def test_status_accepts_what_the_operator_writes(
     )
     assert written["status"] == status
     assert AgentSession.model_validate(written).status is not None
-    # The printer columns read these fields; `ags` is the short name.
-    header, row = cluster.kubectl("-n", namespace, "get", "ags", "team", "-o", "wide").splitlines()
-    cells = dict(zip(re.split(r"\s{2,}", header), re.split(r"\s{2,}", row), strict=True))
+
+    # The printer columns read these fields; `ags` is the short name. A running operator
+    # may rewrite the status at any moment (it owns it), so compare the table with the
+    # status stored at the same resourceVersion.
+    def snapshot() -> tuple[dict[str, Any], dict[str, str]] | None:
+        before = get(cluster, namespace, "team")
+        header, row = cluster.kubectl(
+            "-n", namespace, "get", "ags", "team", "-o", "wide"
+        ).splitlines()
+        after = get(cluster, namespace, "team")
+        if before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"]:
+            return None
+        cells = dict(zip(re.split(r"\s{2,}", header), re.split(r"\s{2,}", row), strict=True))
+        return after.get("status") or {}, cells
+
+    stored, cells = wait_for(snapshot, timeout=20, what="a stable session to print")
+    agents = stored.get("agents") or {}
     assert cells == {
         "NAME": "team",
-        "PHASE": "Active",
-        "AGENTS": "8",
-        "RUNNING": "2",
-        "USAGE": status["usageSummary"],
+        "PHASE": stored["phase"],
+        "AGENTS": str(agents.get("total", "<none>")),
+        "RUNNING": str(agents.get("running", "<none>")),
+        "USAGE": stored.get("usageSummary", "<none>"),
         "AGE": cells["AGE"],
-        "ADMITTED": "3",
+        "ADMITTED": str(stored.get("admitted", "<none>")),
         "MAX": "4",
     }
     assert "team" in cluster.kubectl("-n", namespace, "get", "stockade", "-o", "name")
