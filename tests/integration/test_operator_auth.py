@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.integration.auth import ADMIN, SA_NAMESPACED, OperatorAuth
-from tests.integration.cluster import SIM_EXIT_AFTER, SIM_EXIT_CODE, Cluster
+from tests.integration.cluster import SIM_EXIT_AFTER, SIM_EXIT_CODE, Cluster, wait_for
 from tests.integration.operator import Agents, OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,14 @@ def test_a_lifecycle_under_this_identity_is_never_refused(
         },
     )
     agents.wait_phase("checked", "Succeeded")
-    assert {"Created", "PodCreated", "Completed"} <= {e.reason for e in agents.events("checked")}
+    # Events follow the status write: wait for the last one.
+    wait_for(
+        lambda: (
+            {"Created", "PodCreated", "Completed"} <= {e.reason for e in agents.events("checked")}
+        ),
+        timeout=10,
+        what="the Agent's Events",
+    )
     log = stockade_operator.log()
     assert not DENIED.findall(log), DENIED.findall(log)[:3]
     assert "Not enough permissions" not in log
