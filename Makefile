@@ -7,7 +7,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
-.PHONY: help venv binaries crds manifests cluster-up cluster-down run test test-unit test-integration \
+.PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
 	lint e2e-kind clean
 
 help: ## list the targets
@@ -43,6 +43,10 @@ run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, unt
 test: $(VENV_STAMP) binaries ## every test suite; then Agents and sessions as the chart's ServiceAccount (2 RBAC modes)
 	bash hack/test.sh
 
+bench: $(VENV_STAMP) binaries ## benchmarks (outside `make test`): 100 agents, then 100 in a session of 8
+	$(PY) bench/lifecycle.py --agents 100
+	$(PY) bench/lifecycle.py --agents 100 --session
+
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit
 
@@ -50,8 +54,8 @@ test-integration: $(VENV_STAMP) binaries ## run only the integration tests
 	$(PY) -m pytest tests/integration
 
 lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, hadolint, shellcheck when installed
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh .ci/run; \
