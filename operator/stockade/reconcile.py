@@ -12,6 +12,7 @@ once its name is recorded there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -225,6 +226,7 @@ class Reconciler:
     _sessions: IndexView | None = None
     _members: IndexView | None = None
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
+    _events: set[asyncio.Task[None]] = field(default_factory=set)
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
@@ -251,6 +253,7 @@ class Reconciler:
         """Cancel timers and running reconciles (operator shutdown)."""
         await self._agent_queue.close()
         await self._session_queue.close()
+        await asyncio.gather(*self._events, return_exceptions=True)
 
     def _stale(self, kind: str, key: AgentKey, body: Mapping[str, Any]) -> bool:
         """Whether `body` predates our own last status write (the watch lags behind).
@@ -556,18 +559,31 @@ class Reconciler:
                 return
         self.phases[key] = (key[0], str(decision.phase))
         for step in decision.transitions:
-            await self._announce(agent, step, view)
+            self._announce(agent, step, view)
         reason = decision.status.get("reason")
         changed = reason != view.status.get("reason")
         if not decision.transitions and changed and reason in _WARNING_REASONS:
-            await self.kube.event(
+            self._post(
                 agent,
                 warning=True,
                 reason=str(reason),
                 message=decision.status.get("message", ""),
             )
 
-    async def _announce(self, agent: dict[str, Any], step: Transition, view: AgentView) -> None:
+    def _post(self, agent: dict[str, Any], *, warning: bool, reason: str, message: str) -> None:
+        """Record an Event in the background: Events inform, they must not slow a reconcile."""
+
+        async def post() -> None:
+            try:
+                await self.kube.event(agent, warning=warning, reason=reason, message=message)
+            except Exception:  # an Event lost is not worth a failed reconcile
+                log.warning("could not record Event %s on %s", reason, agent["metadata"]["name"])
+
+        task = asyncio.get_running_loop().create_task(post())
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    def _announce(self, agent: dict[str, Any], step: Transition, view: AgentView) -> None:
         metrics.TRANSITIONS.labels(str(step.from_phase), str(step.to_phase), str(step.reason)).inc()
         if step.to_phase == Phase.Running and int(view.status.get("attempts") or 1) <= 1:
             created = parse_time(agent["metadata"].get("creationTimestamp"))
@@ -576,7 +592,7 @@ class Reconciler:
         text = f"{step.from_phase or 'New'} -> {step.to_phase}"
         if step.message:
             text = f"{text}: {step.message}"
-        await self.kube.event(
+        self._post(
             agent, warning=step.reason in _WARNING_REASONS, reason=str(step.reason), message=text
         )
 
