@@ -31,6 +31,7 @@ from stockade.api.base import (
     PortOrName,
     Quantity,
     cel,
+    object_name_rules,
     rule,
 )
 
@@ -849,21 +850,7 @@ class Agent(Model):
     phase, conditions and the agent's result and usage in the status.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            rule(
-                f"self.metadata.name.size() <= {AGENT_NAME_MAX_LENGTH}",
-                f"must be no more than {AGENT_NAME_MAX_LENGTH} characters",
-                field_path=".metadata.name",
-            ),
-            rule(
-                f"self.metadata.name.matches(r'{DNS1123_LABEL}')",
-                "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and "
-                "ending with an alphanumeric",
-                field_path=".metadata.name",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=object_name_rules(AGENT_NAME_MAX_LENGTH))
 
     api_version: str = f"{GROUP}/{VERSION}"
     """``stockade.dev/v1alpha1``."""

@@ -109,6 +109,28 @@ def cel(*rules: dict[str, str], **extensions: Any) -> dict[str, Any]:
     return out
 
 
+def object_name_rules(max_length: int) -> dict[str, Any]:
+    """``json_schema_extra`` for a kind's root: metadata.name rules.
+
+    The name must be a DNS-1123 label of at most `max_length` characters (pods, labels
+    and child names derive from it). CEL rules at the root may read ``metadata.name``
+    (apiextensions' documented exception); the errors point at ``.metadata.name``.
+    """
+    return cel(
+        rule(
+            f"self.metadata.name.size() <= {max_length}",
+            f"must be no more than {max_length} characters",
+            field_path=".metadata.name",
+        ),
+        rule(
+            f"self.metadata.name.matches(r'{DNS1123_LABEL}')",
+            "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and "
+            "ending with an alphanumeric",
+            field_path=".metadata.name",
+        ),
+    )
+
+
 def _number_to_string(value: Any) -> Any:
     """YAML ``cpu: 1`` arrives as a number; a Quantity is kept as its string form."""
     if isinstance(value, int | float) and not isinstance(value, bool):

@@ -40,7 +40,14 @@ from stockade.api.agent import (
     _check_resource_list,
     _quantity,
 )
-from stockade.api.base import CONFIG_KEY, DNS1123_LABEL, Model, Quantity, cel, rule
+from stockade.api.base import (
+    CONFIG_KEY,
+    Model,
+    Quantity,
+    cel,
+    object_name_rules,
+    rule,
+)
 
 SESSION_KIND = "AgentSession"
 SESSION_PLURAL = "agentsessions"
@@ -280,21 +287,7 @@ class AgentSession(Model):
     them), and reports their phases, resource usage and reported usage here.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            rule(
-                f"self.metadata.name.size() <= {SESSION_NAME_MAX_LENGTH}",
-                f"must be no more than {SESSION_NAME_MAX_LENGTH} characters",
-                field_path=".metadata.name",
-            ),
-            rule(
-                f"self.metadata.name.matches(r'{DNS1123_LABEL}')",
-                "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and "
-                "ending with an alphanumeric",
-                field_path=".metadata.name",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=object_name_rules(SESSION_NAME_MAX_LENGTH))
 
     api_version: str = f"{GROUP}/{VERSION}"
     """``stockade.dev/v1alpha1``."""
