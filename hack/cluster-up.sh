@@ -65,5 +65,10 @@ fi
 k apply -f "${HACK_DIR}/cluster/nodes.yaml" -f "${HACK_DIR}/cluster/runtimeclasses.yaml" \
   -f "${HACK_DIR}/cluster/storage.yaml" >/dev/null
 k wait --for=condition=Ready node -l type=kwok --timeout=60s >/dev/null
+# The local PVs are never written (nothing is mounted), so a Released one can be handed
+# out again: clear its claim so the pool does not run dry on a long-lived cluster.
+for pv in $(k get pv -l type=kwok -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{" "}{end}'); do
+  k patch pv "${pv}" --type merge -p '{"spec":{"claimRef":null}}' >/dev/null
+done
 log "cluster ${STOCKADE_CLUSTER_NAME} ready in $((SECONDS - start))s: $(k get nodes -l type=kwok --no-headers | wc -l) fake nodes"
 log "export KUBECONFIG=${STOCKADE_KUBECONFIG}"
