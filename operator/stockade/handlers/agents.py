@@ -68,13 +68,34 @@ async def agent_changed(
 
 
 @kopf.on.event(GROUP, VERSION, SESSION_PLURAL)
-async def session_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Any change of an AgentSession -> reconcile it, and its members (they read it)."""
-    if namespace:
-        reconciler = _reconciler(memo, kwargs)
-        reconciler.poke_session((namespace, name), delay=0.0)
-        for member in kwargs["session_members"].get((namespace, name), ()):
-            reconciler.poke((namespace, member["metadata"]["name"]))
+async def session_changed(
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Any change of an AgentSession -> reconcile it, and the members it concerns.
+
+    Every member reads the session, but most session events are the operator's own
+    status writes: then only admitted members still waiting need a nudge (the session's
+    reconcile pokes the others it affects). All members are poked when the session
+    appears or goes, its spec changed, or it is not Active (suspended, finished).
+    """
+    if not namespace:
+        return
+    reconciler = _reconciler(memo, kwargs)
+    reconciler.poke_session((namespace, name), delay=0.0)
+    status = body.get("status") or {}
+    spec_changed = body.get("metadata", {}).get("generation") != status.get("observedGeneration")
+    everyone = type in (None, "ADDED", "DELETED") or spec_changed or status.get("phase") != "Active"
+    admitted = set(status.get("admittedAgents") or ())
+    for member in kwargs["session_members"].get((namespace, name), ()):
+        member_name = member["metadata"]["name"]
+        waiting = (member.get("status") or {}).get("phase") in (None, "Pending")
+        if everyone or (member_name in admitted and waiting):
+            reconciler.poke((namespace, member_name))
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
