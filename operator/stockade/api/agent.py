@@ -640,6 +640,22 @@ def _spec_rules(schema: dict[str, Any]) -> None:
     schema["x-kubernetes-validations"] = rules
 
 
+AgentConfig = Annotated[
+    dict[str, Annotated[str, Field(max_length=65536)]],
+    Field(
+        max_length=64,
+        json_schema_extra=cel(
+            rule(
+                f"self.all(k, k.size() <= 253 && k.matches(r'{CONFIG_KEY}') "
+                "&& k != '.' && k != '..')",
+                "keys must consist of alphanumerics, '-', '_' or '.' (at most 253)",
+            )
+        ),
+    ),
+]
+"""``config``: at most 64 string settings whose keys are valid ConfigMap keys."""
+
+
 class AgentSpec(Model):
     """The desired state of an Agent: its container, sandbox, limits and lifecycle policy.
 
@@ -671,19 +687,7 @@ class AgentSpec(Model):
     task: Annotated[str, Field(max_length=TASK_MAX_LENGTH)] | None = None
     """Text handed to the agent (at most 100 KiB), mounted read-only as a file under
     /etc/stockade."""
-    config: Annotated[
-        dict[str, Annotated[str, Field(max_length=65536)]] | None,
-        Field(
-            max_length=64,
-            json_schema_extra=cel(
-                rule(
-                    f"self.all(k, k.size() <= 253 && k.matches(r'{CONFIG_KEY}') "
-                    "&& k != '.' && k != '..')",
-                    "keys must consist of alphanumerics, '-', '_' or '.' (at most 253)",
-                )
-            ),
-        ),
-    ] = None
+    config: AgentConfig | None = None
     """String settings handed to the agent (allowed tools, model, ...), mounted
     read-only as files under /etc/stockade."""
     runtime_class_name: DNSSubdomain | None = None

@@ -30,6 +30,7 @@ from stockade.api.agent import (
     GROUP,
     RESOURCE_NAMES,
     VERSION,
+    AgentConfig,
     Condition,
     DNSSubdomain,
     EnvVar,
@@ -41,7 +42,6 @@ from stockade.api.agent import (
     _quantity,
 )
 from stockade.api.base import (
-    CONFIG_KEY,
     Model,
     Quantity,
     cel,
@@ -142,19 +142,7 @@ class AgentDefaults(Model):
         Field(max_length=128, json_schema_extra=cel(list_type="map", list_map_keys=["name"])),
     ] = None
     """Environment variables of member Agents, by name: a variable the Agent sets wins."""
-    config: Annotated[
-        dict[str, Annotated[str, Field(max_length=65536)]] | None,
-        Field(
-            max_length=64,
-            json_schema_extra=cel(
-                rule(
-                    f"self.all(k, k.size() <= 253 && k.matches(r'{CONFIG_KEY}') "
-                    "&& k != '.' && k != '..')",
-                    "keys must consist of alphanumerics, '-', '_' or '.' (at most 253)",
-                )
-            ),
-        ),
-    ] = None
+    config: AgentConfig | None = None
     """String settings of member Agents, by key: a key the Agent sets wins."""
 
 
