@@ -187,24 +187,20 @@ class Kube:
 
     async def delete_session(self, namespace: str, name: str) -> None:
         """Delete an AgentSession (its Agents follow by garbage collection)."""
-        custom = client.CustomObjectsApi(self.api)
-        await _write(
-            "delete",
-            "agentsessions",
-            lambda: custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, SESSION_PLURAL, name, propagation_policy="Background"
-            ),
-            ok=(404,),
-        )
+        await self._delete(SESSION_PLURAL, namespace, name)
 
     async def delete_agent(self, namespace: str, name: str) -> None:
         """Delete an Agent (its children follow by garbage collection)."""
+        await self._delete(AGENT_PLURAL, namespace, name)
+
+    async def _delete(self, plural: str, namespace: str, name: str) -> None:
+        """Delete a Stockade object with background propagation; a missing one is fine."""
         custom = client.CustomObjectsApi(self.api)
         await _write(
             "delete",
-            "agents",
+            plural,
             lambda: custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, AGENT_PLURAL, name, propagation_policy="Background"
+                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
             ),
             ok=(404,),
         )
