@@ -271,6 +271,12 @@ class Reconciler:
         else:
             self._written.pop((kind, key), None)
 
+    def member_bodies(self, session: AgentKey) -> list[dict[str, Any]]:
+        """The Agents whose sessionRef names `session` (bodies from the Agent index)."""
+        names = (self._members.get(session) if self._members is not None else None) or ()
+        found = (self._agent((session[0], name)) for name in names)
+        return [body for body in found if body is not None]
+
     @staticmethod
     def _first(index: IndexView | None, key: AgentKey) -> dict[str, Any] | None:
         for body in (index.get(key) if index is not None else None) or ():
@@ -376,9 +382,7 @@ class Reconciler:
         """Why admission (as recorded) keeps this Agent waiting: for its reason only."""
         namespace = agent["metadata"]["namespace"]
         members = [
-            self._member(body, session)
-            for body in (self._members.get((namespace, session_ref)) if self._members else None)
-            or ()
+            self._member(body, session) for body in self.member_bodies((namespace, session_ref))
         ]
         spec, status = session.get("spec") or {}, session.get("status") or {}
         decision = admission.admit(
@@ -436,7 +440,7 @@ class Reconciler:
             return
         metadata, spec = session.get("metadata") or {}, session.get("spec") or {}
         status = dict(session.get("status") or {})
-        bodies = list((self._members.get(key) if self._members else None) or ())
+        bodies = self.member_bodies(key)
         members = [self._member(body, session) for body in bodies]
         budget = _budget(spec)
         obs = SessionObservation(

@@ -27,11 +27,14 @@ async def agents(
 
 @kopf.index(GROUP, VERSION, AGENT_PLURAL)
 async def session_members(
-    namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[AgentKey, Any] | None:
-    """Index: ``(namespace, session)`` -> the Agents whose sessionRef names it."""
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[AgentKey, str] | None:
+    """Index: ``(namespace, session)`` -> names of the Agents whose sessionRef names it.
+
+    Names only: the bodies are in the ``agents`` index (one copy per Agent).
+    """
     session = session_name(body)
-    return {(namespace, session): to_plain(body)} if namespace and session else None
+    return {(namespace, session): name} if namespace and session else None
 
 
 @kopf.index(GROUP, VERSION, SESSION_PLURAL)
@@ -91,7 +94,7 @@ async def session_changed(
     spec_changed = body.get("metadata", {}).get("generation") != status.get("observedGeneration")
     everyone = type in (None, "ADDED", "DELETED") or spec_changed or status.get("phase") != "Active"
     admitted = set(status.get("admittedAgents") or ())
-    for member in kwargs["session_members"].get((namespace, name), ()):
+    for member in reconciler.member_bodies((namespace, name)):
         member_name = member["metadata"]["name"]
         waiting = (member.get("status") or {}).get("phase") in (None, "Pending")
         if everyone or (member_name in admitted and waiting):
