@@ -70,8 +70,9 @@ def test_success(agents: Agents) -> None:
     assert conditions["Ready"]["status"] == "True"
     assert conditions["Stalled"]["status"] == "False"
     assert conditions["Reconciling"]["status"] == "False"
-    reasons = {e.reason for e in agents.events("ok")}
-    assert {"Created", "PodCreated", "PodRunning", "Completed"} <= reasons
+    # Events are posted in the background, just after the status write.
+    wanted = {"Created", "PodCreated", "PodRunning", "Completed"}
+    wait_for(lambda: wanted <= {e.reason for e in agents.events("ok")}, what=f"Events {wanted}")
     # The pod: hardened, sandboxed, owned, labelled, fed its task and config.
     (pod,) = agents.pods("ok")
     assert pod.metadata.name == "ok-1"
@@ -223,9 +224,12 @@ def test_runtime_class_not_found(agents: Agents) -> None:
     assert (admitted["status"], admitted["reason"]) == ("False", "RuntimeClassNotFound")
     assert "no-such-sandbox" in admitted["message"]
     assert not agents.pods("nosandbox")
-    assert any(
-        e.type == "Warning" and e.reason == "RuntimeClassNotFound"
-        for e in agents.events("nosandbox")
+    wait_for(
+        lambda: any(
+            e.type == "Warning" and e.reason == "RuntimeClassNotFound"
+            for e in agents.events("nosandbox")
+        ),
+        what="Warning Event RuntimeClassNotFound",
     )
 
 
@@ -288,8 +292,14 @@ def test_ttl_after_finished_deletes_the_agent(agents: Agents) -> None:
 def test_metrics_are_exported(agents: Agents, stockade_operator: OperatorProcess) -> None:
     agents.create("counted", spec(exits(0, "500ms")))
     agents.wait_phase("counted", "Succeeded")
-    text = stockade_operator.metrics()
-    assert f'stockade_agents{{namespace="{agents.namespace}",phase="Succeeded"}} 1.0' in text
+    # The gauge follows the status write the test just saw.
+    gauge = f'stockade_agents{{namespace="{agents.namespace}",phase="Succeeded"}} 1.0'
+
+    def scraped() -> str | None:
+        text = stockade_operator.metrics()
+        return text if gauge in text else None
+
+    text = wait_for(scraped, timeout=10, what=gauge)
     assert (
         'stockade_agent_transitions_total{from_phase="Running",reason="Completed",to_phase="Succeeded"}'
         in text

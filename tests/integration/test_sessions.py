@@ -120,12 +120,14 @@ def test_capacity_twelve_agents_eight_slots(agents: Agents, sessions: Sessions) 
     waiting = [
         f"m{i:02d}" for i in range(12) if agents.status(f"m{i:02d}").get("phase") == "Pending"
     ]
-    assert len(waiting) == 4
-    for name in waiting:
-        cond = agents.condition(name, "Admitted")
-        assert (cond["status"], cond["reason"]) == ("False", "SessionFull")
     # First come, first served: the 8 oldest run first.
     assert sorted(waiting) == ["m08", "m09", "m10", "m11"]
+
+    def full(name: str) -> bool:
+        cond = agents.condition(name, "Admitted")
+        return (cond.get("status"), cond.get("reason")) == ("False", "SessionFull")
+
+    wait_for(lambda: all(full(name) for name in waiting), timeout=5, what="SessionFull")
     status = sessions.status("team")
     assert status["admitted"] == 8
     with Sampler(lambda: len(live_pods(agents))) as sampler:
@@ -152,8 +154,13 @@ def test_budget_limits_concurrency(agents: Agents, sessions: Sessions) -> None:
         status = sessions.status("budgeted")
         assert status["usage"]["requests"]["cpu"] == "2"
         assert "cpu 2/2" in status.get("usageSummary", "")
-        waiting = agents.condition("b6", "Admitted")
-        assert waiting["reason"] == "BudgetExceeded"
+        # The session's verdict lands first; the waiting member's own status follows it.
+        waiting = wait_for(
+            lambda: agents.condition("b6", "Admitted").get("reason") == "BudgetExceeded",
+            timeout=10,
+            what="b6 Admitted/BudgetExceeded",
+        )
+        assert waiting and agents.condition("b6", "Admitted")["status"] == "False"
         sessions.wait_phase("budgeted", "Succeeded", timeout=90)
     assert 1 <= sampler.maximum <= 4
 
