@@ -94,7 +94,7 @@ class WorkQueue(Generic[K]):
             except Exception:
                 failures = self._errors.get(key, 0) + 1
                 self._errors[key] = failures
-                delay = min(2.0**failures, 60.0)
+                delay = min(2.0 ** (failures - 1), 60.0)
                 metrics.RECONCILE_ERRORS.inc()
                 log.exception("reconcile of %s failed; retrying in %.0fs", key, delay)
                 self.poke(key, delay)
