@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from stockade.workqueue import WorkQueue
 
 
@@ -56,37 +58,26 @@ def test_pokes_while_running_coalesce_into_one_more_run() -> None:
     assert handler.most_at_once["a"] == 1
 
 
-def test_different_keys_run_concurrently() -> None:
+@pytest.mark.parametrize(
+    ("keys", "concurrency", "at_once"),
+    [("abc", 16, 3), ("abcde", 2, 2)],
+    ids=["different-keys-run-together", "concurrency-bounds-them"],
+)
+def test_keys_run_concurrently_up_to_the_bound(keys: str, concurrency: int, at_once: int) -> None:
     async def scenario() -> int:
         gate = asyncio.Event()
         handler = Recorder(gate)
-        queue = WorkQueue(handler)
-        for key in "abc":
+        queue = WorkQueue(handler, concurrency=concurrency)
+        for key in keys:
             queue.poke(key)
         await asyncio.sleep(0.01)
         running = sum(handler.active.values())
         gate.set()
         await settle(queue)
+        assert sum(handler.runs.values()) == len(keys)
         return running
 
-    assert asyncio.run(scenario()) == 3
-
-
-def test_concurrency_bounds_runs_across_keys() -> None:
-    async def scenario() -> int:
-        gate = asyncio.Event()
-        handler = Recorder(gate)
-        queue = WorkQueue(handler, concurrency=2)
-        for key in "abcde":
-            queue.poke(key)
-        await asyncio.sleep(0.01)
-        running = sum(handler.active.values())
-        gate.set()
-        await settle(queue)
-        assert sum(handler.runs.values()) == 5
-        return running
-
-    assert asyncio.run(scenario()) == 2
+    assert asyncio.run(scenario()) == at_once
 
 
 def test_the_earliest_timer_wins() -> None:
