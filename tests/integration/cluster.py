@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK = REPO_ROOT / "hack"
@@ -69,6 +70,20 @@ class Cluster:
     def create_pod(self, namespace: str, manifest: dict[str, Any]) -> client.V1Pod:
         """Create a pod from a manifest dict (the client serializes dicts as they are)."""
         return self.core.create_namespaced_pod(namespace, cast(client.V1Pod, manifest))
+
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        """Create namespace `name` with `labels`."""
+        meta = client.V1ObjectMeta(name=name, labels=dict(labels) if labels else None)
+        self.core.create_namespace(client.V1Namespace(metadata=meta))
+
+    def delete_namespaces(self, names: list[str]) -> None:
+        """Delete namespaces in the background (test teardown); missing ones are fine."""
+        for name in names:
+            try:
+                self.core.delete_namespace(name, propagation_policy="Background")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         """Run kubectl against this cluster and return its stdout."""

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.auth import OperatorAuth, auth_mode, set_up, tear_down
@@ -96,9 +95,7 @@ def make_namespace(
                 cluster.core.patch_namespace(name, {"metadata": {"labels": labels}})
         else:
             name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-            cluster.core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
-            )
+            cluster.create_namespace(name, labels)
             created.append(name)
 
         def default_sa_exists() -> bool:
@@ -114,12 +111,7 @@ def make_namespace(
         return name
 
     yield make
-    for name in created:
-        try:
-            cluster.core.delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    cluster.delete_namespaces(created)
 
 
 @pytest.fixture

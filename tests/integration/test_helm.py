@@ -326,9 +326,7 @@ def test_install_yaml_is_the_default_chart(helm: Helm) -> None:
 
 def fresh_namespace(cluster: Cluster, prefix: str, labels: dict[str, str] | None = None) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:5]}"
-    cluster.core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
-    )
+    cluster.create_namespace(name, labels)
     return name
 
 
@@ -337,12 +335,7 @@ def namespaces(cluster: Cluster) -> Iterator[list[str]]:
     """Namespaces a test creates (by appending), deleted afterwards."""
     created: list[str] = []
     yield created
-    for name in created:
-        try:
-            cluster.core.delete_namespace(name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    cluster.delete_namespaces(created)
 
 
 @pytest.fixture
