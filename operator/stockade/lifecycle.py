@@ -21,6 +21,7 @@ Phases (DESIGN.md, "The lifecycle state machine")::
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +48,8 @@ class Reason(StrEnum):
     StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
     PodLost, InvalidSpec. Waiting reasons (``Admitted=False``): SessionFull,
     BudgetExceeded, SessionNotFound, SessionSuspended, QuotaExceeded,
-    RuntimeClassNotFound, PodRejected. Progress reasons: the rest.
+    RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
+    object this Agent does not own). Progress reasons: the rest.
     """
 
     CREATED = "Created"
@@ -85,6 +87,8 @@ class Reason(StrEnum):
     QUOTA_EXCEEDED = "QuotaExceeded"
     RUNTIME_CLASS_NOT_FOUND = "RuntimeClassNotFound"
     POD_REJECTED = "PodRejected"
+    RESOURCE_CONFLICT = "ResourceConflict"
+    POD_TERMINATING = "PodTerminating"
 
 
 P = Phase
@@ -160,10 +164,15 @@ class Admission:
 
 @dataclass(frozen=True)
 class Rejection:
-    """The API server refused the pod: ``reason`` is a :class:`Reason`, ``message`` its words."""
+    """The API server refused the pod (or a child it needs).
+
+    ``reason`` is a :class:`Reason`, ``message`` its words; ``stalled`` marks a refusal
+    that time will not fix (e.g. a name taken by an object no Agent owns).
+    """
 
     reason: Reason
     message: str
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,8 @@ class Observation:
         backoff: seconds to wait before attempt n+1 after n failures, as a tuple indexed
             by n-1 (the last value repeats); the operator config provides it.
         history_limit: how many transitions ``status.history`` keeps.
+        terminating_timeout: seconds past a pod's ``deletionTimestamp`` after which a
+            pod still terminating (its node is lost) is force-deleted and replaced.
 
     """
 
@@ -194,6 +205,7 @@ class Observation:
     session_failure: str | None = None
     backoff: Sequence[float] = (10.0,)
     history_limit: int = 20
+    terminating_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -215,9 +227,10 @@ class CreatePod:
 
 @dataclass(frozen=True)
 class DeletePod:
-    """Delete this pod."""
+    """Delete this pod; ``force`` skips the grace period (a pod stuck terminating)."""
 
     name: str
+    force: bool = False
 
 
 Action = CreatePod | DeletePod
@@ -312,10 +325,21 @@ def _failure_of(pod: PodView) -> tuple[Reason, str]:
     return Reason.POD_LOST, pod.message or f"pod {pod.name} failed ({pod.reason or 'no reason'})"
 
 
+def _stop(d: _Draft, pod: PodView | None) -> None:
+    """Delete `pod` if anything in it may still run.
+
+    A pod in a terminal phase stays, with its logs, until a newer attempt's pod exists
+    or the Agent goes.
+    """
+    if pod is None or pod.deleting or pod.phase in ("Succeeded", "Failed"):
+        return
+    if DeletePod(pod.name) not in d.actions:
+        d.actions.append(DeletePod(pod.name))
+
+
 def _fail(d: _Draft, reason: Reason, message: str, pod: PodView | None) -> None:
     d.move(Phase.Failed, reason, message)
-    if pod is not None and not pod.finished and not pod.deleting:
-        d.actions.append(DeletePod(pod.name))
+    _stop(d, pod)
 
 
 def _retry_or_fail(
@@ -323,12 +347,13 @@ def _retry_or_fail(
 ) -> None:
     """After attempt `attempt` failed: schedule the next one, or fail the Agent.
 
-    A scheduled retry advances ``status.attempts`` at once, so the failed pod is an older
-    attempt from then on (kept for its logs until the next pod exists).
+    ``status.attempts`` counts pods that were created, never attempts that were only
+    planned: it advances when the next pod is created, and the failed pod stays (for
+    its logs, and as the record of the failure) until its successor exists.
     """
     agent = d.obs.agent
+    d.status["failedAttempts"] = max(_failed_attempts(d), attempt)
     if agent.restart_policy == RestartPolicy.ON_FAILURE and attempt <= agent.backoff_limit:
-        d.status["attempts"] = attempt + 1
         d.move(Phase.Starting, reason, f"attempt {attempt} failed: {message}")
         _await_retry(d, attempt + 1, pod)
         return
@@ -342,6 +367,14 @@ def _retry_or_fail(
         )
     else:
         _fail(d, reason, message, pod)
+
+
+def _failed_attempts(d: _Draft) -> int:
+    """``status.failedAttempts``: attempts whose failure is already counted.
+
+    As the Job's ``status.failed``: attempt n's failure is counted once, when first seen.
+    """
+    return int(d.status.get("failedAttempts") or 0)
 
 
 def _await_retry(d: _Draft, attempt: int, failed: PodView | None) -> None:
@@ -373,6 +406,7 @@ def _create(d: _Draft, attempt: int) -> None:
         return
     if obs.rejection is not None:
         d.admitted = Cond(ADMITTED, False, obs.rejection.reason, obs.rejection.message)
+        d.stalled = obs.rejection.stalled
         if d.phase in (None, Phase.Pending):
             d.move(Phase.Pending, obs.rejection.reason, obs.rejection.message)
         else:
@@ -392,14 +426,18 @@ def _rejection_delay(d: _Draft) -> float:
     """Retry a refused pod creation after as long as it has been refused (1s..60s).
 
     Derived from the Admitted condition's lastTransitionTime, so the backoff doubles
-    without any memory and survives a restart.
+    without any memory and survives a restart. A jitter of up to +25%, fixed per Agent
+    name and step (a hash: ``decide`` stays deterministic), spreads the retries of many
+    Agents refused by the same ResourceQuota.
     """
     since = None
     for cond in d.status.get("conditions") or ():
         if cond.get("type") == ADMITTED and cond.get("status") == "False":
             since = parse_time(cond.get("lastTransitionTime"))
     elapsed = (d.obs.now - since).total_seconds() if since else 0.0
-    return min(max(elapsed, 1.0), 60.0)
+    delay = min(max(elapsed, 1.0), 60.0)
+    seed = zlib.crc32(f"{d.obs.agent.name}/{int(delay)}".encode())
+    return delay * (1.0 + (seed % 1000) / 4000.0)
 
 
 def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
@@ -431,17 +469,20 @@ def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
 
 
 def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
-    if d.phase in (None, Phase.Pending):
-        d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
-    if d.phase == Phase.Starting:
-        d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
+    counted = not pod.succeeded and _failed_attempts(d) >= attempt
+    if not counted:  # first sight of the outcome: it ran (however briefly)
+        if d.phase in (None, Phase.Pending):
+            d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
+        if d.phase == Phase.Starting:
+            d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
     term = pod.terminated
     if term is not None and term.message:
         result, usage = parse_termination_message(term.message)
         d.status["result"], d.status["usage"] = result, usage
-    if pod.phase == "Succeeded":
+    if pod.succeeded:
         d.status["exitCode"] = term.exit_code if term else 0
         d.move(Phase.Succeeded, Reason.COMPLETED, "the agent finished successfully")
+        _stop(d, pod)  # a sidecar may keep the pod running
         return
     reason, message = _failure_of(pod)
     _retry_or_fail(d, attempt, pod, reason, message)
@@ -465,18 +506,17 @@ def _run(d: _Draft) -> None:
             )
             return
         d.wake(deadline)
+    if pod is not None and pod.deleting:
+        _await_deletion(d, pod)
+        return
     if pod is not None and pod.finished:
         d.status["attempts"] = max(int(d.status.get("attempts") or 0), attempt)
         _observe_finished_pod(d, pod, attempt)
         return
-    if pod is not None and pod.deleting:
-        # Wait for it to go; its disappearance is the next observation.
-        if d.phase is None:
-            d.move(Phase.Pending, Reason.CREATED)
-        return
     if pod is None:
         previous = obs.pods.get(attempt - 1)
         if d.phase == Phase.Starting and previous is not None and previous.finished:
+            # Written by an operator that advanced attempts before creating the pod.
             _await_retry(d, attempt, previous)
             return
         if attempt >= 1 and d.phase in (Phase.Starting, Phase.Running):
@@ -500,6 +540,26 @@ def _run(d: _Draft) -> None:
             d.reason, d.message = Reason.NOT_READY, "the readiness probe has not passed"
         return
     _observe_pending_pod(d, pod)
+
+
+def _await_deletion(d: _Draft, pod: PodView) -> None:
+    """A pod being deleted never decides its attempt's outcome: wait until it is gone.
+
+    A real kubelet marks a pod it SIGTERMs during its grace period ``Failed`` (exit 137
+    or 143); that is the deletion, not the agent's result. Its disappearance is the next
+    observation (PodLost if the Agent was running it, else a new pod). A pod still there
+    ``terminating_timeout`` seconds after its deletionTimestamp sits on a lost node: it
+    is force-deleted so that the attempt can be replaced (as PodGC does for pods of
+    out-of-service nodes).
+    """
+    obs = d.obs
+    if d.phase is None:
+        d.move(Phase.Pending, Reason.CREATED)
+    bound = (pod.deletion_deadline or obs.now) + timedelta(seconds=obs.terminating_timeout)
+    if obs.now >= bound:
+        d.actions.append(DeletePod(pod.name, force=True))
+        return
+    d.wake(bound)
 
 
 def _conditions(d: _Draft) -> list[Cond]:
@@ -565,17 +625,17 @@ def decide(obs: Observation) -> Decision:
     elif agent.suspend:
         d.move(Phase.Paused, Reason.SUSPENDED, agent.suspended_by)
         for pod in obs.pods.values():
-            if not pod.deleting and not pod.finished:
-                d.actions.append(DeletePod(pod.name))
+            _stop(d, pod)
         status["startTime"] = None
     else:
         if previous == Phase.Paused:
             d.move(Phase.Pending, Reason.RESUMED, "spec.suspend is false")
         _run(d)
 
-    # Older attempts' pods are garbage once a newer attempt exists.
+    # Older attempts' pods are garbage once a newer attempt's pod exists (observed: a
+    # pod only asked for may yet be refused, and the failed one is the record).
     latest = max([int(status.get("attempts") or 0), *obs.pods], default=0)
-    if latest in obs.pods or CreatePod(latest) in d.actions:
+    if latest in obs.pods:
         for number, pod in obs.pods.items():
             if number < latest and not pod.deleting and DeletePod(pod.name) not in d.actions:
                 d.actions.append(DeletePod(pod.name))
@@ -590,8 +650,7 @@ def decide(obs: Observation) -> Decision:
 def _finished(d: _Draft) -> None:
     """A terminal Agent stays terminal; its unfinished pod (if any) is stopped."""
     for pod in d.obs.pods.values():
-        if not pod.finished and not pod.deleting:
-            d.actions.append(DeletePod(pod.name))
+        _stop(d, pod)
 
 
 def _ttl(d: _Draft) -> None:

@@ -55,6 +55,9 @@ class PodView:
         waiting_reason / waiting_message: the agent container's ``state.waiting``.
         terminated: the agent container's ``state.terminated``.
         reason / message: the pod's own ``status.reason`` / ``status.message`` (Evicted).
+        owner_uid: the UID of the pod's controller ownerReference (None without one):
+            the pod belongs to the Agent with that UID and to no other (DESIGN.md 4).
+        deletion_deadline: ``metadata.deletionTimestamp``, the end of the grace period.
 
     """
 
@@ -72,11 +75,29 @@ class PodView:
     terminated: Terminated | None = None
     reason: str | None = None
     message: str | None = None
+    owner_uid: str | None = None
+    deletion_deadline: datetime | None = None
 
     @property
     def finished(self) -> bool:
-        """The pod reached a terminal phase (Succeeded or Failed)."""
-        return self.phase in ("Succeeded", "Failed")
+        """The attempt is over: the pod is terminal, or its agent container has exited.
+
+        Agent pods never restart a container (``restartPolicy: Never``), so an exited
+        agent container ends the attempt even when a sidecar injected by someone else
+        (a service mesh) keeps the pod ``Running``.
+        """
+        return self.phase in ("Succeeded", "Failed") or self.terminated is not None
+
+    @property
+    def succeeded(self) -> bool:
+        """The attempt succeeded: the pod Succeeded, or the agent container exited 0."""
+        if self.phase == "Succeeded":
+            return True
+        return (
+            self.phase != "Failed"
+            and self.terminated is not None
+            and (self.terminated.exit_code == 0)
+        )
 
 
 def _agent_container_status(pod: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +121,10 @@ def observe_pod(pod: dict[str, Any]) -> PodView:
     attempt = int((metadata.get("labels") or {}).get(ATTEMPT_LABEL, "0"))
     if attempt < 1:
         raise ValueError(f"pod {metadata.get('name')} has no valid {ATTEMPT_LABEL} label")
+    owner_uid = None
+    for ref in metadata.get("ownerReferences") or ():
+        if ref.get("controller"):
+            owner_uid = ref.get("uid")
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled") or {}
     unschedulable = None
@@ -133,6 +158,8 @@ def observe_pod(pod: dict[str, Any]) -> PodView:
         terminated=terminated,
         reason=status.get("reason"),
         message=status.get("message"),
+        owner_uid=owner_uid,
+        deletion_deadline=parse_time(metadata.get("deletionTimestamp")),
     )
 
 

@@ -170,7 +170,7 @@ def test_on_failure_retries_with_backoff_then_gives_up() -> None:
     failed = exited(1, 1, finished=5)
     d = decide(Observation(agent=view, now=at(6), pods={1: failed}, backoff=backoff))
     assert d.phase == Phase.Starting
-    assert d.status["attempts"] == 2
+    assert d.status["attempts"] == 1  # counts pods created, not attempts planned
     assert d.actions == ()  # waiting for the backoff
     assert d.requeue_after == pytest.approx(9.0)
     assert d.transitions[0].reason == Reason.ERROR
@@ -178,12 +178,16 @@ def test_on_failure_retries_with_backoff_then_gives_up() -> None:
     # Still waiting: idempotent, no new transition.
     d = decide(Observation(agent=view, now=at(10), pods={1: failed}, backoff=backoff))
     assert d.transitions == () and d.actions == ()
-    # Backoff over: next attempt, old pod deleted.
+    # Backoff over: next attempt; the failed pod stays until its successor exists.
     d = decide(Observation(agent=view, now=at(15), pods={1: failed}, backoff=backoff))
-    assert set(d.actions) == {CreatePod(2), DeletePod("a-1")}
+    assert d.actions == (CreatePod(2),)
+    assert d.status["attempts"] == 2
     view = step(view, d)
-    d = decide(Observation(agent=view, now=at(16), pods={2: running(2)}, backoff=backoff))
+    d = decide(
+        Observation(agent=view, now=at(16), pods={1: failed, 2: running(2)}, backoff=backoff)
+    )
     assert d.phase == Phase.Running
+    assert d.actions == (DeletePod("a-1"),)
     view = step(view, d)
     d = decide(
         Observation(agent=view, now=at(20), pods={2: exited(2, 1, finished=19)}, backoff=backoff)
@@ -294,9 +298,19 @@ def test_quota_rejection_waits_with_growing_backoff() -> None:
     admitted = cond(d, "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", Reason.QUOTA_EXCEEDED)
     assert cond(d, "Stalled")["status"] == "False"
-    assert d.requeue_after == 1.0
+    assert 1.0 <= d.requeue_after <= 1.25  # 1 s, plus up to 25% jitter
     later = decide(Observation(agent=step(agent(), d), now=at(8), rejection=rejection))
-    assert later.requeue_after == pytest.approx(8.0)
+    assert 8.0 <= later.requeue_after <= 10.0
+    # The jitter is fixed per Agent name (deterministic) and differs between Agents.
+    again = decide(Observation(agent=step(agent(), d), now=at(8), rejection=rejection))
+    assert again.requeue_after == later.requeue_after
+    delays = {
+        decide(
+            Observation(agent=AgentView(name=f"a{i}"), now=T0, rejection=rejection)
+        ).requeue_after
+        for i in range(20)
+    }
+    assert len(delays) > 10
     # Quota raised: the next observation has no rejection and creates the pod.
     ok = decide(Observation(agent=step(agent(), d), now=at(9)))
     assert ok.actions == (CreatePod(1),)
@@ -507,3 +521,95 @@ def test_a_budget_that_never_fits_stalls_the_agent() -> None:
     waiting = Admission(False, Reason.BUDGET_EXCEEDED, "waiting for budget")
     d = decide(Observation(agent=agent(), now=T0, admission=waiting))
     assert cond(d, "Stalled")["status"] == "False"
+
+
+# --- issue 8: what a real kubelet and a real API server do ---------------------------
+
+
+def deleting(p: PodView, seconds: float = 30.0) -> PodView:
+    """`p` after a DELETE: Terminating until `seconds` past T0 (its deletionTimestamp)."""
+    return replace(p, deleting=True, deletion_deadline=at(seconds))
+
+
+def test_refused_retry_keeps_the_failed_pod_and_burns_no_attempt() -> None:
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=1,
+        status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
+    )
+    failed = exited(1, 1, finished=5)
+    d = decide(Observation(agent=view, now=at(5.5), pods={1: failed}, backoff=(1.0,)))
+    view = step(view, d)
+    assert d.status["failedAttempts"] == 1 and d.actions == ()
+    quota = Rejection(Reason.QUOTA_EXCEEDED, 'exceeded quota: "q"')
+    # The ResourceQuota refuses attempt 2 again and again: nothing is counted, the
+    # failed pod is not deleted, the Agent waits.
+    for second in (7, 20, 60, 300):
+        d = decide(
+            Observation(
+                agent=view, now=at(second), pods={1: failed}, rejection=quota, backoff=(1.0,)
+            )
+        )
+        assert d.actions == ()
+        assert d.status["attempts"] == 1 and d.status["failedAttempts"] == 1
+        assert (d.phase, d.status["reason"]) == (Phase.Starting, Reason.QUOTA_EXCEEDED)
+        assert d.transitions == ()
+        view = step(view, d)
+    # Even if someone deletes the failed pod meanwhile, no attempt is burnt.
+    d = decide(Observation(agent=view, now=at(301), pods={}, rejection=quota, backoff=(1.0,)))
+    assert d.phase == Phase.Starting and d.status["failedAttempts"] == 1
+    d = decide(Observation(agent=view, now=at(302), pods={}, backoff=(1.0,)))
+    assert d.actions == (CreatePod(2),) and d.status["attempts"] == 2
+
+
+def test_a_deleting_pod_never_decides_the_outcome() -> None:
+    # A real kubelet marks a pod it SIGTERMs during the grace period Failed (143).
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    killed = deleting(exited(1, 143, finished=5))
+    d = decide(Observation(agent=view, now=at(6), pods={1: killed}))
+    assert d.phase == Phase.Running and d.actions == ()
+    assert "exitCode" not in d.status and d.transitions == ()
+    # Gone: the attempt's pod was lost (Never: the Agent fails with PodLost).
+    d = decide(Observation(agent=view, now=at(31), pods={}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.POD_LOST)
+
+
+def test_resume_within_the_grace_period_waits_for_the_old_pod() -> None:
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=0,
+        status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
+    )
+    d = decide(Observation(agent=replace(view, suspend=True), now=at(5), pods={1: running()}))
+    assert d.phase == Phase.Paused and d.actions == (DeletePod("a-1"),)
+    view = step(view, d)
+    # Resumed while the pod still terminates and shows Failed/143, then Succeeded/0.
+    for p in (deleting(exited(1, 143, finished=6)), deleting(exited(1, 0, finished=6))):
+        d = decide(Observation(agent=view, now=at(7), pods={1: p}))
+        assert d.phase == Phase.Pending and d.actions == ()
+        assert d.status.get("failedAttempts") is None
+        assert d.requeue_after == pytest.approx(30 - 7 + 60)
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(12), pods={}))
+    assert d.actions == (CreatePod(1),) and d.phase == Phase.Starting
+
+
+def test_a_pod_stuck_terminating_is_force_deleted_after_the_bound() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    stuck = deleting(running(), seconds=30)
+    d = decide(Observation(agent=view, now=at(80), pods={1: stuck}, terminating_timeout=60))
+    assert d.actions == () and d.requeue_after == pytest.approx(10)
+    d = decide(Observation(agent=view, now=at(90), pods={1: stuck}, terminating_timeout=60))
+    assert d.actions == (DeletePod("a-1", force=True),)
+
+
+def test_agent_container_exit_ends_the_attempt_despite_a_sidecar() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    term = Terminated(0, "Completed", '{"result": "done"}', at(5))
+    sidecar_keeps_running = pod(1, "Running", terminated=term, node_name="n1")
+    d = decide(Observation(agent=view, now=at(6), pods={1: sidecar_keeps_running}))
+    assert (d.phase, d.status["result"]) == (Phase.Succeeded, "done")
+    assert d.actions == (DeletePod("a-1"),)  # stop the sidecar
+    term = Terminated(2, "Error", "", at(5))
+    d = decide(Observation(agent=view, now=at(400), pods={1: pod(1, "Running", terminated=term)}))
+    assert (d.phase, d.status["reason"], d.status["exitCode"]) == (Phase.Failed, Reason.ERROR, 2)
