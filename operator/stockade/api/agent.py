@@ -787,6 +787,19 @@ class Usage(Model):
         return self
 
 
+class SessionDefaults(Model):
+    """The AgentSession's ``agentDefaults`` as they were when the Agent was admitted.
+
+    Defaults are resolved once: a member keeps running with what it was admitted with,
+    whatever later edits of the session's ``agentDefaults`` say.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra=cel(preserve_unknown_fields=True),
+    )
+
+
 class HistoryEntry(Model):
     """One phase transition of the Agent."""
 
@@ -828,7 +841,9 @@ class AgentStatus(Model):
     completion_time: Timestamp | None = None
     """When the Agent Succeeded or Failed."""
     attempts: int | None = None
-    """Attempts (pods) started so far."""
+    """Attempts (pods) created so far; a pod the API server refused is not one."""
+    failed_attempts: int | None = None
+    """Attempts that failed so far (as a Job's status.failed); backoffLimit bounds it."""
     exit_code: int | None = None
     """Exit code of the last finished attempt."""
     reason: str | None = None
@@ -841,6 +856,8 @@ class AgentStatus(Model):
     """What the agent reported it used (tokens, cost)."""
     history: Annotated[list[HistoryEntry] | None, Field(max_length=HISTORY_MAX_ITEMS)] = None
     """The last phase transitions, oldest first."""
+    session_defaults: SessionDefaults | None = None
+    """The session's agentDefaults this member was admitted with (used from then on)."""
 
 
 # --- the kind ----------------------------------------------------------------------------
