@@ -32,6 +32,10 @@ class OperatorConfig(BaseModel):
         backoff_base_seconds / backoff_max_seconds: retry delay after the n-th failed
             attempt is ``min(base * 2**(n-1), max)`` seconds (as the Job controller's).
         history_limit: transitions kept in ``status.history``.
+        terminating_timeout_seconds: how long past its deletionTimestamp a pod may stay
+            terminating (its node is lost) before it is force-deleted and replaced.
+        resync_seconds: how often the operator LISTs what it watches and forgets what
+            its watch-fed indexes still hold but the API no longer has (0 disables).
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
         log_format: ``text`` or ``json``.
@@ -52,6 +56,8 @@ class OperatorConfig(BaseModel):
     backoff_base_seconds: float = Field(default=10.0, gt=0)
     backoff_max_seconds: float = Field(default=360.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
+    terminating_timeout_seconds: float = Field(default=60.0, ge=0)
+    resync_seconds: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     log_format: str = Field(default="text", pattern="^(text|json)$")
@@ -83,6 +89,8 @@ _ENV = {
     "backoff_base_seconds": "STOCKADE_BACKOFF_BASE_SECONDS",
     "backoff_max_seconds": "STOCKADE_BACKOFF_MAX_SECONDS",
     "history_limit": "STOCKADE_HISTORY_LIMIT",
+    "terminating_timeout_seconds": "STOCKADE_TERMINATING_TIMEOUT_SECONDS",
+    "resync_seconds": "STOCKADE_RESYNC_SECONDS",
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",
     "log_format": "STOCKADE_LOG_FORMAT",

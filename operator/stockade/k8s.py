@@ -20,6 +20,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
+from stockade.build.names import MANAGED_SELECTOR
 from stockade.lifecycle import Reason, Rejection
 from stockade.metrics import API_WRITES
 from stockade.observe import format_time
@@ -106,24 +107,98 @@ class Kube:
         created = await _write("create", KIND_RESOURCE[kind], calls[kind], ok=(409,))
         return created is not None
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        """Delete a pod (background propagation); a missing pod is fine."""
+    async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a child (a kind of :data:`KIND_RESOURCE`) as a plain dict; None if absent."""
         core = client.CoreV1Api(self.api)
-        await _write(
-            "delete", "pods", lambda: core.delete_namespaced_pod(name, namespace), ok=(404,)
-        )
-
-    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """GET a pod as a plain dict, or None when it does not exist."""
-        core = client.CoreV1Api(self.api)
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "Pod": lambda: core.read_namespaced_pod(name, namespace),
+            "ConfigMap": lambda: core.read_namespaced_config_map(name, namespace),
+            "PersistentVolumeClaim": lambda: core.read_namespaced_persistent_volume_claim(
+                name, namespace
+            ),
+            "NetworkPolicy": lambda: client.NetworkingV1Api(
+                self.api
+            ).read_namespaced_network_policy(name, namespace),
+        }
         try:
-            pod = await core.read_namespaced_pod(name, namespace)
+            found = await calls[kind]()
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+        result: dict[str, Any] = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        result.setdefault("kind", kind)
         return result
+
+    async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
+        """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).
+
+        Conditional on `resource_version` (optimistic concurrency): False on 409/404,
+        when someone changed or deleted it meanwhile (its watch event brings it back).
+        """
+        kind, meta = manifest["kind"], manifest["metadata"]
+        body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
+        name, namespace = meta["name"], meta["namespace"]
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "ConfigMap": lambda: client.CoreV1Api(self.api).replace_namespaced_config_map(
+                name,
+                namespace,
+                body,  # type: ignore[arg-type]
+            ),
+            "NetworkPolicy": lambda: client.NetworkingV1Api(
+                self.api
+            ).replace_namespaced_network_policy(name, namespace, body),  # type: ignore[arg-type]
+        }
+        done = await _write("update", KIND_RESOURCE[kind], calls[kind], ok=(404, 409))
+        return done is not None
+
+    async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:
+        """Delete a pod (background propagation); a missing pod is fine.
+
+        `force` deletes it at once (grace period 0), for a pod stuck terminating on a
+        lost node (``kubectl delete --force``).
+        """
+        core = client.CoreV1Api(self.api)
+        grace = 0 if force else None
+        await _write(
+            "delete",
+            "pods",
+            lambda: core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace),
+            ok=(404,),
+        )
+
+    async def list_uids(self, resource: str, namespaces: tuple[str, ...]) -> set[str] | None:
+        """The UIDs of every object of `resource` now in the API; None if a LIST failed.
+
+        A fresh LIST, cluster-wide or per namespace. `resource` is ``agents``,
+        ``agentsessions`` or ``pods`` (Stockade's, by label).
+        """
+        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        uids: set[str] = set()
+        try:
+            for namespace in namespaces or (None,):
+                if resource == "pods":
+                    if namespace is None:
+                        result = await core.list_pod_for_all_namespaces(
+                            label_selector=MANAGED_SELECTOR
+                        )
+                    else:
+                        result = await core.list_namespaced_pod(
+                            namespace, label_selector=MANAGED_SELECTOR
+                        )
+                    uids.update(str(item.metadata.uid) for item in result.items if item.metadata)
+                    continue
+                if namespace is None:
+                    raw = await custom.list_cluster_custom_object(GROUP, VERSION, resource)
+                else:
+                    raw = await custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, resource
+                    )
+                items: list[dict[str, Any]] = dict(raw).get("items") or []  # type: ignore[call-overload]
+                uids.update(str(item["metadata"]["uid"]) for item in items)
+        except ApiException:
+            return None
+        return uids
 
     async def patch_agent_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
@@ -161,11 +236,16 @@ class Kube:
         return str((result.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def patch_agent_owners(
-        self, namespace: str, name: str, owners: list[dict[str, Any]]
-    ) -> None:
-        """Set an Agent's ``metadata.ownerReferences`` (merge patch replaces the list)."""
+        self, namespace: str, name: str, owners: list[dict[str, Any]], resource_version: str
+    ) -> bool:
+        """Set an Agent's ``metadata.ownerReferences`` (merge patch replaces the list).
+
+        Conditional on `resource_version`: a list someone changed meanwhile is never
+        overwritten (False on 409/404; the watch event of their change brings it back).
+        """
         custom = client.CustomObjectsApi(self.api)
-        await _write(
+        meta = {"ownerReferences": owners, "resourceVersion": resource_version}
+        done = await _write(
             "patch",
             "agents",
             lambda: custom.patch_namespaced_custom_object(
@@ -174,10 +254,11 @@ class Kube:
                 namespace,
                 AGENT_PLURAL,
                 name,
-                {"metadata": {"ownerReferences": owners}},
+                {"metadata": meta},
             ),
-            ok=(404,),
+            ok=(404, 409),
         )
+        return done is not None
 
     async def patch_session_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None

@@ -48,6 +48,15 @@ API_WRITES = Counter(
     ["verb", "resource", "code"],
 )
 
+EVENTS_DROPPED = Counter(
+    "stockade_events_dropped_total",
+    "Kubernetes Events not posted because too many were already being posted.",
+)
+INDEX_GHOSTS = Counter(
+    "stockade_index_ghosts_total",
+    "Watched objects found gone by a resync LIST (their DELETED event was missed).",
+)
+
 
 class PhaseCollector(Collector):
     """A ``<name>{namespace, phase}`` gauge counting objects by phase at scrape time.

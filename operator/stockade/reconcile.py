@@ -8,12 +8,19 @@ the objects from kopf's in-memory indexes (fed by watches; no polling), so an op
 restart simply reconciles everything again. Session admission is decided only by the
 session's reconcile and recorded in its ``status.admittedAgents``; an Agent runs only
 once its name is recorded there.
+
+Ownership is decided by UID (DESIGN.md 4): only pods and children whose controller
+ownerReference carries the Agent's UID are its own; a name held by anything else is a
+``ResourceConflict``, never success. What the indexes hold converges to the API: a 404
+on a status write, and a periodic LIST (:meth:`Reconciler.resync`), mark entries the
+watch never reported deleted (a re-list after 410 Gone does not) as ghosts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,12 +34,13 @@ from stockade import admission, metrics
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
-from stockade.build.names import AgentRef, pod_name
+from stockade.build.names import RETAINED_ANNOTATION, AgentRef, pod_name
 from stockade.build.network import build_network_policy
 from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources, quantity_value
 from stockade.build.runtime import resolve_runtime_class
 from stockade.build.workspace import build_workspace_pvc
+from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
 from stockade.config import OperatorConfig
 from stockade.k8s import Kube, api_message, classify_rejection
 from stockade.lifecycle import (
@@ -56,6 +64,12 @@ log = logging.getLogger("stockade.reconcile")
 AgentKey = tuple[str, str]
 """``(namespace, name)`` of an Agent."""
 
+CREATED_GRACE = 10.0
+"""Seconds a child just created is trusted to exist before its watch event arrives."""
+
+EVENTS_IN_FLIGHT = 200
+"""Most Events being posted at once; more are dropped (and counted): they inform only."""
+
 _WARNING_REASONS = frozenset(
     {
         Reason.DEADLINE_EXCEEDED,
@@ -70,6 +84,7 @@ _WARNING_REASONS = frozenset(
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,
+        Reason.RESOURCE_CONFLICT,
     }
 )
 
@@ -126,17 +141,33 @@ def merge_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
     return out
 
 
+def session_defaults(
+    agent: Mapping[str, Any], session: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The ``agentDefaults`` that apply to a member (None without any).
+
+    Those recorded in its status when it was admitted, else the session's current ones.
+    """
+    recorded = (agent.get("status") or {}).get("sessionDefaults")
+    if recorded is not None:
+        return dict(recorded)
+    if session is None:
+        return None
+    return dict((session.get("spec") or {}).get("agentDefaults") or {})
+
+
 def prepare(
     agent: Mapping[str, Any], config: OperatorConfig, session: Mapping[str, Any] | None = None
 ) -> Prepared:
     """Validate an Agent's effective spec and resolve its RuntimeClass and resources (pure).
 
     Anything that slipped past the CRD schema becomes ``error`` (InvalidSpec), never an
-    exception.
+    exception. A member uses :func:`session_defaults`.
     """
     raw = dict(agent.get("spec") or {})
-    if session is not None:
-        raw = merge_defaults(raw, (session.get("spec") or {}).get("agentDefaults") or {})
+    defaults = session_defaults(agent, session)
+    if defaults is not None:
+        raw = merge_defaults(raw, defaults)
     try:
         spec = AgentSpec.model_validate(raw)
     except ValidationError as exc:
@@ -225,6 +256,10 @@ class Reconciler:
     _pods: IndexView | None = None
     _sessions: IndexView | None = None
     _members: IndexView | None = None
+    _children: IndexView | None = None
+    _ghosts: set[str] = field(default_factory=set)
+    _warned: set[tuple[str, str]] = field(default_factory=set)
+    _created: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
@@ -235,11 +270,17 @@ class Reconciler:
         self._session_queue = WorkQueue(self.reconcile_session)
 
     def bind(
-        self, agents: IndexView, pods: IndexView, sessions: IndexView, members: IndexView
+        self,
+        agents: IndexView,
+        pods: IndexView,
+        sessions: IndexView,
+        members: IndexView,
+        children: IndexView | None = None,
     ) -> None:
         """Give the reconciler kopf's indexes (the same objects on every call)."""
         self._agents, self._pods = agents, pods
         self._sessions, self._members = sessions, members
+        self._children = children
 
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
@@ -277,16 +318,30 @@ class Reconciler:
         found = (self._agent((session[0], name)) for name in names)
         return [body for body in found if body is not None]
 
-    @staticmethod
-    def _first(index: IndexView | None, key: AgentKey) -> dict[str, Any] | None:
-        for body in (index.get(key) if index is not None else None) or ():
-            return dict(body)
-        return None
+    def _first(self, index: IndexView | None, key: AgentKey) -> dict[str, Any] | None:
+        """The object under `key`, ghosts skipped; of two incarnations, the newest.
+
+        Two: an Agent deleted and created again before the watch reported the deletion.
+        """
+        found = [
+            body
+            for body in (index.get(key) if index is not None else None) or ()
+            if _uid(body) not in self._ghosts
+        ]
+        if not found:
+            return None
+        newest = max(found, key=lambda b: str(b["metadata"].get("creationTimestamp") or ""))
+        return dict(newest)
 
     def _agent(self, key: AgentKey) -> dict[str, Any] | None:
         return self._first(self._agents, key)
 
-    def _observed_pods(self, key: AgentKey) -> dict[int, PodView]:
+    def _observed_pods(self, key: AgentKey, uid: str) -> dict[int, PodView]:
+        """The pods of Agent `key` whose controller ownerReference carries `uid`.
+
+        Pods with Stockade's labels but another (or no) owner are not its attempts: a
+        predecessor's of the same name awaiting garbage collection, or a forgery.
+        """
         pods: dict[int, PodView] = {}
         store = self._pods.get(key) if self._pods is not None else None
         for raw in store or ():
@@ -294,8 +349,65 @@ class Reconciler:
                 view = observe_pod(raw)
             except ValueError:
                 continue
+            if view.owner_uid != uid or _uid(raw) in self._ghosts:
+                continue
             pods[view.attempt] = view
         return pods
+
+    def _observed_children(self, key: AgentKey) -> dict[tuple[str, str], ChildView]:
+        store = self._children.get(key) if self._children is not None else None
+        return {
+            (child.kind, child.name): child
+            for child in store or ()
+            if isinstance(child, ChildView) and child.uid not in self._ghosts
+        }
+
+    def start_resync(self) -> asyncio.Task[None] | None:
+        """Start :meth:`resync` every ``config.resync_seconds`` (None when disabled)."""
+        if not self.config.resync_seconds:
+            return None
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.config.resync_seconds)
+                try:
+                    await self.resync()
+                except Exception:  # the next round tries again
+                    log.exception("resync failed")
+
+        return asyncio.get_running_loop().create_task(loop())
+
+    async def resync(self) -> int:
+        """Converge the indexes to a fresh LIST; return how many ghosts were found.
+
+        kopf drops an index entry only on a DELETED event; an object deleted while a
+        watch was broken (410 Gone and a re-list, an API server restart) stays in the
+        indexes. Entries seen before the LIST started but absent from it are ghosts:
+        readers skip them, and their keys are reconciled (so a ghost member frees its
+        session slot and a ghost pod stops keeping its Agent Running).
+        """
+        indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
+        found: list[tuple[str, AgentKey, str]] = []
+        for resource, index in indexes.items():
+            if index is None:
+                continue
+            before = [
+                (key, _uid(body)) for key, store in list(index.items()) for body in store or ()
+            ]
+            listed = await self.kube.list_uids(resource, self.config.namespaces)
+            if listed is not None:
+                found.extend((resource, key, uid) for key, uid in before if uid not in listed)
+        gone = {uid for _, _, uid in found}
+        new = [(resource, key, uid) for resource, key, uid in found if uid not in self._ghosts]
+        self._ghosts = gone  # a ghost the index dropped since, or that is back, is no more
+        for resource, key, uid in new:
+            metrics.INDEX_GHOSTS.inc()
+            log.info("%s %s/%s (uid %s) is gone: forgetting it", resource, *key, uid)
+            if resource == "agentsessions":
+                self.poke_session(key)
+            else:
+                self.poke(key)
+        return len(new)
 
     async def reconcile(self, key: AgentKey) -> None:
         """Observe Agent `key`, decide, and write children, status and Events."""
@@ -308,36 +420,52 @@ class Reconciler:
             return
         if self._stale("agent", key, agent):
             return
+        uid = _uid(agent)
         session_ref = session_name(agent)
         session = self._first(self._sessions, (namespace, session_ref)) if session_ref else None
         prepared = prepare(agent, self.config, session)
+        spec_error = prepared.error
         view = agent_view(agent, prepared)
         admission_, failure = Admission(), None
         if session_ref is not None:
             view, admission_, failure = self._session_terms(agent, view, session_ref, session)
-        pods = self._observed_pods(key)
+            if session is None and session_defaults(agent, None) is None:
+                # Its session (and the defaults it may supply) is not there yet, as when
+                # `kubectl apply -f dir/` or Argo CD applies the member first: wait.
+                spec_error = None
+        pods = self._observed_pods(key, uid)
         attempt = int(view.status.get("attempts") or 0)
         expected = view.status.get("phase") in (Phase.Starting, Phase.Running)
         if attempt >= 1 and expected and attempt not in pods:
             # The watch may not have delivered a pod we just created: ask once.
-            raw = await self.kube.read_pod(namespace, pod_name(name, attempt))
-            if raw is not None:
+            raw = await self.kube.read("Pod", namespace, pod_name(name, attempt))
+            if raw is not None and observe_pod(raw).owner_uid == uid:
                 pods[attempt] = observe_pod(raw)
         obs = Observation(
             agent=view,
             now=datetime.now(UTC),
             pods=pods,
             admission=admission_,
-            spec_error=prepared.error,
+            spec_error=spec_error,
             session_failure=failure,
             backoff=tuple(self.config.backoff_seconds(n) for n in range(1, 11)),
             history_limit=self.config.history_limit,
+            terminating_timeout=self.config.terminating_timeout_seconds,
         )
         decision = decide(obs)
         decision = await self._act(agent, prepared, obs, decision)
         if decision.delete_agent:
             await self.kube.delete_agent(namespace, name)
             return
+        defaults = session_defaults(agent, session)
+        if (
+            session is not None
+            and defaults is not None
+            and "sessionDefaults" not in decision.status
+            and decision.phase in (Phase.Starting, Phase.Running)
+        ):
+            # Admitted and running: its defaults are resolved once, now, and kept.
+            decision = replace(decision, status={**decision.status, "sessionDefaults": defaults})
         await self._record(agent, view, decision)
         if session is not None:
             await self._adopt(agent, session)
@@ -423,7 +551,11 @@ class Reconciler:
             }
         )
         meta = agent["metadata"]
-        await self.kube.patch_agent_owners(meta["namespace"], meta["name"], refs)
+        written = await self.kube.patch_agent_owners(
+            meta["namespace"], meta["name"], refs, str(meta.get("resourceVersion") or "")
+        )
+        if not written:  # changed meanwhile: its watch event brings it back
+            self.poke((meta["namespace"], meta["name"]), 1.0)
 
     async def reconcile_session(self, key: AgentKey) -> None:
         """Observe session `key` and its members, admit, summarize, write its status."""
@@ -487,28 +619,141 @@ class Reconciler:
     async def _act(
         self, agent: dict[str, Any], prepared: Prepared, obs: Observation, decision: Decision
     ) -> Decision:
-        """Carry out the decision's actions; re-decide if the API server refuses a pod."""
+        """Carry out the decision's actions; re-decide if the API server refuses a pod.
+
+        Children first (a pod needs its ConfigMap and its NetworkPolicy before it runs),
+        restored whenever the Agent has or is about to have a pod; then the pod; deletes
+        last (an older attempt's pod goes only once a newer one exists).
+        """
         namespace = agent["metadata"]["namespace"]
-        for action in decision.actions:
-            if isinstance(action, DeletePod):
-                await self.kube.delete_pod(namespace, action.name)
-        for action in decision.actions:
-            if not isinstance(action, CreatePod):
-                continue
-            problem = await self._create_pod(agent, prepared, action.attempt)
-            if isinstance(problem, Rejection):
-                return decide(replace(obs, rejection=problem))
+        creates = [a for a in decision.actions if isinstance(a, CreatePod)]
+        live = decision.phase in (Phase.Starting, Phase.Running)
+        if (creates or live) and not obs.agent.deleting:
+            problem = await self._ensure_children(agent, prepared)
+            if problem is not None and creates:
+                return await self._refused(obs, problem)
             if problem is not None:
-                return decide(replace(obs, spec_error=problem))
+                self._warn_once(agent, problem)
+        for action in creates:
+            problem = await self._create_pod(agent, prepared, action.attempt)
+            if problem is not None:
+                return await self._refused(obs, problem)
+        for delete in decision.actions:
+            if isinstance(delete, DeletePod):
+                await self.kube.delete_pod(namespace, delete.name, force=delete.force)
         return decision
+
+    async def _refused(self, obs: Observation, problem: Rejection | str) -> Decision:
+        """Decide again knowing the pod (or a child) was refused; nothing was created.
+
+        A 422 means the pod itself is invalid (input that slipped past the CRD schema):
+        InvalidSpec, which fails the Agent, as documented.
+        """
+        if isinstance(problem, Rejection) and problem.reason != Reason.INVALID_SPEC:
+            return decide(replace(obs, rejection=problem))
+        message = problem.message if isinstance(problem, Rejection) else problem
+        return decide(replace(obs, spec_error=message))
+
+    def _warn_once(self, agent: dict[str, Any], problem: Rejection | str) -> None:
+        """A running Agent's child cannot be restored: say so (once per Agent and text)."""
+        if not isinstance(problem, Rejection):
+            return
+        meta = agent["metadata"]
+        said = (_uid(agent), problem.message)
+        if said in self._warned:
+            return
+        self._warned.add(said)
+        log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem.message)
+        self._post(agent, warning=True, reason=str(problem.reason), message=problem.message)
+
+    async def _ensure_children(
+        self, agent: dict[str, Any], prepared: Prepared
+    ) -> Rejection | str | None:
+        """Create what is missing of the Agent's children, restore what drifted.
+
+        The ConfigMap, NetworkPolicy and workspace PVC (:func:`stockade.children.plan`).
+
+        Returns None when every child is the Agent's and as built; a ResourceConflict
+        Rejection when a name is held by something else (stalled unless it is a
+        predecessor's, which garbage collection removes); a message for a spec that
+        cannot be built.
+        """
+        spec = prepared.spec
+        if spec is None:
+            return prepared.error or "the spec could not be prepared"
+        metadata = agent["metadata"]
+        ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
+        try:
+            built = [
+                build_network_policy(ref, spec),
+                build_input_configmap(ref, spec),
+                build_workspace_pvc(ref, spec),
+            ]
+        except SpecError as exc:
+            return str(exc)
+        observed = self._observed_children((ref.namespace, ref.name))
+        desired = [child for child in built if child is not None and self._expects(ref, child)]
+        for step in plan(desired, observed, ref.name, ref.uid):
+            manifest = dict(step.desired)
+            if step.write is Write.CREATE:
+                try:
+                    created = await self.kube.create(manifest)
+                except ApiException as exc:
+                    rejection = classify_rejection(exc)
+                    if rejection is None:
+                        raise
+                    return rejection
+                if created:
+                    self._created[_created_key(ref, manifest)] = time.monotonic() + CREATED_GRACE
+                    continue
+                # 409: the watch has not shown it yet, or it is not ours.
+                name = manifest["metadata"]["name"]
+                found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                if found is None:  # deleted in between: the next reconcile creates it
+                    return _conflict(manifest, None, transient=True)
+                found.setdefault("kind", manifest["kind"])
+                view = ChildView.of(found)
+                retained = RETAINED_ANNOTATION in (manifest["metadata"].get("annotations") or {})
+                whose = ownership(view, ref.name, ref.uid, retained)
+                if whose is not Ownership.OURS:
+                    return _conflict(manifest, view, transient=whose is Ownership.PREDECESSOR)
+                if manifest["kind"] != "PersistentVolumeClaim" and view.digest != digest(manifest):
+                    await self.kube.replace(manifest, view.resource_version)
+            elif step.write is Write.REPLACE and step.found is not None:
+                log.info("restoring %s %s/%s", manifest["kind"], ref.namespace, step.found.name)
+                await self.kube.replace(manifest, step.found.resource_version)
+            elif step.write is Write.CONFLICT:
+                return _conflict(manifest, step.found, transient=False)
+            elif step.write is Write.WAIT:
+                return _conflict(manifest, step.found, transient=True)
+        return None
+
+    def _expects(self, ref: AgentRef, child: Mapping[str, Any]) -> bool:
+        """Whether to plan `child`: not if created a moment ago and not yet watched.
+
+        Creating it again before its watch event arrives would be a 409 and a GET.
+        """
+        key = _created_key(ref, child)
+        until = self._created.get(key)
+        if until is None:
+            return True
+        kind, name = key[1], key[2]
+        if until < time.monotonic() or (kind, name) in self._observed_children(
+            (ref.namespace, ref.name)
+        ):
+            del self._created[key]
+            return True
+        return False
 
     async def _create_pod(
         self, agent: dict[str, Any], prepared: Prepared, attempt: int
     ) -> Rejection | str | None:
-        """Create the pod of `attempt` and the children it mounts (all idempotent).
+        """Create the pod of `attempt` (its children exist: :meth:`_ensure_children`).
 
-        Returns None on success, a Rejection when the API server refuses the pod, or a
-        message when the spec cannot become a pod.
+        Returns None on success (also when the pod exists and is this Agent's: the
+        status write that recorded it was lost), a Rejection when the API server refuses
+        it or its name is held by a pod the Agent does not own, or a message when the
+        spec cannot become a pod.
         """
         spec = prepared.spec
         if spec is None or prepared.runtime_class is None or prepared.resources is None:
@@ -516,11 +761,6 @@ class Reconciler:
         metadata = agent["metadata"]
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
         try:
-            children = [
-                build_network_policy(ref, spec),
-                build_input_configmap(ref, spec),
-                build_workspace_pvc(ref, spec),
-            ]
             pod = build_pod(
                 ref,
                 spec,
@@ -531,17 +771,23 @@ class Reconciler:
         except SpecError as exc:
             return str(exc)
         try:
-            for child in children:
-                if child is not None:
-                    await self.kube.create(child)
-            await self.kube.create(pod)
+            created = await self.kube.create(pod)
         except ApiException as exc:
             rejection = classify_rejection(exc)
             if rejection is None:
                 raise
             log.info("pod for %s/%s refused: %s", ref.namespace, ref.name, api_message(exc))
             return rejection
-        return None
+        if created:
+            return None
+        found = await self.kube.read("Pod", ref.namespace, pod["metadata"]["name"])
+        if found is None:  # gone in between: the next reconcile creates it
+            return _conflict(pod, None, transient=True)
+        view = ChildView.of(found)
+        whose = ownership(view, ref.name, ref.uid, False)
+        if whose is Ownership.OURS:
+            return None
+        return _conflict(pod, view, transient=whose is Ownership.PREDECESSOR or view.deleting)
 
     async def _record(self, agent: dict[str, Any], view: AgentView, decision: Decision) -> None:
         """Write the status patch, Events and metrics of one decision."""
@@ -558,7 +804,9 @@ class Reconciler:
             written = await self.kube.patch_agent_status(key[0], key[1], patch, base)
             self._wrote("agent", key, base, written)
             if written is None:
-                # Someone changed the Agent since we looked: its watch event re-pokes it.
+                # Someone changed the Agent since we looked (its watch event re-pokes
+                # it), or it is gone: then a resync tells (a 409 and a 404 look alike
+                # here), so look again after a short while.
                 self.poke(key, 1.0)
                 return
         self.phases[key] = (key[0], str(decision.phase))
@@ -583,6 +831,9 @@ class Reconciler:
             except Exception:  # an Event lost is not worth a failed reconcile
                 log.warning("could not record Event %s on %s", reason, agent["metadata"]["name"])
 
+        if len(self._events) >= EVENTS_IN_FLIGHT:
+            metrics.EVENTS_DROPPED.inc()
+            return
         task = asyncio.get_running_loop().create_task(post())
         self._events.add(task)
         task.add_done_callback(self._events.discard)
@@ -599,6 +850,31 @@ class Reconciler:
         self._post(
             agent, warning=step.reason in _WARNING_REASONS, reason=str(step.reason), message=text
         )
+
+
+def _created_key(ref: AgentRef, child: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (ref.uid, str(child["kind"]), str(child["metadata"]["name"]))
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
+
+
+def _conflict(
+    manifest: Mapping[str, Any], found: ChildView | None, *, transient: bool
+) -> Rejection:
+    """A child's name is held by an object this Agent does not own (ResourceConflict).
+
+    `transient`: an earlier Agent's of the same name (garbage collection removes it) or
+    one being deleted; otherwise it is someone else's and waiting will not help
+    (Stalled=True).
+    """
+    held = found.describe() if found else f"{manifest['kind']} {manifest['metadata']['name']}"
+    if transient:
+        message = f"{held} is not this Agent's or is being deleted; waiting for it to go"
+    else:
+        message = f"{held} exists and is not owned by this Agent: delete or rename it"
+    return Rejection(Reason.RESOURCE_CONFLICT, message, stalled=not transient)
 
 
 def _wants(member: MemberView) -> bool:

@@ -51,6 +51,9 @@ class OperatorProcess:
             "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
             "STOCKADE_BACKOFF_BASE_SECONDS": "1",
             "STOCKADE_BACKOFF_MAX_SECONDS": "4",
+            # Exercise the resync LIST against the real API server in every test.
+            "STOCKADE_RESYNC_SECONDS": "5",
+            "STOCKADE_TERMINATING_TIMEOUT_SECONDS": "15",
             "STOCKADE_METRICS_PORT": str(self.metrics_port),
             "STOCKADE_HEALTH_PORT": str(self.health_port),
             **(env or {}),

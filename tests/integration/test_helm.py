@@ -48,9 +48,22 @@ EXPECTED_RULES = [
         "resources": ["pods"],
         "verbs": ["get", "list", "watch", "create", "delete"],
     },
-    {"apiGroups": [""], "resources": ["configmaps", "persistentvolumeclaims"], "verbs": ["create"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["get", "list", "watch", "create"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
 ]
 
 
@@ -389,7 +402,9 @@ def test_install_cluster_mode(
         ("get", "pods", "--subresource=log", "-n", other),
         ("update", "agents.stockade.dev", "-n", other),
         ("create", "agents.stockade.dev", "-n", other),
-        ("get", "configmaps", "-n", other),
+        ("delete", "configmaps", "-n", other),
+        ("update", "persistentvolumeclaims", "-n", other),
+        ("delete", "networkpolicies.networking.k8s.io", "-n", other),
         ("delete", "persistentvolumeclaims", "-n", other),
         ("list", "namespaces"),
         ("list", "customresourcedefinitions"),

@@ -104,17 +104,23 @@ scanning disabled, so it needs nothing of its own.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
-# The inputs an agent pod mounts (task and config) and its workspace volume; both are
-# deleted by the garbage collector through their ownerReference.
+# The inputs an agent pod mounts (task and config): watched (server-side label
+# selector) and read on a name conflict to check the owner UID; created, and put back
+# (`update`) when someone edits them; deleted by the garbage collector.
 - apiGroups: [""]
-  resources: [configmaps, persistentvolumeclaims]
-  verbs: [create]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update]
+# The workspace volume: watched, read on a conflict, created (again, if deleted while
+# the Agent lives). Never updated: a claim's spec is immutable.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, create]
 # One Event per phase transition, on the Agent.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# The egress policy of each agent pod.
+# The egress policy of each agent pod: watched, read on a conflict, created, restored.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create]
+  verbs: [get, list, watch, create, update]
 {{- end }}

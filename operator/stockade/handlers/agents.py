@@ -1,8 +1,10 @@
-"""Agent, AgentSession and pod watches: index what is seen, poke the reconciler.
+"""Agent, AgentSession, pod and child watches: index what is seen, poke the reconciler.
 
 The handlers are coroutines (kopf runs plain functions in a thread pool); none of them
 waits on I/O. kopf passes each index to handlers as a keyword argument named after its
-function: ``agents``, ``agent_pods``, ``agent_sessions``, ``session_members``.
+function: ``agents``, ``agent_pods``, ``agent_sessions``, ``session_members`` and
+``agent_children`` (ConfigMaps, NetworkPolicies and PVCs, as summaries). Pods and
+children stream through a server-side label selector (``app.kubernetes.io/managed-by``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import kopf
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
+from stockade.children import ChildView
 from stockade.reconcile import AgentKey, Reconciler, session_name, to_plain
+
+CHILD_RESOURCES = (
+    ("v1", "configmaps"),
+    ("v1", "persistentvolumeclaims"),
+    ("networking.k8s.io/v1", "networkpolicies"),
+)
+"""The kinds of child besides pods, as (apiVersion, plural): watched and restored."""
 
 
 @kopf.index(GROUP, VERSION, AGENT_PLURAL)
@@ -52,6 +62,33 @@ async def agent_pods(
     """Index: ``(namespace, agent)`` -> that Agent's pods, as last seen by the watch."""
     agent = labels.get(AGENT_LABEL)
     return {(namespace, agent): to_plain(body)} if agent and namespace else None
+
+
+async def agent_children(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[AgentKey, ChildView] | None:
+    """Index: ``(namespace, agent)`` -> summaries of the Agent's ConfigMap, PVC, policy.
+
+    Name, owner UID and digest (:class:`~stockade.children.ChildView`): never the body,
+    which may hold the task text.
+    """
+    agent = labels.get(AGENT_LABEL)
+    return {(namespace, agent): ChildView.of(body)} if agent and namespace else None
+
+
+async def child_changed(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A child was created, changed or deleted (by anyone) -> reconcile its Agent."""
+    agent = labels.get(AGENT_LABEL)
+    if agent and namespace:
+        _reconciler(memo, kwargs).poke((namespace, agent))
+
+
+for _api_version, _plural in CHILD_RESOURCES:  # one index and one handler over 3 kinds
+    _resource = (*_api_version.split("/"), _plural)
+    kopf.index(*_resource, labels=MANAGED_LABELS, id="agent_children")(agent_children)
+    kopf.on.event(*_resource, labels=MANAGED_LABELS, id="child_changed")(child_changed)
 
 
 @kopf.on.event(GROUP, VERSION, AGENT_PLURAL)
@@ -114,6 +151,10 @@ async def pod_changed(
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
     reconciler: Reconciler = memo["reconciler"]
     reconciler.bind(
-        kwargs["agents"], kwargs["agent_pods"], kwargs["agent_sessions"], kwargs["session_members"]
+        kwargs["agents"],
+        kwargs["agent_pods"],
+        kwargs["agent_sessions"],
+        kwargs["session_members"],
+        kwargs["agent_children"],
     )
     return reconciler

@@ -41,7 +41,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     """
     config: OperatorConfig = memo.get("config") or load_config()
     memo["config"] = config
-    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    for resource in (
+        ("v1", "pods"),
+        ("v1", "configmaps"),
+        ("v1", "persistentvolumeclaims"),
+        ("networking.k8s.io", "networkpolicies"),
+    ):
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     settings.posting.enabled = False
     # No CRD or namespace scanning: the watched resources are known at start (one
     # discovery call) and the namespaces are the configured ones, so the operator needs
@@ -52,6 +58,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 660
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
+    memo["resync"] = reconciler.start_resync()
     if config.metrics_port and not memo.get("metrics_started"):
         metrics.register_gauges(
             lambda: phase_samples(memo["reconciler"]),
@@ -66,6 +73,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop timers and reconciles, close the API client."""
+    resync = memo.get("resync")
+    if resync is not None:
+        resync.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()

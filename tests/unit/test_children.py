@@ -1,0 +1,120 @@
+"""Ownership by UID and drift of an Agent's children (stockade.children), pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stockade.api.agent import AgentSpec
+from stockade.build.configmap import build_input_configmap
+from stockade.build.names import AgentRef
+from stockade.build.network import build_network_policy
+from stockade.build.workspace import build_workspace_pvc
+from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
+
+REF = AgentRef("a", "ns", "uid-new")
+SPEC = AgentSpec.model_validate(
+    {
+        "image": "img",
+        "task": "do it",
+        "network": {"egress": "Custom", "cidrs": ["8.8.8.0/24"], "ports": [{"port": 443}]},
+        "workspace": {"size": "1Gi"},
+    }
+)
+
+
+def children(ref: AgentRef = REF, spec: AgentSpec = SPEC) -> list[dict[str, Any]]:
+    built = [
+        build_network_policy(ref, spec),
+        build_input_configmap(ref, spec),
+        build_workspace_pvc(ref, spec),
+    ]
+    return [c for c in built if c is not None]
+
+
+def as_read_back(manifest: dict[str, Any], uid: str = "x") -> dict[str, Any]:
+    """`manifest` as the API server returns it: uid, version, defaulted fields, more labels."""
+    out: dict[str, Any] = {**manifest, "metadata": dict(manifest["metadata"])}
+    out["metadata"].update(uid=uid, resourceVersion="7")
+    out["metadata"]["labels"] = {**manifest["metadata"]["labels"], "team": "added-by-someone"}
+    if manifest["kind"] == "NetworkPolicy":
+        spec = out["spec"] = {**manifest["spec"]}
+        spec["egress"] = [
+            {**rule, "ports": [{"protocol": "TCP", **p} for p in rule.get("ports") or ()]}
+            if rule.get("ports")
+            else rule
+            for rule in manifest["spec"]["egress"]
+        ]
+    if manifest["kind"] == "PersistentVolumeClaim":
+        out["spec"] = {**manifest["spec"], "volumeName": "pv-1", "volumeMode": "Filesystem"}
+    return out
+
+
+def observed(objs: list[dict[str, Any]]) -> dict[tuple[str, str], ChildView]:
+    return {(o["kind"], o["metadata"]["name"]): ChildView.of(o) for o in objs}
+
+
+def test_nothing_to_do_when_everything_is_ours_and_as_built() -> None:
+    desired = children()
+    seen = observed([as_read_back(c) for c in desired])
+    assert plan(desired, seen, "a", "uid-new") == []
+
+
+def test_missing_children_are_created() -> None:
+    desired = children()
+    steps = plan(desired, {}, "a", "uid-new")
+    assert [s.write for s in steps] == [Write.CREATE] * 3
+
+
+def test_edited_policy_and_input_are_replaced_but_not_the_claim() -> None:
+    desired = children()
+    edited = [as_read_back(c) for c in desired]
+    edited[0]["spec"] = {"podSelector": {}, "policyTypes": ["Ingress"]}  # egress opened
+    edited[1]["data"] = {"task": "something else"}
+    edited[2]["spec"] = {**edited[2]["spec"], "resources": {"requests": {"storage": "9Gi"}}}
+    steps = plan(desired, observed(edited), "a", "uid-new")
+    assert [(s.write, s.desired["kind"]) for s in steps] == [
+        (Write.REPLACE, "NetworkPolicy"),
+        (Write.REPLACE, "ConfigMap"),
+    ]
+
+
+def test_a_removed_stockade_label_is_drift() -> None:
+    desired = children()
+    edited = as_read_back(desired[1])
+    del edited["metadata"]["labels"]["stockade.dev/agent"]
+    assert digest(edited) != digest(desired[1])
+
+
+def test_a_predecessors_children_are_waited_for_never_adopted() -> None:
+    old = AgentRef("a", "ns", "uid-old")
+    desired = children()
+    seen = observed([as_read_back(c) for c in children(old)])
+    steps = plan(desired, seen, "a", "uid-new")
+    assert [s.write for s in steps] == [Write.WAIT] * 3
+
+
+def test_an_object_nobody_owns_is_a_conflict() -> None:
+    desired = children()
+    forged = as_read_back(desired[0])
+    del forged["metadata"]["ownerReferences"]
+    steps = plan(desired, observed([forged]), "a", "uid-new")
+    assert steps[0].write is Write.CONFLICT
+    assert ownership(forged, "a", "uid-new", retained_ok=False) is Ownership.FOREIGN
+
+
+def test_a_retained_workspace_is_mounted_again_by_the_same_name_only() -> None:
+    spec = SPEC.model_copy(update={"workspace": SPEC.workspace.model_copy(update={"retain": True})})
+    (claim,) = [c for c in children(spec=spec) if c["kind"] == "PersistentVolumeClaim"]
+    left = as_read_back(claim)
+    assert "ownerReferences" not in left["metadata"]
+    assert ownership(left, "a", "uid-new", retained_ok=True) is Ownership.OURS
+    assert ownership(left, "b", "uid-new", retained_ok=True) is Ownership.FOREIGN
+    assert ownership(left, "a", "uid-new", retained_ok=False) is Ownership.FOREIGN
+
+
+def test_a_child_being_deleted_is_waited_for() -> None:
+    desired = children()
+    going = as_read_back(desired[2], uid="c")
+    going["metadata"]["deletionTimestamp"] = "2026-11-21T12:00:00Z"
+    steps = plan(desired[2:], observed([going]), "a", "uid-new")
+    assert [s.write for s in steps] == [Write.WAIT]

@@ -1,0 +1,70 @@
+"""Reconciler.resync: index entries a fresh LIST no longer has become ghosts.
+
+kopf drops an index entry only on a DELETED event (kopf/_core/engines/indexing.py,
+``index_resource``), so an object deleted while a watch was broken stays indexed. The
+LIST side is a stand-in here (its real counterpart, ``Kube.list_uids``, runs against
+the API server in every integration test with a 5 s resync); what is tested is the
+reconciler's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from stockade.config import OperatorConfig
+from stockade.reconcile import Reconciler
+
+
+class Listing:
+    """What a LIST returns: UIDs per resource (None: the LIST failed)."""
+
+    def __init__(self, **uids: set[str] | None) -> None:
+        self.uids = uids
+
+    async def list_uids(self, resource: str, namespaces: tuple[str, ...]) -> set[str] | None:
+        return self.uids.get(resource, set())
+
+
+def agent(name: str, uid: str, created: str = "2026-11-21T12:00:00Z") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": created},
+        "spec": {"image": "i"},
+    }
+
+
+def reconciler(listing: Listing, agents: dict[Any, list[Any]]) -> Reconciler:
+    r = Reconciler(listing, OperatorConfig())  # type: ignore[arg-type]
+    r.bind(agents, {}, {}, {})
+    return r
+
+
+def test_entries_the_list_lacks_become_ghosts_and_are_skipped() -> None:
+    agents = {("ns", "a"): [agent("a", "u1")], ("ns", "b"): [agent("b", "u2")]}
+    r = reconciler(Listing(agents={"u1"}), agents)
+    poked: list[Any] = []
+    r.poke = lambda key, delay=0.0: poked.append(key)  # type: ignore[method-assign]
+    assert asyncio.run(r.resync()) == 1
+    assert poked == [("ns", "b")]
+    assert r._agent(("ns", "b")) is None
+    assert r._agent(("ns", "a")) is not None
+    # Found once, counted once.
+    assert asyncio.run(r.resync()) == 0
+
+
+def test_a_ghost_of_an_earlier_incarnation_hides_behind_the_new_one() -> None:
+    old, new = agent("a", "u-old", "2026-11-21T11:00:00Z"), agent("a", "u-new")
+    agents = {("ns", "a"): [new, old]}
+    r = reconciler(Listing(agents={"u-new"}), agents)
+    r.poke = lambda key, delay=0.0: None  # type: ignore[method-assign]
+    assert r._agent(("ns", "a"))["metadata"]["uid"] == "u-new"
+    agents[("ns", "a")] = [old, new]
+    assert r._agent(("ns", "a"))["metadata"]["uid"] == "u-new"
+    asyncio.run(r.resync())
+    assert r._ghosts == {"u-old"}
+
+
+def test_a_failed_list_makes_no_ghosts() -> None:
+    agents = {("ns", "a"): [agent("a", "u1")]}
+    r = reconciler(Listing(agents=None), agents)
+    assert asyncio.run(r.resync()) == 0 and r._ghosts == set()
