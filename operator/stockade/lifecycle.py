@@ -437,7 +437,7 @@ def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
         d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
     term = pod.terminated
     if term is not None and term.message:
-        result, usage = parse_termination_message(term.message)
+        result, usage, _ = parse_termination_message(term.message)
         d.status["result"], d.status["usage"] = result, usage
     if pod.phase == "Succeeded":
         d.status["exitCode"] = term.exit_code if term else 0
