@@ -134,7 +134,8 @@ class Kube:
         """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).
 
         Conditional on `resource_version` (optimistic concurrency): False on 409/404,
-        when someone changed or deleted it meanwhile (its watch event brings it back).
+        when someone changed or deleted it meanwhile (its watch event brings it back),
+        and on 422.
         """
         kind, meta = manifest["kind"], manifest["metadata"]
         body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
@@ -149,7 +150,8 @@ class Kube:
                 self.api
             ).replace_namespaced_network_policy(name, namespace, body),  # type: ignore[arg-type]
         }
-        done = await _write("update", KIND_RESOURCE[kind], calls[kind], ok=(404, 409))
+        # 422: an immutable ConfigMap whose data someone replaced (it cannot be put back).
+        done = await _write("update", KIND_RESOURCE[kind], calls[kind], ok=(404, 409, 422))
         return done is not None
 
     async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:

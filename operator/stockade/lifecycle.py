@@ -476,16 +476,20 @@ def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
         if d.phase == Phase.Starting:
             d.move(Phase.Running, Reason.POD_RUNNING, f"pod {pod.name} is running")
     term = pod.terminated
+    # A termination message the status cannot hold as written is sanitized, never
+    # refused: the note says what was dropped, in the message of the transition.
+    note = ""
     if term is not None and term.message:
-        result, usage = parse_termination_message(term.message)
+        result, usage, dropped = parse_termination_message(term.message)
         d.status["result"], d.status["usage"] = result, usage
+        note = f" (termination message: {dropped})" if dropped else ""
     if pod.succeeded:
         d.status["exitCode"] = term.exit_code if term else 0
-        d.move(Phase.Succeeded, Reason.COMPLETED, "the agent finished successfully")
+        d.move(Phase.Succeeded, Reason.COMPLETED, "the agent finished successfully" + note)
         _stop(d, pod)  # a sidecar may keep the pod running
         return
     reason, message = _failure_of(pod)
-    _retry_or_fail(d, attempt, pod, reason, message)
+    _retry_or_fail(d, attempt, pod, reason, message + note)
 
 
 def _run(d: _Draft) -> None:

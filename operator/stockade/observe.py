@@ -8,12 +8,13 @@ so the same observation always gives the same decision, also after an operator r
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 ATTEMPT_LABEL = "stockade.dev/attempt"
-RESULT_MAX_CHARS = 4096
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -163,33 +164,197 @@ def observe_pod(pod: dict[str, Any]) -> PodView:
     )
 
 
-def parse_termination_message(text: str) -> tuple[str | None, dict[str, Any] | None]:
-    """Split an agent's termination message into ``(result, usage)``.
+class TerminationMessage(NamedTuple):
+    """An agent's termination message, made safe for ``status.result``/``status.usage``.
 
-    A JSON object may carry ``result`` (any JSON; non-strings are re-serialized) and
-    ``usage`` (an object, e.g. ``{"inputTokens": 1200, "outputTokens": 300,
-    "costUSD": 0.02}``); anything else is plain text and becomes ``result``. Results are
-    cut to 4096 characters, the size of a termination message.
+    Attributes:
+        result: for ``status.result``: a string of at most :data:`RESULT_MAX_CHARS`
+            characters that encodes as UTF-8, or None.
+        usage: for ``status.usage``: at most :data:`USAGE_MAX_KEYS` keys matching
+            :data:`USAGE_KEY_PATTERN`, each a finite int or float within
+            ±:data:`USAGE_MAX_ABS` (``inputTokens``/``outputTokens`` always ints), or None.
+        note: what was dropped or changed on the way, for people (e.g. ``usage.costUSD
+            dropped: not a finite number``); None when the message was taken as written.
+
     """
+
+    result: str | None
+    usage: dict[str, int | float] | None
+    note: str | None
+
+
+RESULT_MAX_CHARS = 4096
+"""``status.result`` holds at most this many characters (the CRD's maxLength)."""
+USAGE_MAX_KEYS = 32
+"""``status.usage`` keeps at most this many keys (the known ones first)."""
+USAGE_KEY_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+"""The keys ``status.usage`` keeps: an ASCII letter, then up to 62 of ``[A-Za-z0-9_.-]``."""
+USAGE_MAX_ABS = 2**53 - 1
+"""The largest magnitude a usage number may have: 9007199254740991.
+
+Every integer up to it is exact as a float64, so a kept number means the same in every
+JSON reader (the API server's int64/float64 decoding, kubectl, JavaScript, jq), and a
+session's sum of its members' usage stays within int64 up to 1024 members.
+"""
+JSON_MAX_DEPTH = 64
+"""A termination message nested deeper than this is not parsed as JSON (plain text)."""
+_USAGE_INTEGERS = ("inputTokens", "outputTokens")
+"""Usage keys the CRD types as integer; the other known key, costUSD, is a number."""
+_KNOWN_USAGE = (*_USAGE_INTEGERS, "costUSD")
+_NOTE_MAX_ITEMS = 3
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A JSON string (possibly unterminated) or one bracket: enough to measure nesting without
+# recursion, and the same tokenization as json.loads for every input it would accept.
+_JSON_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[{]|[\]}]', re.DOTALL)
+
+
+def parse_termination_message(text: str) -> TerminationMessage:
+    r"""Split an agent's termination message into ``(result, usage, note)``.
+
+    Plain text (anything but a JSON object) becomes ``result``, stripped of surrounding
+    whitespace. A JSON object may carry ``result`` (a string, or any JSON value, which is
+    re-serialized as JSON with sorted keys) and ``usage``: an object of numbers, e.g.
+    ``{"inputTokens": 1200, "outputTokens": 300, "costUSD": 0.02}`` (tokens are counts,
+    cost is in US dollars); other keys of the object are ignored.
+
+    Whatever the container wrote, the outcome is something the API server accepts into
+    the Agent's status, so a hostile or broken message can never wedge the Agent:
+
+    * ``result`` is cut to :data:`RESULT_MAX_CHARS` characters; lone surrogates (invalid
+      UTF-8 read with ``surrogateescape``, or ``\ud800`` escapes) become U+FFFD;
+      NaN/Infinity (and numbers that overflow to them) inside a JSON result become null.
+    * ``usage`` keeps finite, non-boolean numbers within ±:data:`USAGE_MAX_ABS` under
+      keys matching :data:`USAGE_KEY_PATTERN`; ``inputTokens``/``outputTokens`` must be
+      whole (``3.0`` becomes ``3``); at most :data:`USAGE_MAX_KEYS` keys are kept, the
+      known ones first, then the others in the order written. A ``usage`` that is not an
+      object is dropped.
+    * A message nested deeper than :data:`JSON_MAX_DEPTH` is plain text.
+
+    Everything dropped or changed is named in ``note`` (a short sentence). The function
+    is pure and never raises for any ``str``.
+    """
+    notes: list[str] = []
     text = text.strip()
     if not text:
-        return None, None
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
+        return TerminationMessage(None, None, None)
+    parsed: Any = None
+    if _deeper_than(text, JSON_MAX_DEPTH):
+        notes.append(f"nested deeper than {JSON_MAX_DEPTH} levels: taken as plain text")
+    else:
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: belt and braces
+            parsed = None
     if not isinstance(parsed, dict):
-        return text[:RESULT_MAX_CHARS], None
+        return TerminationMessage(_result_text(text, notes), None, _join(notes))
     result = parsed.get("result")
     if result is not None and not isinstance(result, str):
-        result = json.dumps(result, sort_keys=True)
-    usage = parsed.get("usage")
-    if not isinstance(usage, dict):
-        usage = None
-    else:
-        usage = {
-            k: v
-            for k, v in usage.items()
-            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    return (result[:RESULT_MAX_CHARS] if result is not None else None), usage
+        if _has_non_finite(result):
+            notes.append("result: non-finite numbers replaced by null")
+            result = _replace_non_finite(result)
+        result = json.dumps(result, sort_keys=True, allow_nan=False)
+    if result is not None:
+        result = _result_text(result, notes)
+    usage = _usage(parsed.get("usage"), notes)
+    return TerminationMessage(result, usage, _join(notes))
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether ``text``, read as JSON, nests brackets deeper than ``limit`` (no recursion)."""
+    depth = 0
+    for match in _JSON_NESTING.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _result_text(text: str, notes: list[str]) -> str:
+    if len(text) > RESULT_MAX_CHARS:
+        text = text[:RESULT_MAX_CHARS]
+        notes.append(f"result cut to {RESULT_MAX_CHARS} characters")
+    clean = _SURROGATE.sub("\ufffd", text)
+    if clean != text:
+        notes.append("result: invalid Unicode replaced by U+FFFD")
+    return clean
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    return False
+
+
+def _replace_non_finite(value: Any) -> Any:
+    """``value`` (parsed JSON, nesting already bounded) with NaN/±Infinity as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_replace_non_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_non_finite(v) for k, v in value.items()}
+    return value
+
+
+def _usage(raw: Any, notes: list[str]) -> dict[str, int | float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        notes.append("usage dropped: not an object")
+        return None
+    kept: dict[str, int | float] = {}
+    for key, value in raw.items():
+        number, why = _usage_number(key, value)
+        if why:
+            notes.append(f"{_usage_name(key)} dropped: {why}")
+        elif number is not None:  # always, when there is no reason
+            kept[key] = number
+    if len(kept) > USAGE_MAX_KEYS:
+        known = [k for k in _KNOWN_USAGE if k in kept]
+        others = [k for k in kept if k not in _KNOWN_USAGE][: USAGE_MAX_KEYS - len(known)]
+        notes.append(f"usage: {len(kept) - USAGE_MAX_KEYS} keys dropped (at most {USAGE_MAX_KEYS})")
+        kept = {k: v for k, v in kept.items() if k in known or k in others}
+    return kept
+
+
+def _usage_number(key: str, value: Any) -> tuple[int | float | None, str]:
+    """The number to keep under ``key`` and "", or None and why it is dropped."""
+    if not USAGE_KEY_PATTERN.fullmatch(key):
+        return None, "not a valid key"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, "not a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, "not a finite number"
+    if abs(value) > USAGE_MAX_ABS:
+        return None, f"out of range (at most {USAGE_MAX_ABS} in magnitude)"
+    if key in _USAGE_INTEGERS and isinstance(value, float):
+        if not value.is_integer():
+            return None, "not a whole number"
+        return int(value), ""
+    return value, ""
+
+
+def _usage_name(key: str) -> str:
+    if USAGE_KEY_PATTERN.fullmatch(key):
+        return f"usage.{key}"
+    shown = json.dumps(key)  # ASCII: escapes control characters and surrogates
+    if len(shown) > 40:
+        shown = shown[:36] + '..."'
+    return f"usage[{shown}]"
+
+
+def _join(notes: list[str]) -> str | None:
+    if not notes:
+        return None
+    shown = notes[:_NOTE_MAX_ITEMS]
+    if len(notes) > _NOTE_MAX_ITEMS:
+        shown.append(f"and {len(notes) - _NOTE_MAX_ITEMS} more")
+    return "; ".join(shown)

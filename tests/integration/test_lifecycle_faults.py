@@ -88,8 +88,10 @@ def test_orphaned_pod_of_a_predecessor_is_never_adopted(
     status = agents.status("twin")
     assert status["phase"] == "Pending" and "result" not in status
     assert agents.condition("twin", "Stalled")["status"] == "True"
-    # Once the leftover goes, the new Agent runs its own pod.
+    # Once the leftovers go (an orphaning delete leaves every child), the new Agent
+    # runs its own pod.
     cluster.core.delete_namespaced_pod("twin-1", namespace)
+    client.NetworkingV1Api(cluster.api).delete_namespaced_network_policy("twin-egress", namespace)
     agents.wait_phase("twin", "Running", timeout=60)
     (pod,) = [p for p in agents.pods("twin") if p.metadata.deletion_timestamp is None]
     assert owner_uid(pod) == new["metadata"]["uid"]
@@ -102,7 +104,7 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
     """The old NetworkPolicy and ConfigMap linger (slow garbage collection: a finalizer
     holds them): the new Agent must not run under them (on main their 409 was taken as
     success, leaving the agent without a policy once the old one went)."""
-    old = agents.create("again", spec())
+    old = agents.create("again", spec(task="first"))
     agents.wait_phase("again", "Running")
     net = client.NetworkingV1Api(cluster.api)
     hold = {"metadata": {"finalizers": [HOLD]}}
@@ -115,7 +117,7 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
         timeout=30,
         what="the garbage collector deleting the old policy",
     )
-    new = agents.create("again", spec())
+    new = agents.create("again", spec(task="second"))
     uid = new["metadata"]["uid"]
     time.sleep(5)
     status = agents.status("again")
@@ -128,7 +130,8 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
     cluster.core.patch_namespaced_config_map("again-input", namespace, release)
     agents.wait_phase("again", "Running", timeout=60)
     assert owner_uid(policy(cluster, namespace, "again")) == uid
-    assert owner_uid(configmap(cluster, namespace, "again")) == uid
+    mine = configmap(cluster, namespace, "again")
+    assert mine is not None and owner_uid(mine) == uid and mine.data["task"] == "second"
     assert old["metadata"]["uid"] != uid
 
 
@@ -184,12 +187,17 @@ def test_deleted_and_edited_children_are_restored(
         timeout=30,
         what="the edited NetworkPolicy put back",
     )
-    cluster.core.patch_namespaced_config_map("keep-input", namespace, {"data": {"task": "evil"}})
-    wait_for(
-        lambda: configmap(cluster, namespace, "keep").data.get("task") == "the task",
-        timeout=30,
-        what="the edited task put back",
-    )
+    # The input is immutable (nobody can edit its data), but it can be deleted.
+    first = configmap(cluster, namespace, "keep")
+    assert first is not None and first.immutable
+    cluster.core.delete_namespaced_config_map("keep-input", namespace)
+
+    def input_restored() -> client.V1ConfigMap | None:
+        found = configmap(cluster, namespace, "keep")
+        return found if found is not None and found.metadata.uid != first.metadata.uid else None
+
+    again_input = wait_for(input_restored, timeout=30, what="the deleted input restored")
+    assert again_input.data == first.data and owner_uid(again_input) == uid
     assert agents.status("keep")["phase"] == "Running"
 
 

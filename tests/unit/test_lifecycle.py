@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,6 +139,33 @@ def test_plain_text_termination_message_is_the_result() -> None:
     d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 0, message="all done\n")}))
     assert d.status["result"] == "all done"
     assert "usage" not in d.status
+
+
+def test_hostile_termination_message_still_finishes_and_says_what_was_dropped() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    message = '{"result": "a\\ud800", "usage": {"costUSD": NaN, "inputTokens": 4}}' + " " * 9
+    d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 0, message=message)}))
+    assert d.phase == Phase.Succeeded
+    assert (d.status["result"], d.status["usage"]) == ("a\ufffd", {"inputTokens": 4})
+    assert d.status["message"] == (
+        "the agent finished successfully (termination message: result: invalid Unicode"
+        " replaced by U+FFFD; usage.costUSD dropped: not a finite number)"
+    )
+    assert d.status["history"][-1]["message"] == d.status["message"]
+    json.dumps(d.status, allow_nan=False).encode("utf-8")
+
+
+def test_hostile_termination_message_of_a_failed_pod_is_noted_too() -> None:
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    deep = "[" * 100_000
+    d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 2, message=deep)}))
+    assert d.phase == Phase.Failed
+    assert d.status["reason"] == Reason.ERROR
+    assert d.status["message"].endswith(
+        "(termination message: nested deeper than 64 levels: taken as plain text;"
+        " result cut to 4096 characters)"
+    )
+    assert d.status["result"] == "[" * 4096
 
 
 def test_fast_pod_finishing_before_running_was_seen_records_both_steps() -> None:
