@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics
+from stockade import admission, metrics, policy
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -67,6 +67,7 @@ _WARNING_REASONS = frozenset(
         Reason.EVICTED,
         Reason.POD_LOST,
         Reason.INVALID_SPEC,
+        Reason.NAMESPACE_NOT_ALLOWED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,
@@ -95,6 +96,7 @@ class Prepared:
     runtime_class: str | None
     resources: dict[str, dict[str, str]] | None
     error: str | None
+    reason: Reason = Reason.INVALID_SPEC
 
 
 def merge_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,6 +136,9 @@ def prepare(
     Anything that slipped past the CRD schema becomes ``error`` (InvalidSpec), never an
     exception.
     """
+    refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
+    if refused is not None:
+        return Prepared(None, None, None, str(refused), refused.reason)
     raw = dict(agent.get("spec") or {})
     if session is not None:
         raw = merge_defaults(raw, (session.get("spec") or {}).get("agentDefaults") or {})
@@ -149,6 +154,8 @@ def prepare(
         resources = effective_resources(spec.resources, config)
     except SpecError as exc:
         return Prepared(spec, None, None, str(exc))
+    if problems := policy.spec_problems(spec, config):
+        return Prepared(spec, None, None, policy.describe(problems))
     if not spec.image:
         return Prepared(
             spec, runtime_class, resources, "spec.image: no image (nor a session default)"
@@ -329,6 +336,7 @@ class Reconciler:
             pods=pods,
             admission=admission_,
             spec_error=prepared.error,
+            spec_error_reason=prepared.reason,
             session_failure=failure,
             backoff=tuple(self.config.backoff_seconds(n) for n in range(1, 11)),
             history_limit=self.config.history_limit,
