@@ -28,7 +28,6 @@ from pydantic import (
     model_validator,
 )
 
-
 SANDBOX_RUNTIME_CLASSES: tuple[str, ...] = ("gvisor", "kata", "kata-*")
 """The default ``allowed_runtime_classes``: sandboxes only.
 

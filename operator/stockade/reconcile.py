@@ -154,8 +154,8 @@ def prepare(
         resources = effective_resources(spec.resources, config)
     except SpecError as exc:
         return Prepared(spec, None, None, str(exc))
-    if problems := policy.spec_problems(spec, config):
-        return Prepared(spec, None, None, policy.describe(problems))
+    if refusals := policy.spec_problems(spec, config):
+        return Prepared(spec, None, None, policy.describe(refusals))
     if not spec.image:
         return Prepared(
             spec, runtime_class, resources, "spec.image: no image (nor a session default)"

@@ -63,9 +63,7 @@ def test_watched_namespaces_do_not_override_the_refusal() -> None:
 
 def test_the_namespace_problem_comes_alone() -> None:
     problems = check("kube-system", spec(priorityClassName="high"), DEFAULT)
-    assert problems is not None and [p.reason for p in problems] == [
-        Reason.NAMESPACE_NOT_ALLOWED
-    ]
+    assert problems is not None and [p.reason for p in problems] == [Reason.NAMESPACE_NOT_ALLOWED]
     assert check("team-a", spec(), DEFAULT) is None
     assert check("team-a", None, DEFAULT) is None
 

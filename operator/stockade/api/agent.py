@@ -588,6 +588,7 @@ class HTTPGetAction(Model):
     @classmethod
     def _no_host(cls, value: str | None) -> str | None:
         return _check_probe_host(value)
+
     scheme: Literal["HTTP", "HTTPS"] | None = None
     """HTTP or HTTPS; HTTP when unset."""
     http_headers: Annotated[list[HTTPHeader] | None, Field(max_length=16)] = None
