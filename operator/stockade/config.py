@@ -4,14 +4,55 @@ Every setting is an environment variable prefixed ``STOCKADE_``; lists are
 comma-separated, resource maps are ``name=quantity`` pairs separated by commas
 (``cpu=500m,memory=512Mi``). Invalid values raise :class:`ConfigError` at start-up,
 before the operator touches the cluster.
+
+The allow-lists (``STOCKADE_ALLOWED_*``) hold names or patterns: an entry ending in
+``*`` matches every name that starts with what comes before it (``kata-*``), and ``*``
+alone matches everything. An allow-list variable that is set but empty is an empty
+list (nothing allowed); unset, it keeps its default. The defaults are the safe ones
+(issue 9: creating an Agent must never be more power than creating a pod): Agents run
+only in a sandbox, and may not add pod labels outside ``user.stockade.dev/``,
+tolerations or a PriorityClass unless an administrator allows it here.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SANDBOX_RUNTIME_CLASSES: tuple[str, ...] = ("gvisor", "kata", "kata-*")
+"""The default ``allowed_runtime_classes``: sandboxes only.
+
+``gvisor`` is the chart's gVisor RuntimeClass and GKE Sandbox's; ``kata`` the chart's
+Kata RuntimeClass and kata-deploy's default alias; ``kata-*`` the RuntimeClasses
+kata-deploy (and AKS pod sandboxing) create, one per hypervisor or TEE: ``kata-qemu``,
+``kata-clh``, ``kata-fc``, ``kata-dragonball``, ``kata-stratovirt``, ``kata-qemu-tdx``,
+``kata-qemu-snp``, ``kata-qemu-sev``, ``kata-qemu-se``, ``kata-qemu-nvidia-gpu*``,
+``kata-qemu-coco-dev``, ``kata-remote``, ``kata-mshv-vm-isolation``, ...
+(RuntimeClasses are cluster-scoped: only a cluster administrator names them.)
+"""
+
+DEFAULT_POD_LABEL_KEYS: tuple[str, ...] = ("user.stockade.dev/*",)
+"""The default ``allowed_pod_label_keys``: only keys under ``user.stockade.dev/``.
+
+Any other key could select the agent pod into someone else's NetworkPolicy (policies
+are additive: one that selects ``app: web`` would widen the agent's egress or ingress)
+or a Service's endpoints (the agent would receive, and could answer, that Service's
+traffic). Unprefixed keys are exactly the ones Services and NetworkPolicies select on,
+so they are not allowed by default. ``user.stockade.dev/`` is a prefix nothing selects
+on: it is documented as set by whoever creates an Agent, so no policy may trust it.
+"""
+
+SYSTEM_NAMESPACES: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+"""Namespaces Agents never run in, whatever ``namespaces`` says (with the operator's own)."""
 
 
 class ConfigError(ValueError):
@@ -22,10 +63,28 @@ class OperatorConfig(BaseModel):
     """Settings of one operator process (immutable).
 
     Attributes:
-        default_runtime_class: RuntimeClass for Agents that name none (``gvisor``).
-        allowed_runtime_classes: RuntimeClasses Agents may use; empty means any.
-            A sandbox-only cluster lists its sandboxes here, so an Agent cannot run
-            without one (an Agent naming another gets ``InvalidSpec``).
+        default_runtime_class: RuntimeClass for Agents that name none (``gvisor``);
+            the allow-list must allow it.
+        allowed_runtime_classes: RuntimeClasses (names or ``prefix*`` patterns) Agents
+            may run under; default :data:`SANDBOX_RUNTIME_CLASSES`, the sandboxes only.
+            An Agent (or its session's default) naming another fails with
+            ``InvalidSpec``. Running without a sandbox (``runc``, the node's default
+            runtime) takes an explicit entry: ``runc``, or ``*`` for any RuntimeClass.
+            Never empty.
+        allowed_pod_label_keys: label keys (or ``prefix*`` patterns) an Agent's
+            ``spec.podMetadata.labels`` may set; default :data:`DEFAULT_POD_LABEL_KEYS`
+            (only ``user.stockade.dev/*``, which no NetworkPolicy or Service may
+            select on). Empty: no labels; ``*``: any key (Stockade's own always win).
+        allowed_toleration_keys: taint keys (or ``prefix*`` patterns) an Agent's
+            ``spec.tolerations`` may tolerate; default empty: no tolerations at all
+            (the pod gets only those the namespace's admission plugins add). A
+            toleration with an empty key (every taint) needs ``*``.
+        allowed_priority_classes: PriorityClasses (or ``prefix*`` patterns) an Agent's
+            ``spec.priorityClassName`` may name; default empty: none (the pod gets the
+            cluster's default priority).
+        operator_namespace: the operator's own namespace (``STOCKADE_OPERATOR_NAMESPACE``,
+            else the downward API's ``POD_NAMESPACE``); Agents there, and in
+            :data:`SYSTEM_NAMESPACES`, fail with ``NamespaceNotAllowed``.
         default_requests / default_limits: resources for Agents that set none
             (a core/v1 ResourceList: ``{"cpu": "500m", "memory": "512Mi"}``).
         namespaces: namespaces to watch; empty means cluster-wide.
@@ -45,7 +104,11 @@ class OperatorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     default_runtime_class: str = "gvisor"
-    allowed_runtime_classes: tuple[str, ...] = ()
+    allowed_runtime_classes: tuple[str, ...] = SANDBOX_RUNTIME_CLASSES
+    allowed_pod_label_keys: tuple[str, ...] = DEFAULT_POD_LABEL_KEYS
+    allowed_toleration_keys: tuple[str, ...] = ()
+    allowed_priority_classes: tuple[str, ...] = ()
+    operator_namespace: str | None = None
     default_requests: Mapping[str, str] = Field(
         default_factory=lambda: {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
     )
@@ -69,6 +132,35 @@ class OperatorConfig(BaseModel):
             raise ValueError("must name a RuntimeClass")
         return value
 
+    @field_validator(
+        "allowed_runtime_classes",
+        "allowed_pod_label_keys",
+        "allowed_toleration_keys",
+        "allowed_priority_classes",
+    )
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not pattern or "*" in pattern[:-1]:
+                raise ValueError(f"{pattern!r}: '*' may only end an entry")
+        return value
+
+    @field_validator("allowed_runtime_classes")
+    @classmethod
+    def _some_runtime_class(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one RuntimeClass ('*' allows any, even none)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> OperatorConfig:
+        if not self.runtime_class_allowed(self.default_runtime_class):
+            raise ValueError(
+                f"the default RuntimeClass {self.default_runtime_class!r} is not in "
+                f"allowedRuntimeClasses ({', '.join(self.allowed_runtime_classes)})"
+            )
+        return self
+
     def backoff_seconds(self, failures: int) -> float:
         """Delay before the attempt that follows `failures` failed ones (>= 1)."""
         return float(
@@ -76,13 +168,38 @@ class OperatorConfig(BaseModel):
         )
 
     def runtime_class_allowed(self, name: str) -> bool:
-        """Whether the allow-list permits RuntimeClass `name` (an empty list allows all)."""
-        return not self.allowed_runtime_classes or name in self.allowed_runtime_classes
+        """Whether ``allowed_runtime_classes`` permits RuntimeClass `name`."""
+        return matches(name, self.allowed_runtime_classes)
+
+    def refused_namespaces(self) -> frozenset[str]:
+        """Namespaces no Agent runs in: the system ones and the operator's own."""
+        own = {self.operator_namespace} if self.operator_namespace else set()
+        return SYSTEM_NAMESPACES | own
+
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether `name` matches one of `patterns`: ``*`` is any, ``prefix*`` a prefix."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if name.startswith(pattern[:-1]):
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def setting(field: str) -> str:
+    """How an administrator changes setting `field`: its chart value and variable."""
+    return f"config.{_CHART[field]} ({_ENV[field]})"
 
 
 _ENV = {
     "default_runtime_class": "STOCKADE_DEFAULT_RUNTIME_CLASS",
     "allowed_runtime_classes": "STOCKADE_ALLOWED_RUNTIME_CLASSES",
+    "allowed_pod_label_keys": "STOCKADE_ALLOWED_POD_LABEL_KEYS",
+    "allowed_toleration_keys": "STOCKADE_ALLOWED_TOLERATION_KEYS",
+    "allowed_priority_classes": "STOCKADE_ALLOWED_PRIORITY_CLASSES",
+    "operator_namespace": "STOCKADE_OPERATOR_NAMESPACE",
     "default_requests": "STOCKADE_DEFAULT_REQUESTS",
     "default_limits": "STOCKADE_DEFAULT_LIMITS",
     "namespaces": "STOCKADE_NAMESPACES",
@@ -95,7 +212,18 @@ _ENV = {
     "health_port": "STOCKADE_HEALTH_PORT",
     "log_format": "STOCKADE_LOG_FORMAT",
 }
-_LISTS = {"allowed_runtime_classes", "namespaces"}
+_CHART = {
+    "allowed_runtime_classes": "allowedRuntimeClasses",
+    "allowed_pod_label_keys": "allowedPodLabelKeys",
+    "allowed_toleration_keys": "allowedTolerationKeys",
+    "allowed_priority_classes": "allowedPriorityClasses",
+}
+"""The chart value (under ``config``) of each allow-list."""
+_LISTS = {"namespaces", *_CHART}
+_ALLOW_LISTS = frozenset(_CHART)
+"""Lists where a set-but-empty variable means "nothing allowed", not "the default"."""
+_FALLBACK = {"operator_namespace": "POD_NAMESPACE"}
+"""Variables read when a setting's own is unset (the downward API's namespace)."""
 _MAPS = {"default_requests", "default_limits"}
 
 
@@ -124,7 +252,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:
     values: dict[str, object] = {}
     for field, variable in _ENV.items():
         raw = env.get(variable)
-        if raw is None or raw == "":
+        if raw is None and field in _FALLBACK:
+            raw = env.get(_FALLBACK[field])
+        if raw is None or (raw == "" and field not in _ALLOW_LISTS):
             continue
         if field in _LISTS:
             values[field] = tuple(_split(raw))
@@ -135,7 +265,12 @@ def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:
     try:
         return OperatorConfig.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_ENV.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_variable_of(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(problems) from exc
+
+
+def _variable_of(loc: tuple[int | str, ...]) -> str:
+    """The variable a validation error is about (the model-level rule: the RuntimeClasses)."""
+    if not loc:
+        return f"{_ENV['default_runtime_class']} / {_ENV['allowed_runtime_classes']}"
+    return _ENV.get(str(loc[0]), str(loc[0]))

@@ -46,7 +46,9 @@ class Reason(StrEnum):
 
     Failure reasons (``Failed`` phase, ``Stalled=True``): DeadlineExceeded,
     StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
-    PodLost, InvalidSpec. Waiting reasons (``Admitted=False``): SessionFull,
+    PodLost, InvalidSpec, NamespaceNotAllowed (the Agent is in ``kube-system``,
+    ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
+    never run: :mod:`stockade.policy`). Waiting reasons (``Admitted=False``): SessionFull,
     BudgetExceeded, SessionNotFound, SessionSuspended, QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
     object this Agent does not own). Progress reasons: the rest.
@@ -77,6 +79,7 @@ class Reason(StrEnum):
     EVICTED = "Evicted"
     POD_LOST = "PodLost"
     INVALID_SPEC = "InvalidSpec"
+    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -115,7 +118,14 @@ TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
 TERMINAL = frozenset({P.Succeeded, P.Failed})
 
 # Pod-creation rejections that need a person (not time) to fix: Stalled=True.
-_STALLING = frozenset({Reason.RUNTIME_CLASS_NOT_FOUND, Reason.POD_REJECTED, Reason.INVALID_SPEC})
+_STALLING = frozenset(
+    {
+        Reason.RUNTIME_CLASS_NOT_FOUND,
+        Reason.POD_REJECTED,
+        Reason.INVALID_SPEC,
+        Reason.NAMESPACE_NOT_ALLOWED,
+    }
+)
 # Waiting reasons of a container that never become a running container by themselves.
 _PERMANENT_PULL_FAILURES = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 _PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", *_PERMANENT_PULL_FAILURES})
@@ -185,6 +195,8 @@ class Observation:
         admission: the session's (or quota's) word on running a pod now.
         rejection: the API server's refusal of the last pod creation, if any.
         spec_error: a message when the spec cannot be turned into a pod (InvalidSpec).
+        spec_error_reason: the failure reason of `spec_error`: InvalidSpec, or
+            NamespaceNotAllowed when the Agent's namespace is refused.
         session_failure: the Agent's session failed by its deadline: this message
             fails the Agent (DeadlineExceeded) unless it has finished already.
         now: the current time (UTC).
@@ -202,6 +214,7 @@ class Observation:
     admission: Admission = Admission()
     rejection: Rejection | None = None
     spec_error: str | None = None
+    spec_error_reason: Reason = Reason.INVALID_SPEC
     session_failure: str | None = None
     backoff: Sequence[float] = (10.0,)
     history_limit: int = 20
@@ -623,7 +636,7 @@ def decide(obs: Observation) -> Decision:
     elif previous in TERMINAL:
         _finished(d)
     elif obs.spec_error is not None:
-        _fail(d, Reason.INVALID_SPEC, obs.spec_error, current)
+        _fail(d, obs.spec_error_reason, obs.spec_error, current)
     elif obs.session_failure is not None:
         _fail(d, Reason.DEADLINE_EXCEEDED, obs.session_failure, current)
     elif agent.suspend:

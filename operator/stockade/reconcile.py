@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics
+from stockade import admission, metrics, policy
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -81,6 +81,7 @@ _WARNING_REASONS = frozenset(
         Reason.EVICTED,
         Reason.POD_LOST,
         Reason.INVALID_SPEC,
+        Reason.NAMESPACE_NOT_ALLOWED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,
@@ -110,6 +111,7 @@ class Prepared:
     runtime_class: str | None
     resources: dict[str, dict[str, str]] | None
     error: str | None
+    reason: Reason = Reason.INVALID_SPEC
 
 
 def merge_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +166,9 @@ def prepare(
     Anything that slipped past the CRD schema becomes ``error`` (InvalidSpec), never an
     exception. A member uses :func:`session_defaults`.
     """
+    refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
+    if refused is not None:
+        return Prepared(None, None, None, str(refused), refused.reason)
     raw = dict(agent.get("spec") or {})
     defaults = session_defaults(agent, session)
     if defaults is not None:
@@ -180,6 +185,8 @@ def prepare(
         resources = effective_resources(spec.resources, config)
     except SpecError as exc:
         return Prepared(spec, None, None, str(exc))
+    if refusals := policy.spec_problems(spec, config):
+        return Prepared(spec, None, None, policy.describe(refusals))
     if not spec.image:
         return Prepared(
             spec, runtime_class, resources, "spec.image: no image (nor a session default)"
@@ -429,7 +436,8 @@ class Reconciler:
         admission_, failure = Admission(), None
         if session_ref is not None:
             view, admission_, failure = self._session_terms(agent, view, session_ref, session)
-            if session is None and session_defaults(agent, None) is None:
+            missing = session is None and session_defaults(agent, None) is None
+            if missing and prepared.reason == Reason.INVALID_SPEC:
                 # Its session (and the defaults it may supply) is not there yet, as when
                 # `kubectl apply -f dir/` or Argo CD applies the member first: wait.
                 spec_error = None
@@ -447,6 +455,7 @@ class Reconciler:
             pods=pods,
             admission=admission_,
             spec_error=spec_error,
+            spec_error_reason=prepared.reason,
             session_failure=failure,
             backoff=tuple(self.config.backoff_seconds(n) for n in range(1, 11)),
             history_limit=self.config.history_limit,

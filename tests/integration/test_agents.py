@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.auth import OperatorAuth
 from tests.integration.cluster import (
     SIM_EXIT_AFTER,
     SIM_EXIT_CODE,
@@ -212,7 +213,8 @@ def test_pod_deleted_behind_the_operators_back(agents: Agents, cluster: Cluster)
 
 
 def test_runtime_class_not_found(agents: Agents) -> None:
-    agents.create("nosandbox", spec(runtimeClassName="no-such-sandbox"))
+    # kata-* is in the default allow-list (kata-deploy's classes); this one does not exist.
+    agents.create("nosandbox", spec(runtimeClassName="kata-no-such-sandbox"))
 
     def stalled() -> bool:
         return agents.condition("nosandbox", "Stalled").get("status") == "True"
@@ -222,7 +224,7 @@ def test_runtime_class_not_found(agents: Agents) -> None:
     assert status["phase"] == "Pending"
     admitted = agents.condition("nosandbox", "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", "RuntimeClassNotFound")
-    assert "no-such-sandbox" in admitted["message"]
+    assert "kata-no-such-sandbox" in admitted["message"]
     assert not agents.pods("nosandbox")
     wait_for(
         lambda: any(
@@ -231,6 +233,69 @@ def test_runtime_class_not_found(agents: Agents) -> None:
         ),
         what="Warning Event RuntimeClassNotFound",
     )
+
+
+def test_running_without_a_sandbox_is_refused_by_default(agents: Agents) -> None:
+    agents.create("runc", spec(runtimeClassName="runc"))
+    status = agents.wait_phase("runc", "Failed")
+    assert status["reason"] == "InvalidSpec"
+    assert status["message"].startswith("spec.runtimeClassName: RuntimeClass 'runc'")
+    assert "STOCKADE_ALLOWED_RUNTIME_CLASSES" in status["message"]
+    assert agents.condition("runc", "Stalled")["status"] == "True"
+    assert not agents.pods("runc")
+
+
+def test_labels_tolerations_and_priority_outside_the_allow_lists_are_refused(
+    agents: Agents,
+) -> None:
+    agents.create(
+        "grabby",
+        spec(
+            podMetadata={"labels": {"app": "web", "user.stockade.dev/team": "a"}},
+            tolerations=[{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}],
+            priorityClassName="system-cluster-critical",
+        ),
+    )
+    status = agents.wait_phase("grabby", "Failed")
+    assert status["reason"] == "InvalidSpec"
+    message = status["message"]
+    for named in (
+        "spec.podMetadata.labels: label key 'app'",
+        "STOCKADE_ALLOWED_POD_LABEL_KEYS",
+        "spec.tolerations[0].key",
+        "STOCKADE_ALLOWED_TOLERATION_KEYS",
+        "spec.priorityClassName",
+        "STOCKADE_ALLOWED_PRIORITY_CLASSES",
+    ):
+        assert named in message, message
+    assert "user.stockade.dev/team" not in message.split("allows")[0]
+    assert not agents.pods("grabby")
+
+
+def test_agents_never_run_in_a_system_namespace(
+    cluster: Cluster, stockade_operator: OperatorProcess, operator_auth: OperatorAuth
+) -> None:
+    if operator_auth.namespaces is not None:
+        pytest.skip("the namespaced operator does not watch kube-public")
+    system = Agents(cluster, "kube-public")
+    system.create("intruder", spec(exits(0)))
+    try:
+        status = system.wait_phase("intruder", "Failed")
+        assert status["reason"] == "NamespaceNotAllowed"
+        assert status["message"].startswith("metadata.namespace: ")
+        stalled = system.condition("intruder", "Stalled")
+        assert (stalled["status"], stalled["reason"]) == ("True", "NamespaceNotAllowed")
+        assert not system.pods("intruder")
+        wait_for(
+            lambda: any(
+                e.type == "Warning" and e.reason == "NamespaceNotAllowed"
+                for e in system.events("intruder")
+            ),
+            what="Warning Event NamespaceNotAllowed",
+        )
+    finally:
+        system.delete("intruder")
+        wait_for(lambda: not system.exists("intruder"), what="intruder deleted")
 
 
 def test_quota_exceeded_then_raised(agents: Agents, cluster: Cluster) -> None:

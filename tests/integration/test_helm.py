@@ -128,7 +128,11 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
     assert ports == {"metrics": 8080, "health": 8081}
     assert env_of(objects) == {
         "STOCKADE_DEFAULT_RUNTIME_CLASS": "gvisor",
-        "STOCKADE_ALLOWED_RUNTIME_CLASSES": "",
+        "STOCKADE_ALLOWED_RUNTIME_CLASSES": "gvisor,kata,kata-*",
+        "STOCKADE_ALLOWED_POD_LABEL_KEYS": "user.stockade.dev/*",
+        "STOCKADE_ALLOWED_TOLERATION_KEYS": "",
+        "STOCKADE_ALLOWED_PRIORITY_CLASSES": "",
+        "STOCKADE_OPERATOR_NAMESPACE": "",
         "STOCKADE_DEFAULT_REQUESTS": "cpu=250m,ephemeral-storage=1Gi,memory=256Mi",
         "STOCKADE_DEFAULT_LIMITS": "cpu=1,ephemeral-storage=2Gi,memory=1Gi",
         "STOCKADE_NAMESPACES": "",
@@ -139,6 +143,9 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_METRICS_PORT": "8080",
         "STOCKADE_HEALTH_PORT": "8081",
     }
+    # Agents never run in the operator's namespace: the downward API tells it which.
+    (namespace_env,) = [e for e in container["env"] if e["name"] == "STOCKADE_OPERATOR_NAMESPACE"]
+    assert namespace_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     (service,) = by_kind(objects, "Service")
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
@@ -152,6 +159,9 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
         "config": {
             "defaultRuntimeClass": "kata",
             "allowedRuntimeClasses": ["kata", "gvisor"],
+            "allowedPodLabelKeys": [],
+            "allowedTolerationKeys": ["sandbox.example.com/*"],
+            "allowedPriorityClasses": ["agents-low"],
             "defaultRequests": {"cpu": "100m", "memory": "128Mi"},
             "defaultLimits": {"cpu": 2, "memory": "2Gi"},
             "backoff": {"baseSeconds": 0.5, "maxSeconds": 60},
@@ -167,6 +177,9 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
     config = load_config(env)  # the operator accepts what the chart writes
     assert config.default_runtime_class == "kata"
     assert config.allowed_runtime_classes == ("kata", "gvisor")
+    assert config.allowed_pod_label_keys == ()  # [] is none, not the default
+    assert config.allowed_toleration_keys == ("sandbox.example.com/*",)
+    assert config.allowed_priority_classes == ("agents-low",)
     # Helm merges maps with the defaults (null removes a key).
     assert config.default_requests == {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "1Gi"}
     assert config.default_limits == {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "2Gi"}
@@ -292,6 +305,11 @@ BAD_VALUES = [
     ("rbac: {scope: everywhere}", "at '/rbac/scope': value must be one of"),
     ("config: {defaultRequests: {gpu: 1}}", "additional properties 'gpu' not allowed"),
     ("config: {defaultLimits: {memory: 1 GB}}", "'1 GB' does not match pattern"),
+    (
+        "config: {allowedRuntimeClasses: []}",
+        "at '/config/allowedRuntimeClasses': minItems: got 0, want 1",
+    ),
+    ("config: {allowedTolerationKeys: ['a*b']}", "'a*b' does not match pattern"),
     ("config: {metricsPort: 0}", "at '/config/metricsPort': minimum: got 0, want 1"),
     ("operator: {enabled: 'yes'}", "at '/operator/enabled': got string, want boolean"),
     ("replicas: 2", "additional properties 'replicas' not allowed"),

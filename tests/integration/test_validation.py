@@ -173,6 +173,15 @@ def at(path: str, value: Any) -> Mutation:
     return mutate
 
 
+def annotate(key: str, value: str) -> Mutation:
+    """A mutation that adds pod annotation `key` (dots and all) to spec.podMetadata."""
+
+    def mutate(body: dict[str, Any]) -> None:
+        body["spec"]["podMetadata"].setdefault("annotations", {})[key] = value
+
+    return mutate
+
+
 INVALID_CREATES: list[Any] = [
     pytest.param(
         at("spec.resources.requests.cpu", "-1"),
@@ -397,6 +406,49 @@ INVALID_CREATES: list[Any] = [
         id="reserved-label",
     ),
     pytest.param(
+        at("spec.readinessProbe.httpGet.host", "169.254.169.254"),
+        "spec.readinessProbe.httpGet.host",
+        "host is not allowed",
+        id="readiness-httpGet-host",
+    ),
+    pytest.param(
+        at("spec.livenessProbe", {"httpGet": {"port": 8080, "host": "10.0.0.1"}}),
+        "spec.livenessProbe.httpGet.host",
+        "host is not allowed",
+        id="liveness-httpGet-host",
+    ),
+    pytest.param(
+        at("spec.livenessProbe", {"tcpSocket": {"port": 10250, "host": "127.0.0.1"}}),
+        "spec.livenessProbe.tcpSocket.host",
+        "host is not allowed",
+        id="liveness-tcpSocket-host",
+    ),
+    pytest.param(
+        at("spec.readinessProbe", {"tcpSocket": {"port": 22, "host": "node.example"}}),
+        "spec.readinessProbe.tcpSocket.host",
+        "host is not allowed",
+        id="readiness-tcpSocket-host",
+    ),
+    *(
+        pytest.param(
+            annotate(key, "x"),
+            "spec.podMetadata.annotations",
+            "are not allowed",
+            id=f"annotation-{key}",
+        )
+        for key in (
+            "container.apparmor.security.beta.kubernetes.io/agent",
+            "seccomp.security.alpha.kubernetes.io/pod",
+            "io.katacontainers.config.hypervisor.kernel_params",
+            "dev.gvisor.flag.network",
+            "kubernetes.io/egress-bandwidth",
+            "k8s.io/anything",
+            "cluster-autoscaler.kubernetes.io/safe-to-evict",
+            "io.kubernetes.cri-o.Devices",
+            "cpu-quota.crio.io",
+        )
+    ),
+    pytest.param(
         at("spec.tolerations.0.tolerationSeconds", 30),
         "spec.tolerations[0].tolerationSeconds",
         "requires effect NoExecute",
@@ -503,6 +555,25 @@ def test_full_agent_is_accepted_and_mutable_fields_change(
     assert updated["metadata"]["generation"] == 2
     resumed = patch(cluster, namespace, "full", {"spec": {"suspend": False}})
     assert resumed["spec"]["suspend"] is False
+
+
+def test_harmless_probe_and_annotations_are_accepted(
+    cluster: Cluster, crds: None, namespace: str
+) -> None:
+    body = minimal_manifest()
+    body["spec"]["livenessProbe"] = {"httpGet": {"port": 8080, "path": "/healthz", "host": ""}}
+    body["spec"]["readinessProbe"] = {"tcpSocket": {"port": 8080}}
+    annotations = {
+        "kubectl.kubernetes.io/default-container": "agent",
+        "kubernetes.io/description": "reviews pull requests",
+        "sim.stockade.dev/exit-code": "0",
+        "example.com/owner": "alice",
+        "notkubernetes.io/x": "y",
+    }
+    body["spec"]["podMetadata"] = {"annotations": annotations}
+    created = create(cluster, namespace, body)
+    assert created["spec"]["podMetadata"]["annotations"] == annotations
+    assert Agent.model_validate(created).spec.pod_metadata is not None
 
 
 def test_defaults_are_applied(cluster: Cluster, crds: None, namespace: str) -> None:

@@ -8,8 +8,9 @@ from stockade.build.errors import SpecError
 from stockade.build.runtime import resolve_runtime_class
 from stockade.config import OperatorConfig
 
-OPEN = OperatorConfig()
+OPEN = OperatorConfig(allowed_runtime_classes=("*",))
 SANDBOXES = OperatorConfig(allowed_runtime_classes=("gvisor", "kata"))
+DEFAULT = OperatorConfig()
 
 
 @pytest.mark.parametrize(
@@ -33,8 +34,25 @@ def test_operator_default_is_configurable() -> None:
     assert resolve_runtime_class(None, None, config) == "kata"
 
 
-def test_empty_allow_list_allows_anything() -> None:
+def test_star_allows_anything() -> None:
     assert resolve_runtime_class("runc", None, OPEN) == "runc"
+
+
+@pytest.mark.parametrize(
+    "name", ["gvisor", "kata", "kata-qemu", "kata-clh", "kata-fc", "kata-qemu-nvidia-gpu-snp"]
+)
+def test_default_allows_the_sandboxes(name: str) -> None:
+    assert resolve_runtime_class(name, None, DEFAULT) == name
+
+
+@pytest.mark.parametrize("name", ["runc", "crun", "katana", "gvisor-dev", "youki"])
+def test_default_refuses_running_without_a_sandbox(name: str) -> None:
+    with pytest.raises(SpecError) as info:
+        resolve_runtime_class(name, None, DEFAULT)
+    assert info.value.field == "spec.runtimeClassName"
+    assert "STOCKADE_ALLOWED_RUNTIME_CLASSES" in info.value.message
+    assert "config.allowedRuntimeClasses" in info.value.message
+    assert "gvisor, kata, kata-*" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -58,7 +76,10 @@ def test_allow_list_forbids(
 
 
 def test_allow_list_forbids_the_operator_default() -> None:
-    config = OperatorConfig(default_runtime_class="runc", allowed_runtime_classes=("gvisor",))
+    # load_config refuses this combination; the resolver still guards against it.
+    config = OperatorConfig.model_construct(
+        default_runtime_class="runc", allowed_runtime_classes=("gvisor",)
+    )
     with pytest.raises(SpecError, match="operator's default"):
         resolve_runtime_class(None, None, config)
 

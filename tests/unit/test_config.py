@@ -4,15 +4,84 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.config import ConfigError, OperatorConfig, load_config
+from stockade.config import ConfigError, OperatorConfig, load_config, matches
 
 
 def test_defaults() -> None:
     config = load_config({})
     assert config.default_runtime_class == "gvisor"
-    assert config.allowed_runtime_classes == ()
-    assert config.runtime_class_allowed("anything")
+    assert config.allowed_runtime_classes == ("gvisor", "kata", "kata-*")
+    assert config.allowed_pod_label_keys == ("user.stockade.dev/*",)
+    assert config.allowed_toleration_keys == ()
+    assert config.allowed_priority_classes == ()
+    assert config.operator_namespace is None
     assert config.default_requests["cpu"] == "250m"
+
+
+@pytest.mark.parametrize("name", ["gvisor", "kata", "kata-qemu", "kata-clh", "kata-qemu-tdx"])
+def test_sandboxes_are_allowed_by_default(name: str) -> None:
+    assert load_config({}).runtime_class_allowed(name)
+
+
+@pytest.mark.parametrize("name", ["runc", "crun", "", "katalyst", "gvisor2"])
+def test_running_without_a_sandbox_is_refused_by_default(name: str) -> None:
+    assert not load_config({}).runtime_class_allowed(name)
+
+
+def test_star_allows_any_runtime_class() -> None:
+    config = load_config({"STOCKADE_ALLOWED_RUNTIME_CLASSES": "*"})
+    assert config.runtime_class_allowed("runc")
+
+
+@pytest.mark.parametrize(
+    ("name", "patterns", "expected"),
+    [
+        ("kata-qemu", ("kata-*",), True),
+        ("kata", ("kata-*",), False),
+        ("anything", ("*",), True),
+        ("", ("*",), True),
+        ("", ("a",), False),
+        ("team", ("team", "x/*"), True),
+        ("x/y", ("team", "x/*"), True),
+        ("xy", ("x/*",), False),
+        ("a", (), False),
+    ],
+)
+def test_matches(name: str, patterns: tuple[str, ...], expected: bool) -> None:
+    assert matches(name, patterns) is expected
+
+
+def test_allow_lists_from_the_environment() -> None:
+    config = load_config(
+        {
+            "STOCKADE_ALLOWED_POD_LABEL_KEYS": "team, example.com/*",
+            "STOCKADE_ALLOWED_TOLERATION_KEYS": "sandbox.example.com/*",
+            "STOCKADE_ALLOWED_PRIORITY_CLASSES": "agents-low,agents-high",
+        }
+    )
+    assert config.allowed_pod_label_keys == ("team", "example.com/*")
+    assert config.allowed_toleration_keys == ("sandbox.example.com/*",)
+    assert config.allowed_priority_classes == ("agents-low", "agents-high")
+
+
+def test_an_empty_allow_list_variable_allows_nothing() -> None:
+    # The chart always writes the variables: [] must mean none, not the default.
+    config = load_config({"STOCKADE_ALLOWED_POD_LABEL_KEYS": ""})
+    assert config.allowed_pod_label_keys == ()
+    assert load_config({"STOCKADE_NAMESPACES": ""}).namespaces == ()
+
+
+def test_operator_namespace_from_its_variable_or_the_downward_api() -> None:
+    assert load_config({"POD_NAMESPACE": "ops"}).operator_namespace == "ops"
+    both = {"POD_NAMESPACE": "ops", "STOCKADE_OPERATOR_NAMESPACE": "stockade-system"}
+    assert load_config(both).operator_namespace == "stockade-system"
+    refused = load_config(both).refused_namespaces()
+    assert refused == {"kube-system", "kube-public", "kube-node-lease", "stockade-system"}
+    assert load_config({}).refused_namespaces() == {
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+    }
 
 
 def test_environment_values() -> None:
@@ -39,6 +108,10 @@ def test_environment_values() -> None:
         ({"STOCKADE_METRICS_PORT": "http"}, "STOCKADE_METRICS_PORT"),
         ({"STOCKADE_DEFAULT_LIMITS": "cpu"}, "STOCKADE_DEFAULT_LIMITS"),
         ({"STOCKADE_LOG_FORMAT": "xml"}, "STOCKADE_LOG_FORMAT"),
+        ({"STOCKADE_ALLOWED_RUNTIME_CLASSES": ""}, "STOCKADE_ALLOWED_RUNTIME_CLASSES"),
+        ({"STOCKADE_ALLOWED_RUNTIME_CLASSES": "ka*ta"}, "STOCKADE_ALLOWED_RUNTIME_CLASSES"),
+        ({"STOCKADE_ALLOWED_POD_LABEL_KEYS": "*x"}, "STOCKADE_ALLOWED_POD_LABEL_KEYS"),
+        ({"STOCKADE_DEFAULT_RUNTIME_CLASS": "runc"}, "STOCKADE_ALLOWED_RUNTIME_CLASSES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:

@@ -359,6 +359,22 @@ def test_invalid_spec_fails() -> None:
     assert d.status["message"] == "spec.image: required"
 
 
+def test_refused_namespace_fails_and_stalls() -> None:
+    message = "metadata.namespace: Agents never run in namespace 'kube-system'"
+    obs = Observation(
+        agent=agent(),
+        now=T0,
+        spec_error=message,
+        spec_error_reason=Reason.NAMESPACE_NOT_ALLOWED,
+    )
+    d = decide(obs)
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.NAMESPACE_NOT_ALLOWED)
+    assert d.actions == ()
+    assert cond(d, "Stalled")["status"] == "True"
+    assert cond(d, "Stalled")["reason"] == Reason.NAMESPACE_NOT_ALLOWED
+    assert d.transitions[-1].reason == Reason.NAMESPACE_NOT_ALLOWED
+
+
 def test_session_admission_keeps_the_agent_pending() -> None:
     waiting = Admission(False, Reason.SESSION_FULL, "8 of 8 agents running")
     d = decide(Observation(agent=agent(), now=T0, admission=waiting))

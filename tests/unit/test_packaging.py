@@ -70,6 +70,9 @@ def test_values_match_the_operators_defaults() -> None:
     defaults = OperatorConfig()
     assert config["defaultRuntimeClass"] == defaults.default_runtime_class
     assert config["allowedRuntimeClasses"] == list(defaults.allowed_runtime_classes)
+    assert config["allowedPodLabelKeys"] == list(defaults.allowed_pod_label_keys)
+    assert config["allowedTolerationKeys"] == list(defaults.allowed_toleration_keys)
+    assert config["allowedPriorityClasses"] == list(defaults.allowed_priority_classes)
     assert config["defaultRequests"] == dict(defaults.default_requests)
     assert config["defaultLimits"] == dict(defaults.default_limits)
     assert config["backoff"] == {

@@ -13,6 +13,7 @@ Probe, Toleration, ResourceRequirements) and the Kubernetes API conventions else
 from __future__ import annotations
 
 import ipaddress
+import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -110,6 +111,79 @@ DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1123_LAB
 DNSSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
 Arg = Annotated[str, Field(max_length=4096)]
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
+
+FORBIDDEN_ANNOTATIONS = (
+    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*(kubernetes\.io|k8s\.io)/"
+    r"|io\.katacontainers\.|dev\.gvisor\.|io\.kubernetes\.|io\.containerd\."
+    r"|run\.oci\.|org\.systemd\.property\."
+    r"|([^/]*\.)?(crio\.io|cri-o\.io)(/|$))"
+)
+"""Pod annotation keys an Agent may not set (``spec.podMetadata.annotations``).
+
+They configure the sandbox or the node, not the agent: AppArmor and seccomp
+(``container.apparmor.security.beta.kubernetes.io/``,
+``seccomp.security.alpha.kubernetes.io/``), Kata's VM (``io.katacontainers.``: kernel,
+hypervisor, devices), gVisor (``dev.gvisor.``: flags, mounts), the container runtimes
+(``io.kubernetes.cri-o.``, ``io.kubernetes.cri.``, ``io.containerd.``, CRI-O's
+``*.crio.io`` and ``*.cri-o.io``, crun's ``run.oci.``, runc's systemd
+``org.systemd.property.``), and every key of Kubernetes' own ``kubernetes.io/`` and
+``k8s.io/`` prefixes and their subdomains (``*.kubernetes.io/``, ``*.k8s.io/``: e.g.
+the cluster autoscaler's eviction and scale-down controls), except
+:data:`ALLOWED_KUBERNETES_ANNOTATIONS`.
+"""
+
+ALLOWED_KUBERNETES_ANNOTATIONS = (
+    "kubectl.kubernetes.io/default-container",
+    "kubernetes.io/description",
+)
+"""The harmless keys among :data:`FORBIDDEN_ANNOTATIONS`: kubectl's default container for
+``exec``/``logs`` (the pod has one container anyway) and a free-text description."""
+
+_ANNOTATIONS_MESSAGE = (
+    "annotation keys under kubernetes.io/, k8s.io/ (and their subdomains), "
+    "io.katacontainers., dev.gvisor., io.kubernetes., io.containerd., run.oci., "
+    "org.systemd.property., crio.io and cri-o.io are not allowed: they change the "
+    "pod's sandbox, security profile or placement (allowed: "
+    + ", ".join(ALLOWED_KUBERNETES_ANNOTATIONS)
+    + ")"
+)
+
+_SAFE_ANNOTATION_KEYS = rule(
+    f"self.all(k, !k.matches(r'{FORBIDDEN_ANNOTATIONS}') || "
+    f"k in {list(ALLOWED_KUBERNETES_ANNOTATIONS)!r})",
+    _ANNOTATIONS_MESSAGE,
+    reason="FieldValueForbidden",
+)
+
+
+def _check_annotations(value: dict[str, str] | None) -> dict[str, str] | None:
+    refused = sorted(
+        key
+        for key in value or ()
+        if re.search(FORBIDDEN_ANNOTATIONS, key) and key not in ALLOWED_KUBERNETES_ANNOTATIONS
+    )
+    if refused:
+        raise ValueError(f"{', '.join(refused)}: {_ANNOTATIONS_MESSAGE}")
+    return value
+
+
+_PROBE_HOST_MESSAGE = (
+    "host is not allowed: the kubelet would connect to that address from the node's "
+    "network; a probe checks the agent's own pod (its IP, the default)"
+)
+_NO_PROBE_HOST = rule(
+    "!has(self.host) || self.host == ''",
+    _PROBE_HOST_MESSAGE,
+    field_path=".host",
+    reason="FieldValueForbidden",
+)
+
+
+def _check_probe_host(value: str | None) -> str | None:
+    if value:
+        raise ValueError(_PROBE_HOST_MESSAGE)
+    return value
+
 
 _QUALIFIED_KEYS = rule(
     f"self.all(k, k.size() <= 317 && k.matches(r'{QUALIFIED_NAME}'))",
@@ -323,9 +397,18 @@ class PodMetadata(Model):
     """Labels added to the pod."""
     annotations: Annotated[
         dict[str, Annotated[str, Field(max_length=65536)]] | None,
-        Field(max_length=64, json_schema_extra=cel(_QUALIFIED_KEYS)),
+        Field(max_length=64, json_schema_extra=cel(_QUALIFIED_KEYS, _SAFE_ANNOTATION_KEYS)),
     ] = None
-    """Annotations added to the pod."""
+    """Annotations added to the pod. Keys that configure the sandbox, the runtime or
+    Kubernetes itself are refused: kubernetes.io/, k8s.io/ and their subdomains (except
+    kubectl.kubernetes.io/default-container and kubernetes.io/description),
+    io.katacontainers., dev.gvisor., io.kubernetes., io.containerd., run.oci.,
+    org.systemd.property., crio.io and cri-o.io."""
+
+    @field_validator("annotations")
+    @classmethod
+    def _safe_annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_annotations(value)
 
 
 class ConfigMapKeySelector(Model):
@@ -491,12 +574,21 @@ class HTTPHeader(Model):
 class HTTPGetAction(Model):
     """An HTTP GET against the agent container; a 2xx or 3xx status is success."""
 
+    model_config = ConfigDict(json_schema_extra=cel(_NO_PROBE_HOST))
+
     path: Annotated[str, Field(max_length=2048)] | None = None
     """Path to request."""
     port: PortOrName
     """Port number or name."""
     host: Annotated[str, Field(max_length=253)] | None = None
-    """Host to connect to; the pod IP when unset."""
+    """Not allowed (only empty): the probe always connects to the pod's IP. (The Pod
+    Security Standard baseline refuses it too.)"""
+
+    @field_validator("host")
+    @classmethod
+    def _no_host(cls, value: str | None) -> str | None:
+        return _check_probe_host(value)
+
     scheme: Literal["HTTP", "HTTPS"] | None = None
     """HTTP or HTTPS; HTTP when unset."""
     http_headers: Annotated[list[HTTPHeader] | None, Field(max_length=16)] = None
@@ -506,10 +598,18 @@ class HTTPGetAction(Model):
 class TCPSocketAction(Model):
     """Open a TCP connection to the agent container; a connection is success."""
 
+    model_config = ConfigDict(json_schema_extra=cel(_NO_PROBE_HOST))
+
     port: PortOrName
     """Port number or name."""
     host: Annotated[str, Field(max_length=253)] | None = None
-    """Host to connect to; the pod IP when unset."""
+    """Not allowed (only empty): the probe always connects to the pod's IP. (The Pod
+    Security Standard baseline refuses it too.)"""
+
+    @field_validator("host")
+    @classmethod
+    def _no_host(cls, value: str | None) -> str | None:
+        return _check_probe_host(value)
 
 
 class GRPCAction(Model):

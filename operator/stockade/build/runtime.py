@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stockade.build.errors import SpecError
-from stockade.config import OperatorConfig
+from stockade.config import OperatorConfig, setting
 
 RUNTIME_CLASS_FIELD = "spec.runtimeClassName"
 
@@ -17,7 +17,8 @@ def resolve_runtime_class(
         spec_name: ``spec.runtimeClassName`` of the Agent (None or "" when unset).
         session_default: ``spec.agentDefaults.runtimeClassName`` of its AgentSession.
         config: the operator configuration (``default_runtime_class`` and the
-            ``allowed_runtime_classes`` allow-list; an empty list allows any class).
+            ``allowed_runtime_classes`` allow-list: names or ``prefix*`` patterns,
+            ``*`` for any class).
 
     Returns:
         The RuntimeClass name to put in ``pod.spec.runtimeClassName``. Whether that
@@ -38,6 +39,8 @@ def resolve_runtime_class(
         allowed = ", ".join(config.allowed_runtime_classes)
         raise SpecError(
             RUNTIME_CLASS_FIELD,
-            f"RuntimeClass {name!r} ({source}) is not allowed; allowed: {allowed}",
+            f"RuntimeClass {name!r} ({source}) is not allowed (only sandboxes unless the "
+            f"administrator says otherwise): {setting('allowed_runtime_classes')} "
+            f"allows {allowed}",
         )
     return name

@@ -1,0 +1,124 @@
+"""What an Agent may ask of its pod beyond what the CRD schema checks (pure).
+
+Creating an Agent must never be more power than creating a pod (DESIGN.md, "Security
+model"; issue 9). The CRD's schema refuses what is never safe (probe ``host``,
+annotations that change the sandbox; see :mod:`stockade.api.agent`); this module
+refuses what only the cluster's administrator can allow, through the operator's
+settings (:class:`~stockade.config.OperatorConfig`):
+
+- the namespace: never ``kube-system``, ``kube-public``, ``kube-node-lease`` nor the
+  operator's own (``NamespaceNotAllowed``), whatever the watched namespaces say;
+- ``spec.podMetadata.labels``: only keys in ``allowedPodLabelKeys`` (default
+  ``user.stockade.dev/*``), so that an Agent cannot select its pod into another
+  NetworkPolicy or a Service;
+- ``spec.tolerations``: only taint keys in ``allowedTolerationKeys`` (default none);
+- ``spec.priorityClassName``: only ``allowedPriorityClasses`` (default none).
+
+The RuntimeClass allow-list is applied where the RuntimeClass is resolved
+(:func:`stockade.build.runtime.resolve_runtime_class`). A problem fails the Agent
+(``InvalidSpec``, or ``NamespaceNotAllowed``) with a message naming the field and the
+setting that refuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stockade.api.agent import AgentSpec
+from stockade.config import OperatorConfig, matches, setting
+from stockade.lifecycle import Reason
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing the operator's policy refuses.
+
+    Attributes:
+        field: the offending field, e.g. ``spec.tolerations[0].key``.
+        message: what is refused and which setting refuses it (no trailing period).
+        reason: the Agent's failure reason (``InvalidSpec`` or ``NamespaceNotAllowed``).
+
+    """
+
+    field: str
+    message: str
+    reason: Reason = Reason.INVALID_SPEC
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def describe(problems: list[Problem]) -> str:
+    """All `problems` as one ``status.message``."""
+    return "; ".join(str(p) for p in problems)
+
+
+def _allowed(field: str, patterns: tuple[str, ...]) -> str:
+    listed = ", ".join(patterns) if patterns else "none"
+    return f"{setting(field)} allows {listed}"
+
+
+def namespace_problem(namespace: str | None, config: OperatorConfig) -> Problem | None:
+    """Refuse an Agent in a system namespace or the operator's own (NamespaceNotAllowed)."""
+    if not namespace or namespace not in config.refused_namespaces():
+        return None
+    what = (
+        "the operator's own namespace"
+        if namespace == config.operator_namespace
+        else "a Kubernetes system namespace"
+    )
+    return Problem(
+        "metadata.namespace",
+        f"Agents never run in namespace {namespace!r} ({what}); create it in another namespace",
+        Reason.NAMESPACE_NOT_ALLOWED,
+    )
+
+
+def spec_problems(spec: AgentSpec, config: OperatorConfig) -> list[Problem] | None:
+    """What the operator's allow-lists refuse in a validated (effective) spec; None if nothing."""
+    problems: list[Problem] = []
+    labels = spec.pod_metadata.labels if spec.pod_metadata else None
+    for key in sorted(labels or ()):
+        if not matches(key, config.allowed_pod_label_keys):
+            problems.append(
+                Problem(
+                    "spec.podMetadata.labels",
+                    f"label key {key!r} is not allowed (it could select the pod into a "
+                    f"NetworkPolicy or Service): "
+                    + _allowed("allowed_pod_label_keys", config.allowed_pod_label_keys),
+                )
+            )
+    for index, toleration in enumerate(spec.tolerations or ()):
+        key = toleration.key or ""
+        if not matches(key, config.allowed_toleration_keys):
+            what = f"taint key {key!r}" if key else "every taint (empty key)"
+            problems.append(
+                Problem(
+                    f"spec.tolerations[{index}].key",
+                    f"tolerating {what} is not allowed: "
+                    + _allowed("allowed_toleration_keys", config.allowed_toleration_keys),
+                )
+            )
+    name = spec.priority_class_name
+    if name and not matches(name, config.allowed_priority_classes):
+        problems.append(
+            Problem(
+                "spec.priorityClassName",
+                f"PriorityClass {name!r} is not allowed: "
+                + _allowed("allowed_priority_classes", config.allowed_priority_classes),
+            )
+        )
+    return problems or None
+
+
+def check(
+    namespace: str | None, spec: AgentSpec | None, config: OperatorConfig
+) -> list[Problem] | None:
+    """Every problem of an Agent in `namespace` with `spec`; the namespace's comes alone.
+
+    `spec` may be None (an invalid spec): then only the namespace is checked.
+    """
+    refused = namespace_problem(namespace, config)
+    if refused is not None:
+        return [refused]
+    return spec_problems(spec, config) if spec is not None else None

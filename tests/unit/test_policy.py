@@ -1,0 +1,281 @@
+"""The operator's policy (issue 9): what an Agent may ask of its pod, and where it may run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from stockade.api.agent import AgentSpec
+from stockade.config import OperatorConfig, load_config
+from stockade.lifecycle import Reason
+from stockade.policy import Problem, check, describe, namespace_problem, spec_problems
+from stockade.reconcile import prepare
+
+DEFAULT = OperatorConfig()
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+
+
+def spec(**fields: Any) -> AgentSpec:
+    return AgentSpec.model_validate({"image": "registry.example/agent:1", **fields})
+
+
+def agent(namespace: str = "team-a", **fields: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "a", "namespace": namespace},
+        "spec": {"image": "registry.example/agent:1", **fields},
+    }
+
+
+# --- namespaces --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease"])
+def test_system_namespaces_are_refused(namespace: str) -> None:
+    problem = namespace_problem(namespace, DEFAULT)
+    assert problem is not None
+    assert problem.reason == Reason.NAMESPACE_NOT_ALLOWED
+    assert problem.field == "metadata.namespace"
+    assert repr(namespace) in problem.message
+    assert "system namespace" in problem.message
+
+
+def test_the_operators_namespace_is_refused() -> None:
+    config = OperatorConfig(operator_namespace="stockade-system")
+    problem = namespace_problem("stockade-system", config)
+    assert problem is not None and problem.reason == Reason.NAMESPACE_NOT_ALLOWED
+    assert "operator's own namespace" in problem.message
+    assert namespace_problem("stockade-system", DEFAULT) is None
+
+
+@pytest.mark.parametrize("namespace", ["default", "team-a", "kube-systemx", None, ""])
+def test_other_namespaces_are_fine(namespace: str | None) -> None:
+    assert namespace_problem(namespace, DEFAULT) is None
+
+
+def test_watched_namespaces_do_not_override_the_refusal() -> None:
+    config = load_config({"STOCKADE_NAMESPACES": "kube-system,team-a"})
+    assert namespace_problem("kube-system", config) is not None
+
+
+def test_the_namespace_problem_comes_alone() -> None:
+    problems = check("kube-system", spec(priorityClassName="high"), DEFAULT)
+    assert problems is not None and [p.reason for p in problems] == [Reason.NAMESPACE_NOT_ALLOWED]
+    assert check("team-a", spec(), DEFAULT) is None
+    assert check("team-a", None, DEFAULT) is None
+
+
+# --- labels ------------------------------------------------------------------------
+
+
+def test_default_allows_only_user_prefixed_labels() -> None:
+    ok = spec(podMetadata={"labels": {"user.stockade.dev/team": "platform"}})
+    assert spec_problems(ok, DEFAULT) is None
+
+
+@pytest.mark.parametrize(
+    "key", ["app", "team", "app.kubernetes.io/name", "example.com/role", "user.stockade.devx/a"]
+)
+def test_default_refuses_labels_that_could_select_the_pod(key: str) -> None:
+    problems = spec_problems(spec(podMetadata={"labels": {key: "x"}}), DEFAULT)
+    assert problems is not None
+    (problem,) = problems
+    assert problem.field == "spec.podMetadata.labels"
+    assert repr(key) in problem.message
+    assert "config.allowedPodLabelKeys (STOCKADE_ALLOWED_POD_LABEL_KEYS)" in problem.message
+    assert "user.stockade.dev/*" in problem.message
+    assert problem.reason == Reason.INVALID_SPEC
+
+
+def test_label_allow_list_is_configurable() -> None:
+    config = OperatorConfig(allowed_pod_label_keys=("team", "example.com/*"))
+    labels = {"team": "a", "example.com/role": "b"}
+    assert spec_problems(spec(podMetadata={"labels": labels}), config) is None
+    anything = OperatorConfig(allowed_pod_label_keys=("*",))
+    assert spec_problems(spec(podMetadata={"labels": {"app": "web"}}), anything) is None
+    none = OperatorConfig(allowed_pod_label_keys=())
+    problems = spec_problems(spec(podMetadata={"labels": {"user.stockade.dev/a": "b"}}), none)
+    assert problems is not None and "allows none" in problems[0].message
+
+
+def test_annotations_alone_are_not_the_policys_business() -> None:
+    annotations = {"sim.stockade.dev/exit-code": "0", "example.com/owner": "alice"}
+    assert spec_problems(spec(podMetadata={"annotations": annotations}), DEFAULT) is None
+
+
+# --- tolerations and priority -------------------------------------------------------
+
+
+def test_default_refuses_every_toleration() -> None:
+    tolerations = [
+        {"key": "sandbox", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"},
+        {"operator": "Exists"},
+    ]
+    problems = spec_problems(spec(tolerations=tolerations), DEFAULT)
+    assert problems is not None
+    assert [p.field for p in problems] == ["spec.tolerations[0].key", "spec.tolerations[1].key"]
+    assert "'sandbox'" in problems[0].message
+    assert "every taint" in problems[1].message
+    for problem in problems:
+        assert "config.allowedTolerationKeys (STOCKADE_ALLOWED_TOLERATION_KEYS)" in problem.message
+        assert "allows none" in problem.message
+
+
+def test_allowed_toleration_keys() -> None:
+    config = OperatorConfig(allowed_toleration_keys=("sandbox.example.com/*", "gpu"))
+    ok = [
+        {"key": "sandbox.example.com/gvisor", "operator": "Exists"},
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    assert spec_problems(spec(tolerations=ok), config) is None
+    # Tolerating every taint (empty key) needs "*".
+    everything = spec(tolerations=[{"operator": "Exists"}])
+    assert spec_problems(everything, config) is not None
+    assert spec_problems(everything, OperatorConfig(allowed_toleration_keys=("*",))) is None
+
+
+def test_default_refuses_every_priority_class() -> None:
+    problems = spec_problems(spec(priorityClassName="system-cluster-critical"), DEFAULT)
+    assert problems is not None
+    (problem,) = problems
+    assert problem.field == "spec.priorityClassName"
+    assert "'system-cluster-critical'" in problem.message
+    assert "config.allowedPriorityClasses (STOCKADE_ALLOWED_PRIORITY_CLASSES)" in problem.message
+
+
+def test_allowed_priority_classes() -> None:
+    config = OperatorConfig(allowed_priority_classes=("agents-*",))
+    assert spec_problems(spec(priorityClassName="agents-low"), config) is None
+    assert spec_problems(spec(priorityClassName="system-node-critical"), config) is not None
+
+
+def test_every_problem_is_reported() -> None:
+    problems = spec_problems(
+        spec(
+            podMetadata={"labels": {"app": "web", "role": "db"}},
+            tolerations=[{"key": "a", "operator": "Exists"}],
+            priorityClassName="high",
+        ),
+        DEFAULT,
+    )
+    assert problems is not None and len(problems) == 4
+    text = describe(problems)
+    assert text.count("; ") == 3
+    assert str(problems[0]).startswith("spec.podMetadata.labels: label key 'app'")
+
+
+def test_problem_str() -> None:
+    assert str(Problem("spec.x", "no")) == "spec.x: no"
+
+
+# --- the API's own refusals (mirrors of the CRD rules) ------------------------------
+
+
+@pytest.mark.parametrize("handler", ["httpGet", "tcpSocket"])
+def test_probe_host_is_refused(handler: str) -> None:
+    probe = {handler: {"port": 8080, "host": "169.254.169.254"}}
+    for field in ("livenessProbe", "readinessProbe"):
+        with pytest.raises(ValidationError, match="host is not allowed"):
+            spec(**{field: probe})
+    assert spec(readinessProbe={handler: {"port": 8080, "host": ""}}).readiness_probe
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "container.apparmor.security.beta.kubernetes.io/agent",
+        "seccomp.security.alpha.kubernetes.io/pod",
+        "io.katacontainers.config.hypervisor.kernel_params",
+        "dev.gvisor.flag.network",
+        "kubernetes.io/egress-bandwidth",
+        "k8s.io/anything",
+        "cluster-autoscaler.kubernetes.io/safe-to-evict",
+        "io.kubernetes.cri-o.Devices",
+        "cpu-quota.crio.io",
+        "seccomp-profile.kubernetes.cri-o.io/agent",
+    ],
+)
+def test_isolation_annotations_are_refused(key: str) -> None:
+    with pytest.raises(ValidationError, match="not allowed"):
+        spec(podMetadata={"annotations": {key: "x"}})
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kubectl.kubernetes.io/default-container",
+        "kubernetes.io/description",
+        "sim.stockade.dev/exit-code",
+        "example.com/owner",
+        "notkubernetes.io/x",
+        "owner",
+    ],
+)
+def test_harmless_annotations_are_accepted(key: str) -> None:
+    assert spec(podMetadata={"annotations": {key: "x"}}).pod_metadata
+
+
+# --- prepare() applies the policy ---------------------------------------------------
+
+
+def test_prepare_refuses_a_system_namespace() -> None:
+    prepared = prepare(agent("kube-system"), DEFAULT)
+    assert prepared.reason == Reason.NAMESPACE_NOT_ALLOWED
+    assert prepared.error is not None and prepared.error.startswith("metadata.namespace: ")
+    assert prepared.runtime_class is None
+
+
+def test_prepare_refuses_the_operators_namespace() -> None:
+    config = load_config({"POD_NAMESPACE": "stockade-system"})
+    assert prepare(agent("stockade-system"), config).reason == Reason.NAMESPACE_NOT_ALLOWED
+    assert prepare(agent("team-a"), config).error is None
+
+
+def test_prepare_reports_policy_problems_as_invalid_spec() -> None:
+    prepared = prepare(agent(priorityClassName="high"), DEFAULT)
+    assert prepared.reason == Reason.INVALID_SPEC
+    assert prepared.error is not None and prepared.error.startswith("spec.priorityClassName: ")
+    assert prepared.resources is None  # requests nothing from a session's budget
+
+
+@pytest.mark.parametrize(
+    ("fields", "session_defaults"),
+    [({"runtimeClassName": "runc"}, {}), ({}, {"runtimeClassName": "runc"})],
+)
+def test_prepare_refuses_running_without_a_sandbox(
+    fields: dict[str, Any], session_defaults: dict[str, Any]
+) -> None:
+    session = {"spec": {"agentDefaults": session_defaults}}
+    prepared = prepare(agent(**fields), DEFAULT, session)
+    assert prepared.reason == Reason.INVALID_SPEC
+    assert prepared.error is not None
+    assert prepared.error.startswith("spec.runtimeClassName: RuntimeClass 'runc'")
+    assert "STOCKADE_ALLOWED_RUNTIME_CLASSES" in prepared.error
+    assert "gvisor, kata, kata-*" in prepared.error
+    anything = OperatorConfig(allowed_runtime_classes=("*",))
+    assert prepare(agent(**fields), anything, session).runtime_class == "runc"
+
+
+def test_prepare_accepts_a_plain_agent() -> None:
+    prepared = prepare(agent(), DEFAULT)
+    assert (prepared.error, prepared.runtime_class) == (None, "gvisor")
+
+
+def _sample_agents() -> list[Any]:
+    docs = []
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Agent":
+                docs.append(pytest.param(doc, id=f"{path.stem}/{doc['metadata']['name']}"))
+    return docs
+
+
+@pytest.mark.parametrize("body", _sample_agents())
+def test_samples_pass_the_default_policy(body: dict[str, Any]) -> None:
+    body = {**body, "metadata": {**body["metadata"], "namespace": "demo"}}
+    session = {"spec": {"agentDefaults": {"image": "registry.example/agent:1"}}}
+    prepared = prepare(body, DEFAULT, session)
+    assert prepared.error is None, prepared.error
