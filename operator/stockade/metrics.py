@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -46,6 +46,12 @@ API_WRITES = Counter(
     "stockade_api_writes_total",
     "Write requests the operator sent to the API server, by verb, resource and outcome.",
     ["verb", "resource", "code"],
+)
+
+LEADER = Gauge(
+    "stockade_leader",
+    "1 while this replica leads (holds the leader-election Lease, or runs without"
+    " leader election), else 0: only the leader writes.",
 )
 
 
