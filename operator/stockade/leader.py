@@ -160,9 +160,10 @@ class LeaderElector:
     """Campaign for one Lease and keep it; call back on gaining and on losing it.
 
     ``on_started_leading`` runs once the Lease is acquired; ``on_stopped_leading`` runs
-    once if it is lost afterwards (renew deadline passed, or another holder seen), never
-    on :meth:`stop`. Both are plain callables run on the event loop; the operator's
-    stops all writes and exits the process, as controller-runtime does.
+    once if it is lost afterwards (renew deadline passed, or another holder seen) or
+    if the election itself fails unexpectedly, never on :meth:`stop`. Both are plain
+    callables run on the event loop; the operator's stops all writes and exits the
+    process, as controller-runtime does.
 
     Args:
         api: an asyncio API client of its own (so that renewals never queue behind the
@@ -218,7 +219,19 @@ class LeaderElector:
         await self.release()
 
     async def run(self) -> None:
-        """Acquire the Lease (waiting as a standby), then renew it until it is lost."""
+        """Acquire the Lease (waiting as a standby), then renew it until it is lost.
+
+        An unexpected error (a bug, not an API failure: those are retried) counts as a
+        loss: a leader that no longer renews must not go on writing.
+        """
+        try:
+            await self._campaign()
+        except Exception:
+            log.exception("leader election failed (lease %s)", self.lease)
+        self.leading = False
+        self.on_stopped_leading()
+
+    async def _campaign(self) -> None:
         log.info("waiting to lead: lease %s, identity %s", self.lease, self.identity)
         while True:
             started = self.clock()
@@ -229,8 +242,6 @@ class LeaderElector:
         log.info("became the leader: lease %s, identity %s", self.lease, self.identity)
         self.on_started_leading()
         await self._renew_loop(started)
-        self.leading = False
-        self.on_stopped_leading()
 
     async def _renew_loop(self, last: float) -> None:
         """Renew every retry period; return once the Lease is lost.

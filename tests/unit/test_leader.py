@@ -277,6 +277,23 @@ def test_a_leader_that_sees_another_holder_stops_at_once() -> None:
     run(scenario())
 
 
+def test_an_unexpected_error_counts_as_a_loss() -> None:
+    async def scenario() -> None:
+        store = FakeLeases()
+        a = Candidate(store, "a")
+        a.elector.start()
+        await until(lambda: a.elector.leading)
+
+        async def bug(*_: Any, **__: Any) -> Any:
+            raise ValueError("a bug, not an API failure")
+
+        a.elector.leases.replace_namespaced_lease = bug  # type: ignore[method-assign]
+        await until(lambda: a.when("stopped") is not None, timeout=1.0)
+        assert not a.elector.leading
+
+    run(scenario())
+
+
 # --- the reconciler's gate -----------------------------------------------------------
 
 
