@@ -1,8 +1,9 @@
 """``python -m stockade`` / ``stockade``: run the operator.
 
 Reads the configuration from the environment (see :mod:`stockade.config`), then runs
-kopf standalone (one replica; the Helm chart uses the Recreate strategy) cluster-wide or
-in the configured namespaces, with a liveness endpoint on the health port.
+kopf standalone (no kopf peering: with several replicas, the Lease of
+:mod:`stockade.leader` decides which one writes) cluster-wide or in the configured
+namespaces, with a liveness endpoint on the health port.
 """
 
 from __future__ import annotations

@@ -98,6 +98,21 @@ class OperatorConfig(BaseModel):
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
         log_format: ``text`` or ``json``.
+        leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
+            while holding it (:mod:`stockade.leader`). Off by default, so a single
+            operator run by hand (tests, ``make run``) needs no Lease; the Helm chart
+            turns it on (several replicas then share the work as leader and standbys).
+        leader_election_namespace: namespace of the Lease (the chart passes the pod's
+            own namespace through the downward API); required with leader election.
+        leader_election_lease_name: name of the Lease (the chart: the release's name).
+        leader_election_lease_duration_seconds / _renew_deadline_seconds /
+            _retry_period_seconds: client-go's LeaseDuration, RenewDeadline and
+            RetryPeriod, with controller-runtime's defaults (15 s, 10 s, 2 s). A standby
+            takes over at most lease duration + retry period after the leader's last
+            renewal; a leader that cannot renew for the renew deadline stops. Must satisfy
+            lease duration > renew deadline > 1.2 x retry period (client-go's checks).
+        pod_name: this replica's pod name (downward API; default: the host name), the
+            first part of its Lease holder identity.
 
     """
 
@@ -124,6 +139,17 @@ class OperatorConfig(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    leader_election: bool = False
+    leader_election_namespace: str = ""
+    leader_election_lease_name: str = Field(
+        default="stockade-operator",
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    leader_election_lease_duration_seconds: int = Field(default=15, ge=1)
+    leader_election_renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    leader_election_retry_period_seconds: float = Field(default=2.0, gt=0)
+    pod_name: str = ""
 
     @field_validator("default_runtime_class")
     @classmethod
@@ -156,8 +182,27 @@ class OperatorConfig(BaseModel):
     def _default_allowed(self) -> OperatorConfig:
         if not self.runtime_class_allowed(self.default_runtime_class):
             raise ValueError(
-                f"the default RuntimeClass {self.default_runtime_class!r} is not in "
-                f"allowedRuntimeClasses ({', '.join(self.allowed_runtime_classes)})"
+                "STOCKADE_DEFAULT_RUNTIME_CLASS / STOCKADE_ALLOWED_RUNTIME_CLASSES: the"
+                f" default RuntimeClass {self.default_runtime_class!r} is not in"
+                f" allowedRuntimeClasses ({', '.join(self.allowed_runtime_classes)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _leader_election_consistent(self) -> OperatorConfig:
+        if not self.leader_election:
+            return self
+        if not self.leader_election_namespace:
+            raise ValueError(
+                "STOCKADE_LEADER_ELECTION_NAMESPACE: leader election needs the Lease's namespace"
+            )
+        lease = self.leader_election_lease_duration_seconds
+        deadline = self.leader_election_renew_deadline_seconds
+        retry = self.leader_election_retry_period_seconds
+        if not lease > deadline > 1.2 * retry:
+            raise ValueError(
+                "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS > _RENEW_DEADLINE_SECONDS"
+                f" > 1.2 x _RETRY_PERIOD_SECONDS does not hold ({lease}, {deadline}, {retry})"
             )
         return self
 
@@ -211,6 +256,13 @@ _ENV = {
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",
     "log_format": "STOCKADE_LOG_FORMAT",
+    "leader_election": "STOCKADE_LEADER_ELECTION",
+    "leader_election_namespace": "STOCKADE_LEADER_ELECTION_NAMESPACE",
+    "leader_election_lease_name": "STOCKADE_LEADER_ELECTION_LEASE_NAME",
+    "leader_election_lease_duration_seconds": "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS",
+    "leader_election_renew_deadline_seconds": "STOCKADE_LEADER_ELECTION_RENEW_DEADLINE_SECONDS",
+    "leader_election_retry_period_seconds": "STOCKADE_LEADER_ELECTION_RETRY_PERIOD_SECONDS",
+    "pod_name": "STOCKADE_POD_NAME",
 }
 _CHART = {
     "allowed_runtime_classes": "allowedRuntimeClasses",
@@ -265,12 +317,12 @@ def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:
     try:
         return OperatorConfig.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{_variable_of(err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigError(problems) from exc
 
 
-def _variable_of(loc: tuple[int | str, ...]) -> str:
-    """The variable a validation error is about (the model-level rule: the RuntimeClasses)."""
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """One validation error, named by its variable (cross-field errors name their own)."""
     if not loc:
-        return f"{_ENV['default_runtime_class']} / {_ENV['allowed_runtime_classes']}"
-    return _ENV.get(str(loc[0]), str(loc[0]))
+        return message.removeprefix("Value error, ")
+    return f"{_ENV.get(str(loc[0]), loc[0])}: {message}"

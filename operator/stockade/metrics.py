@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -55,6 +55,11 @@ EVENTS_DROPPED = Counter(
 INDEX_GHOSTS = Counter(
     "stockade_index_ghosts_total",
     "Watched objects found gone by a resync LIST (their DELETED event was missed).",
+)
+LEADER = Gauge(
+    "stockade_leader",
+    "1 while this replica leads (holds the leader-election Lease, or runs without"
+    " leader election), else 0: only the leader writes.",
 )
 
 

@@ -251,6 +251,8 @@ class Reconciler:
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
+        leading: whether this replica may write (:meth:`set_leading`; True unless leader
+            election is on).
 
     """
 
@@ -259,6 +261,7 @@ class Reconciler:
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    leading: bool = True
     _agents: IndexView | None = None
     _pods: IndexView | None = None
     _sessions: IndexView | None = None
@@ -288,6 +291,20 @@ class Reconciler:
         self._agents, self._pods = agents, pods
         self._sessions, self._members = sessions, members
         self._children = children
+
+    def set_leading(self, leading: bool) -> None:
+        """Allow or forbid writes (leader election).
+
+        A standby's reconciles return at once, writing nothing, while kopf's watches
+        keep its indexes warm; on becoming the leader every Agent and session in them is
+        poked, so everything is reconciled at once.
+        """
+        self.leading = leading
+        if leading:
+            for key in list(self._agents or ()):
+                self.poke(key)
+            for key in list(self._sessions or ()):
+                self.poke_session(key, 0.0)
 
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
@@ -418,6 +435,8 @@ class Reconciler:
 
     async def reconcile(self, key: AgentKey) -> None:
         """Observe Agent `key`, decide, and write children, status and Events."""
+        if not self.leading:
+            return
         namespace, name = key
         agent = self._agent(key)
         if agent is None:
@@ -568,6 +587,8 @@ class Reconciler:
 
     async def reconcile_session(self, key: AgentKey) -> None:
         """Observe session `key` and its members, admit, summarize, write its status."""
+        if not self.leading:
+            return
         namespace, name = key
         session = self._first(self._sessions, key)
         if session is not None and self._stale("session", key, session):

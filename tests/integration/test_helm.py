@@ -72,10 +72,30 @@ def helm() -> Helm:
     return Helm()
 
 
+# What the downward API gives the operator's pod in these tests.
+POD_FIELDS = {"metadata.namespace": "stockade-system", "metadata.name": "stockade-7c9d-x2x4q"}
+
+
 def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator's environment, downward-API fields resolved as for POD_FIELDS."""
     (deployment,) = by_kind(objects, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e.get("value", "") for e in container["env"]}
+    env = {}
+    for e in container["env"]:
+        field = (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        env[e["name"]] = POD_FIELDS[field] if field else e.get("value", "")
+    return env
+
+
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["stockade"],
+        "verbs": ["get", "update"],
+    },
+]
 
 
 # --- lint and render (no cluster) ----------------------------------------------------
@@ -98,6 +118,8 @@ def test_template(helm: Helm, mode: str) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "Role",  # the leader-election Lease's
+            "RoleBinding",
             "Service",
             "ServiceAccount",
         ]
@@ -108,7 +130,11 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
     (deployment,) = by_kind(objects, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # With leader election the new pod starts as a standby; the old one releases the Lease.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "stockade"
     assert pod["automountServiceAccountToken"] is True
@@ -142,6 +168,13 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_LOG_FORMAT": "text",
         "STOCKADE_METRICS_PORT": "8080",
         "STOCKADE_HEALTH_PORT": "8081",
+        "STOCKADE_LEADER_ELECTION": "true",
+        "STOCKADE_LEADER_ELECTION_NAMESPACE": "stockade-system",
+        "STOCKADE_LEADER_ELECTION_LEASE_NAME": "stockade",
+        "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS": "15",
+        "STOCKADE_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": "10",
+        "STOCKADE_LEADER_ELECTION_RETRY_PERIOD_SECONDS": "2",
+        "STOCKADE_POD_NAME": "stockade-7c9d-x2x4q",
     }
     # Agents never run in the operator's namespace: the downward API tells it which.
     (namespace_env,) = [e for e in container["env"] if e["name"] == "STOCKADE_OPERATOR_NAMESPACE"]
@@ -187,6 +220,8 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
     assert (config.history_limit, config.log_format) == (50, "json")
     assert (config.metrics_port, config.health_port) == (9090, 9091)
     assert config.namespaces == ()
+    assert config.leader_election
+    assert config.leader_election_namespace == "stockade-system"
     (deployment,) = by_kind(objects, "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
         "@sha256:" + "a" * 64
@@ -210,8 +245,9 @@ def test_cluster_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
 def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm) -> None:
     objects = helm.render(NAMESPACED)
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
-    roles = by_kind(objects, "Role")
-    bindings = by_kind(objects, "RoleBinding")
+    election = "stockade-leader-election"
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] != election]
+    bindings = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] != election]
     assert [r["metadata"]["namespace"] for r in roles] == ["team-a", "team-b"]
     assert [b["metadata"]["namespace"] for b in bindings] == ["team-a", "team-b"]
     assert all(r["rules"] == EXPECTED_RULES for r in roles)
@@ -246,11 +282,70 @@ def test_no_secrets_exec_wildcards_or_cluster_resources(
         assert finalizers[0]["verbs"] == ["update"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_leader_election_rbac_is_one_lease_in_the_release_namespace(helm: Helm, mode: str) -> None:
+    objects = helm.render(MODES[mode])
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-election")]
+    assert role["metadata"]["name"] == "stockade-leader-election"
+    assert role["metadata"]["namespace"] == "stockade-system"
+    assert role["rules"] == LEASE_RULES
+    (binding,) = [
+        b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"].endswith("-election")
+    ]
+    assert binding["metadata"]["namespace"] == "stockade-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "stockade-leader-election",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "stockade", "namespace": "stockade-system"}
+    ]
+    lease_name = env_of(objects)["STOCKADE_LEADER_ELECTION_LEASE_NAME"]
+    assert role["rules"][1]["resourceNames"] == [lease_name]
+
+
+def test_replicas_and_leader_election_off(helm: Helm) -> None:
+    objects = helm.render({"replicas": 3})
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    single = helm.render({"leaderElection.enabled": False})
+    (deployment,) = by_kind(single, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = env_of(single)
+    assert env["STOCKADE_LEADER_ELECTION"] == "false"
+    assert "STOCKADE_LEADER_ELECTION_NAMESPACE" not in env
+    assert not by_kind(single, "Role") and not by_kind(single, "RoleBinding")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"replicas": 2, "leaderElection.enabled": False},
+            "replicas > 1 needs leaderElection.enabled=true",
+        ),
+        (
+            {"leaderElection.renewDeadlineSeconds": 20},
+            "leaseDurationSeconds > renewDeadlineSeconds > 1.2 x retryPeriodSeconds",
+        ),
+    ],
+)
+def test_unsafe_leader_election_values_fail(
+    helm: Helm, values: dict[str, Any], message: str
+) -> None:
+    result = helm.run("template", "x", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
 def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> None:
     objects = helm.render({"operator.enabled": False})
     assert sorted(o["kind"] for o in objects) == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
 
@@ -312,7 +407,9 @@ BAD_VALUES = [
     ("config: {allowedTolerationKeys: ['a*b']}", "'a*b' does not match pattern"),
     ("config: {metricsPort: 0}", "at '/config/metricsPort': minimum: got 0, want 1"),
     ("operator: {enabled: 'yes'}", "at '/operator/enabled': got string, want boolean"),
-    ("replicas: 2", "additional properties 'replicas' not allowed"),
+    ("replicas: two", "at '/replicas': got string, want integer"),
+    ("leaderElection: {leaseDurationSeconds: 1.5}", "at '/leaderElection/leaseDurationSeconds'"),
+    ("leaderElection: {ttl: 5}", "additional properties 'ttl' not allowed"),
 ]
 
 
@@ -412,7 +509,17 @@ def test_install_cluster_mode(
         assert can_i(cluster, user, "create", "events", "-n", ns)
     assert can_i(cluster, user, "list", "agents.stockade.dev", "--all-namespaces")
     assert can_i(cluster, user, "list", "pods", "--all-namespaces")
+    # Leader election: its own Lease in the release namespace, nothing else.
+    lease = f"leases.coordination.k8s.io/{name}"
+    for verb in ("get", "update"):
+        assert can_i(cluster, user, verb, lease, "-n", namespace)
+    assert can_i(cluster, user, "create", "leases.coordination.k8s.io", "-n", namespace)
     denied = [
+        ("update", "leases.coordination.k8s.io/kube-scheduler", "-n", namespace),
+        ("delete", lease, "-n", namespace),
+        ("list", "leases.coordination.k8s.io", "-n", namespace),
+        ("create", "leases.coordination.k8s.io", "-n", other),
+        ("update", "leases.coordination.k8s.io", "--all-namespaces"),
         ("list", "secrets", "--all-namespaces"),
         ("get", "secrets", "-n", namespace),
         ("create", "pods", "--subresource=exec", "-n", other),
@@ -457,6 +564,9 @@ def test_install_namespaced_mode(
     assert not can_i(cluster, user, "list", "agents.stockade.dev", "--all-namespaces")
     assert not can_i(cluster, user, "list", "pods", "--all-namespaces")
     assert not can_i(cluster, user, "list", "namespaces")
+    # Its Lease lives in the release namespace, whatever it watches.
+    assert can_i(cluster, user, "update", f"leases.coordination.k8s.io/{name}", "-n", home)
+    assert not can_i(cluster, user, "update", "leases.coordination.k8s.io", "-n", watched[0])
     rbac = client.RbacAuthorizationV1Api(cluster.api)
     assert not [r for r in rbac.list_cluster_role().items if r.metadata.name == name]
     (deployment,) = client.AppsV1Api(cluster.api).list_namespaced_deployment(home).items

@@ -122,3 +122,66 @@ def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
 def test_backoff_doubles_and_caps() -> None:
     config = OperatorConfig(backoff_base_seconds=10, backoff_max_seconds=60)
     assert [config.backoff_seconds(n) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+
+
+def test_leader_election_is_off_unless_asked() -> None:
+    config = load_config({})
+    assert config.leader_election is False
+    assert config.leader_election_lease_name == "stockade-operator"
+    # controller-runtime's defaults.
+    assert (
+        config.leader_election_lease_duration_seconds,
+        config.leader_election_renew_deadline_seconds,
+        config.leader_election_retry_period_seconds,
+    ) == (15, 10.0, 2.0)
+
+
+def test_leader_election_settings() -> None:
+    config = load_config(
+        {
+            "STOCKADE_LEADER_ELECTION": "true",
+            "STOCKADE_LEADER_ELECTION_NAMESPACE": "stockade-system",
+            "STOCKADE_LEADER_ELECTION_LEASE_NAME": "stockade",
+            "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS": "30",
+            "STOCKADE_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": "20",
+            "STOCKADE_LEADER_ELECTION_RETRY_PERIOD_SECONDS": "4",
+            "STOCKADE_POD_NAME": "stockade-5d9f-abcde",
+        }
+    )
+    assert config.leader_election is True
+    assert config.leader_election_namespace == "stockade-system"
+    assert config.leader_election_lease_name == "stockade"
+    assert config.leader_election_lease_duration_seconds == 30
+    assert config.pod_name == "stockade-5d9f-abcde"
+
+
+ELECTION = {"STOCKADE_LEADER_ELECTION": "true", "STOCKADE_LEADER_ELECTION_NAMESPACE": "ops"}
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STOCKADE_LEADER_ELECTION": "maybe"}, "STOCKADE_LEADER_ELECTION"),
+        ({"STOCKADE_LEADER_ELECTION": "true"}, "STOCKADE_LEADER_ELECTION_NAMESPACE"),
+        (
+            {**ELECTION, "STOCKADE_LEADER_ELECTION_LEASE_NAME": "Not_A_Name"},
+            "STOCKADE_LEADER_ELECTION_LEASE_NAME",
+        ),
+        (
+            {**ELECTION, "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS": "1.5"},
+            "STOCKADE_LEADER_ELECTION_LEASE_DURATION_SECONDS",
+        ),
+        # client-go's rule: lease duration > renew deadline > 1.2 x retry period.
+        (
+            {**ELECTION, "STOCKADE_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": "15"},
+            "_RENEW_DEADLINE_SECONDS",
+        ),
+        (
+            {**ELECTION, "STOCKADE_LEADER_ELECTION_RETRY_PERIOD_SECONDS": "9"},
+            "_RETRY_PERIOD_SECONDS",
+        ),
+    ],
+)
+def test_bad_leader_election_settings(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(env)

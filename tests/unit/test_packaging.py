@@ -66,8 +66,18 @@ def test_values_schema_covers_every_value() -> None:
 def test_values_match_the_operators_defaults() -> None:
     from stockade.config import OperatorConfig
 
-    config = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    config = values["config"]
     defaults = OperatorConfig()
+    # Leader election: on in the chart (off only for an operator run by hand), with the
+    # operator's (controller-runtime's) durations.
+    assert values["leaderElection"] == {
+        "enabled": True,
+        "leaseDurationSeconds": defaults.leader_election_lease_duration_seconds,
+        "renewDeadlineSeconds": defaults.leader_election_renew_deadline_seconds,
+        "retryPeriodSeconds": defaults.leader_election_retry_period_seconds,
+    }
+    assert values["replicas"] == 1
     assert config["defaultRuntimeClass"] == defaults.default_runtime_class
     assert config["allowedRuntimeClasses"] == list(defaults.allowed_runtime_classes)
     assert config["allowedPodLabelKeys"] == list(defaults.allowed_pod_label_keys)

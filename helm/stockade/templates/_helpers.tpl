@@ -66,6 +66,18 @@ app.kubernetes.io/part-of: stockade
 {{- if and (eq .Values.rbac.scope "namespaced") (empty .Values.watchNamespaces) }}
 {{- fail "rbac.scope=namespaced needs the namespaces to watch in watchNamespaces (a Role is created in each)" }}
 {{- end }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicas > 1 needs leaderElection.enabled=true (otherwise every replica would write)" }}
+{{- end }}
+{{- $le := .Values.leaderElection }}
+{{- if and $le.enabled (not (and (gt (float64 $le.leaseDurationSeconds) (float64 $le.renewDeadlineSeconds)) (gt (float64 $le.renewDeadlineSeconds) (mulf 1.2 $le.retryPeriodSeconds)))) }}
+{{- fail "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > 1.2 x retryPeriodSeconds" }}
+{{- end }}
+{{- end }}
+
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "stockade.leaseName" -}}
+{{- include "stockade.fullname" . }}
 {{- end }}
 
 {{/*

@@ -1,8 +1,15 @@
-"""Operator start-up and shutdown: settings, the API client, the reconciler, metrics."""
+"""Operator start-up and shutdown: settings, clients, the reconciler, metrics, leadership.
+
+With leader election on, a :class:`~stockade.leader.LeaderElector` gates the reconciler's
+writes (several replicas: one leader, the others warm standbys).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
 import kopf
@@ -15,6 +22,7 @@ from stockade import metrics
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
 from stockade.k8s import Kube
+from stockade.leader import LeaderElector
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
 
 log = logging.getLogger("stockade")
@@ -58,6 +66,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 660
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
+    if config.leader_election:
+        reconciler.set_leading(False)
+        metrics.LEADER.set(0)
+        memo["elector"] = elector = elector_for(config, reconciler, await api_client())
+        elector.start()
+    else:
+        metrics.LEADER.set(1)
     memo["resync"] = reconciler.start_resync()
     if config.metrics_port and not memo.get("metrics_started"):
         metrics.register_gauges(
@@ -70,13 +85,64 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         log.info("metrics on :%d/metrics", config.metrics_port)
 
 
+def elector_for(
+    config: OperatorConfig, reconciler: Reconciler, api: aclient.ApiClient
+) -> LeaderElector:
+    """A LeaderElector for this process that gates `reconciler`'s writes.
+
+    The identity is the pod name (else the host name) and a random suffix, as
+    controller-runtime's: a restarted process is a new candidate. Losing the Lease
+    stops all writes at once, then exits the process (status 1), as controller-runtime
+    does: the Deployment restarts it, and it rejoins as a standby.
+    """
+    identity = f"{config.pod_name or socket.gethostname()}_{uuid.uuid4().hex[:12]}"
+
+    def started() -> None:
+        reconciler.set_leading(True)
+        metrics.LEADER.set(1)
+
+    def lost() -> None:
+        reconciler.set_leading(False)
+        metrics.LEADER.set(0)
+        log.critical(
+            "leader election lost (lease %s, identity %s): exiting; a restart rejoins as a standby",
+            elector.lease,
+            identity,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    elector = LeaderElector(
+        api,
+        namespace=config.leader_election_namespace,
+        name=config.leader_election_lease_name,
+        identity=identity,
+        lease_duration=config.leader_election_lease_duration_seconds,
+        renew_deadline=config.leader_election_renew_deadline_seconds,
+        retry_period=config.leader_election_retry_period_seconds,
+        on_started_leading=started,
+        on_stopped_leading=lost,
+    )
+    return elector
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop timers and reconciles, close the API client."""
+    """Stop writing, cancel timers and reconciles, release the Lease, close the clients.
+
+    The Lease is released only after the last write, so a standby that takes over at
+    once never overlaps with this replica.
+    """
     resync = memo.get("resync")
     if resync is not None:
         resync.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
+    elector: LeaderElector | None = memo.get("elector")
     if reconciler is not None:
+        reconciler.set_leading(False)
         await reconciler.close()
+    if elector is not None:
+        await elector.stop()
+        await elector.leases.api_client.close()
+    if reconciler is not None:
         await reconciler.kube.api.close()  # type: ignore[no-untyped-call]
