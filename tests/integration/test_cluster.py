@@ -80,8 +80,10 @@ class PodRecorder:
     _thread: threading.Thread | None = None
 
     def start(self) -> PodRecorder:
+        """Start watching; returns once the watch is live (its initial ADDED arrived)."""
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        wait_for(lambda: self.events, timeout=10, what=f"watch on pod {self.name}")
         return self
 
     def _run(self) -> None:
@@ -327,7 +329,8 @@ def test_ignore_sigterm_contract(cluster: Cluster, namespace: str) -> None:
     )
     terminated = _terminated(killed)
     assert (terminated.exit_code, terminated.reason) == (137, "Error")
-    assert 2.5 <= killed_at - deleted <= 6, killed_at - deleted
+    # deletionTimestamp has whole seconds (truncated), so the kill may come up to 1 s early.
+    assert 1.8 <= killed_at - deleted <= 6, killed_at - deleted
     # Without termination-grace the object goes right after the kill.
     gone_at, _ = recorder.first("pod removed", lambda kind, pod: kind == "DELETED")
     assert gone_at - killed_at < 3
