@@ -29,6 +29,14 @@ SIM_OOM_KILL = "sim.stockade.dev/oom-kill"
 SIM_IMAGE_PULL = "sim.stockade.dev/image-pull"
 SIM_START_DELAY = "sim.stockade.dev/start-delay"
 SIM_TERMINATION_MESSAGE = "sim.stockade.dev/termination-message"
+SIM_TERMINATION_GRACE = "sim.stockade.dev/termination-grace"
+SIM_IGNORE_SIGTERM = "sim.stockade.dev/ignore-sigterm"
+SIM_SIDECAR_KEEPS_RUNNING = "sim.stockade.dev/sidecar-keeps-running"
+# Node annotation (value "stop") marking a node whose heartbeat was stopped with
+# Cluster.stop_heartbeat; the Lease holder that stands for "no kubelet renews this".
+SIM_HEARTBEAT = "sim.stockade.dev/heartbeat"
+HEARTBEAT_STOPPED_HOLDER = "sim.stockade.dev/heartbeat-stopped"
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 T = TypeVar("T")
 
@@ -66,6 +74,36 @@ class Cluster:
     @property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
+
+    @property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.api)
+
+    def stop_heartbeat(self, node: str) -> None:
+        """Make `node` look like its kubelet died (hack/kwok/README.md, "Lost nodes").
+
+        Its Lease gets another holder with a lease that does not expire for a year, so
+        kwok's controller stops renewing it and leaves the node and its pods alone; the
+        last renewTime stays as it was. The node is annotated sim.stockade.dev/heartbeat=stop.
+        """
+        self.coordination.patch_namespaced_lease(
+            node,
+            NODE_LEASE_NAMESPACE,
+            {
+                "spec": {
+                    "holderIdentity": HEARTBEAT_STOPPED_HOLDER,
+                    "leaseDurationSeconds": 365 * 24 * 3600,
+                }
+            },
+        )
+        self.core.patch_node(node, {"metadata": {"annotations": {SIM_HEARTBEAT: "stop"}}})
+
+    def resume_heartbeat(self, node: str) -> None:
+        """Undo `stop_heartbeat`: the lease expires, so kwok takes it back (within ~10 s)."""
+        self.core.patch_node(node, {"metadata": {"annotations": {SIM_HEARTBEAT: None}}})
+        self.coordination.patch_namespaced_lease(
+            node, NODE_LEASE_NAMESPACE, {"spec": {"leaseDurationSeconds": 1}}
+        )
 
     def create_pod(self, namespace: str, manifest: dict[str, Any]) -> client.V1Pod:
         """Create a pod from a manifest dict (the client serializes dicts as they are)."""
@@ -122,10 +160,13 @@ def pod_manifest(
     annotations: Mapping[str, str] | None = None,
     requests: Mapping[str, str] | None = None,
     privileged: bool = False,
+    sidecar: bool = False,
 ) -> dict[str, Any]:
     """A one-container pod that satisfies the `restricted` Pod Security Standard.
 
-    `privileged=True` makes it violate that standard on purpose.
+    `privileged=True` makes it violate that standard on purpose. `sidecar=True` adds a
+    second container, `proxy`, after `agent` (what a mutating webhook such as Istio's
+    injects).
     """
     resources = dict(requests or {"cpu": "100m", "memory": "64Mi"})
     container: dict[str, Any] = {
@@ -147,6 +188,9 @@ def pod_manifest(
         "automountServiceAccountToken": False,
         "containers": [container],
     }
+    if sidecar:
+        proxy = {**container, "name": "proxy", "image": "registry.example/proxy:1.0"}
+        spec["containers"].append(proxy)
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return {
@@ -155,3 +199,46 @@ def pod_manifest(
         "metadata": {"name": name, "annotations": dict(annotations or {})},
         "spec": spec,
     }
+
+
+SCRATCH_TAINT = "sim.stockade.dev/scratch"
+
+
+def scratch_node_manifest(name: str) -> dict[str, Any]:
+    """A kwok node like those of hack/cluster/nodes.yaml, for one test to lose.
+
+    Labelled type=kwok-scratch (not type=kwok, so the shared nodes' checks ignore it) and
+    tainted sim.stockade.dev/scratch:NoSchedule, so only pods pinned to it land there
+    (see `pin_to_node`).
+    """
+    resources = {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "100Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": name,
+                "type": "kwok-scratch",
+                "sandbox.stockade.dev/gvisor": "true",
+            },
+        },
+        "spec": {"taints": [{"key": SCRATCH_TAINT, "effect": "NoSchedule"}]},
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def pin_to_node(
+    manifest: dict[str, Any], node: str, tolerations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Schedule the pod of `manifest` onto scratch node `node` (plus extra tolerations)."""
+    spec = manifest["spec"]
+    spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    spec["tolerations"] = [
+        {"key": SCRATCH_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+        *(tolerations or []),
+    ]
+    return manifest
