@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.integration.cluster import (
     SIM_EXIT_AFTER,
     SIM_EXIT_CODE,
+    SIM_TERMINATION_GRACE,
     SIM_TERMINATION_MESSAGE,
     Cluster,
     pod_manifest,
@@ -311,3 +312,27 @@ def test_resync_finds_no_ghost_in_ordinary_operation(
     text = stockade_operator.metrics()
     line = next(li for li in text.splitlines() if li.startswith("stockade_index_ghosts_total"))
     assert float(line.split()[-1]) == 0.0
+
+
+def test_resume_within_the_grace_period_neither_fails_nor_burns_a_retry(
+    agents: Agents, cluster: Cluster, namespace: str
+) -> None:
+    """A kubelet marks a pod it SIGTERMs during its grace period Failed (143): on main,
+    suspend then resume read that as the attempt's outcome and failed the Agent."""
+    agents.create("nap", spec({SIM_TERMINATION_GRACE: "6s"}))
+    agents.wait_phase("nap", "Running")
+    agents.patch("nap", {"suspend": True})
+
+    def terminating() -> client.V1Pod | None:
+        pod = cluster.core.read_namespaced_pod("nap-1", namespace)
+        return pod if pod.metadata.deletion_timestamp and pod.status.phase == "Failed" else None
+
+    killed = wait_for(terminating, timeout=30, what="nap-1 Failed while terminating")
+    assert killed.status.container_statuses[0].state.terminated.exit_code == 143
+    agents.patch("nap", {"suspend": False})
+    time.sleep(2)
+    status = agents.status("nap")
+    assert status["phase"] in ("Pending", "Starting"), status
+    status = agents.wait_phase("nap", "Running", timeout=60)
+    assert "Failed" not in [h["to"] for h in status["history"]]
+    assert status.get("failedAttempts") is None and status["attempts"] == 1
