@@ -158,7 +158,7 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_ALLOWED_POD_LABEL_KEYS": "user.stockade.dev/*",
         "STOCKADE_ALLOWED_TOLERATION_KEYS": "",
         "STOCKADE_ALLOWED_PRIORITY_CLASSES": "",
-        "STOCKADE_OPERATOR_NAMESPACE": "",
+        "STOCKADE_OPERATOR_NAMESPACE": "stockade-system",
         "STOCKADE_DEFAULT_REQUESTS": "cpu=250m,ephemeral-storage=1Gi,memory=256Mi",
         "STOCKADE_DEFAULT_LIMITS": "cpu=1,ephemeral-storage=2Gi,memory=1Gi",
         "STOCKADE_NAMESPACES": "",
