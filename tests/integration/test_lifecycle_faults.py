@@ -24,19 +24,12 @@ from tests.integration.cluster import (
     wait_for,
 )
 from tests.integration.operator import Agents, OperatorProcess
+from tests.integration.test_agents import IMAGE, spec
 from tests.integration.test_sessions import Sessions
 
 pytestmark = pytest.mark.integration
 
-IMAGE = "registry.example/agent:1.0"
 HOLD = "test.stockade.dev/hold"
-
-
-def spec(annotations: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"image": IMAGE, **fields}
-    if annotations:
-        body["podMetadata"] = {"annotations": annotations}
-    return body
 
 
 def owner_uid(obj: Any) -> str | None:

@@ -76,10 +76,14 @@ async def agent_children(
     return {(namespace, agent): ChildView.of(body)} if agent and namespace else None
 
 
+@kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
 async def child_changed(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A child was created, changed or deleted (by anyone) -> reconcile its Agent."""
+    """A pod or another child was created, changed or deleted (by anyone): reconcile.
+
+    The Agent is the one its ``stockade.dev/agent`` label names.
+    """
     agent = labels.get(AGENT_LABEL)
     if agent and namespace:
         _reconciler(memo, kwargs).poke((namespace, agent))
@@ -136,16 +140,6 @@ async def session_changed(
         waiting = (member.get("status") or {}).get("phase") in (None, "Pending")
         if everyone or (member_name in admitted and waiting):
             reconciler.poke((namespace, member_name))
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
-async def pod_changed(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """Any change of a Stockade pod -> reconcile its Agent."""
-    agent = labels.get(AGENT_LABEL)
-    if agent and namespace:
-        _reconciler(memo, kwargs).poke((namespace, agent))
 
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
