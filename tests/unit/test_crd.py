@@ -122,6 +122,9 @@ def test_schema_is_structural(plural: str) -> None:
             assert "type" not in node, path
         assert node.get("additionalProperties") is not False, path
         assert not ("properties" in node and "additionalProperties" in node), path
+        # The API server drops an empty map, so a copy applied by another field manager
+        # (Helm, Argo CD) would never match what is stored: a server-side-apply conflict.
+        assert node.get("properties") != {}, f"{path} has empty properties"
         assert "nullable" not in node, path
         if node.get("type") == "object" and path.startswith(".spec"):
             assert "properties" in node or "additionalProperties" in node, path

@@ -264,6 +264,8 @@ def structural(
         elif key == "const":
             out["enum"] = [value]
         elif key == "properties":
+            if not value:  # the API server drops an empty map: a copy would never match
+                continue
             out[key] = {
                 name: structural(child, defs, f"{path}.{name}")
                 for name, child in sorted(value.items())
