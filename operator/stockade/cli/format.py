@@ -171,9 +171,9 @@ def condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 def waiting_reason(status: Mapping[str, Any] | None) -> str | None:
-    """Why the Agent waits: ``SessionFull: ...`` when ``Admitted`` is False, else None."""
+    """Why a Pending Agent waits: ``SessionFull: ...`` when ``Admitted`` is False, else None."""
     admitted = condition(status, "Admitted")
-    if admitted.get("status") != "False":
+    if (status or {}).get("phase") not in (None, "Pending") or admitted.get("status") != "False":
         return None
     reason, message = admitted.get("reason", ""), admitted.get("message", "")
     return f"{reason}: {message}" if message else reason

@@ -19,9 +19,10 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
+from kubernetes.stream.ws_client import ERROR_CHANNEL
 
 from stockade.api import AGENT_PLURAL, GROUP, SESSION_PLURAL, VERSION
-from stockade.cli.errors import FAILED, NOT_INSTALLED, TIMEOUT, CliError
+from stockade.cli.errors import NOT_INSTALLED, TIMEOUT, CliError
 
 T = TypeVar("T")
 
@@ -321,10 +322,10 @@ class Kube:
                     out(session.read_stdout())
                 if session.peek_stderr():
                     err(session.read_stderr())
-            code = session.returncode
+            error = session.read_channel(ERROR_CHANNEL)
         finally:
             session.close()
-        return int(code) if code is not None else FAILED
+        return exec_exit_code(error, pod)
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -356,3 +357,24 @@ def controlled_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = (owner.get("metadata") or {}).get("uid")
     references = (obj.get("metadata") or {}).get("ownerReferences") or []
     return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in references)
+
+
+def exec_exit_code(error_channel: str, pod: str) -> int:
+    """The exit code in an exec's error channel (a metav1.Status as JSON).
+
+    ``Success`` -> 0; ``NonZeroExitCode`` -> the code its ``ExitCode`` cause carries;
+    any other failure (the command could not run) -> :class:`CliError` with its message.
+    """
+    try:
+        status = json.loads(error_channel) if error_channel else {}
+    except ValueError:
+        status = {"message": error_channel}
+    if not status or status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    raise CliError(f"exec into pod {pod!r} failed: {status.get('message') or error_channel}")
