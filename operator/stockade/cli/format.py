@@ -82,7 +82,7 @@ def age(value: str | None, now: datetime | None = None) -> str:
         return "<unknown>"
     seconds = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size * (2 if unit != "m" else 1):
+        if seconds >= size * 2:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
