@@ -41,7 +41,7 @@ def plugin(cluster: Cluster, *args: str, timeout: float = 90) -> subprocess.Comp
     )
 
 
-def annotations(*pairs: tuple[str, str]) -> list[str]:
+def sim_flags(*pairs: tuple[str, str]) -> list[str]:
     return [arg for key, value in pairs for arg in ("--pod-annotation", f"{key}={value}")]
 
 
@@ -60,7 +60,7 @@ def test_run_wait_succeeds_with_result_and_usage(agents: Agents, cluster: Cluste
         "Say hello.",
         "--config",
         "model=m1",
-        *annotations(
+        *sim_flags(
             (SIM_EXIT_CODE, "0"), (SIM_EXIT_AFTER, "1s"), (SIM_TERMINATION_MESSAGE, message)
         ),
         "--wait",
@@ -119,7 +119,7 @@ def test_run_wait_fails_with_exit_code_1(agents: Agents, cluster: Cluster) -> No
         agents.namespace,
         "--image",
         IMAGE,
-        *annotations((SIM_EXIT_CODE, "3"), (SIM_EXIT_AFTER, "500ms")),
+        *sim_flags((SIM_EXIT_CODE, "3"), (SIM_EXIT_AFTER, "500ms")),
         "--wait",
     )
     assert done.returncode == 1, done.stdout + done.stderr
