@@ -193,3 +193,18 @@ def test_e2e_kind_without_docker_says_so_and_fails(env: dict[str, str], message:
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+# --- the kubectl plugin ------------------------------------------------------------------
+
+
+def test_kubectl_plugin_console_script_and_krew_manifest() -> None:
+    scripts = pyproject()["project"]["scripts"]
+    # kubectl finds plugins as executables named kubectl-<name> on PATH.
+    assert scripts["kubectl-stockade"] == "stockade.cli.commands:main"
+    manifest = yaml.safe_load((REPO_ROOT / "krew" / "stockade.yaml").read_text())
+    assert manifest["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2"
+    assert manifest["kind"] == "Plugin"
+    assert manifest["metadata"]["name"] == "stockade"
+    (platform,) = manifest["spec"]["platforms"]
+    assert platform["bin"] == "kubectl-stockade"
