@@ -941,7 +941,8 @@ class AgentStatus(Model):
     completion_time: Timestamp | None = None
     """When the Agent Succeeded or Failed."""
     attempts: int | None = None
-    """Attempts (pods) created so far; a pod the API server refused is not one."""
+    """Number of the current attempt: advances when its pod is created (a refused pod is
+    not an attempt); a suspended and resumed attempt keeps its number."""
     failed_attempts: int | None = None
     """Attempts that failed so far (as a Job's status.failed); backoffLimit bounds it."""
     exit_code: int | None = None
