@@ -9,6 +9,7 @@ binding the operator refuses such Agents itself (ReferenceNotAllowed).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,16 +37,25 @@ def as_user(cluster: Cluster, user: str) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
+def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
+    """Create `objects` in `namespace` as the admin (kubectl apply)."""
+    items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(items))
+
+
 def rbac(cluster: Cluster, namespace: str, name: str, user: str, rules: list[Any]) -> None:
     """A Role with `rules` bound to `user` in `namespace`."""
-    api = client.RbacAuthorizationV1Api(cluster.api)
-    api.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
-    api.create_namespaced_role_binding(
+    group = "rbac.authorization.k8s.io"
+    apply(
+        cluster,
         namespace,
+        {"apiVersion": f"{group}/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
         {
+            "apiVersion": f"{group}/v1",
+            "kind": "RoleBinding",
             "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            "roleRef": {"apiGroup": group, "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": group, "kind": "User", "name": user}],
         },
     )
 
@@ -55,13 +65,15 @@ def author(cluster: Cluster, namespace: str) -> client.CustomObjectsApi:
     """User `author`, who may only manage Agents and AgentSessions in `namespace`."""
     rules = [{"apiGroups": [GROUP], "resources": ["agents", "agentsessions"], "verbs": AGENT_VERBS}]
     rbac(cluster, namespace, "agent-author", "author", rules)
-    cluster.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "api-key"}, "stringData": {"k": "v"}}
-    )
-    cluster.core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "settings"}, "data": {"k": "v"}}
-    )
-    cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": "robot"}})
+    apply(
+        cluster,
+        namespace,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-key"},
+         "stringData": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+         "data": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}},
+    )  # fmt: skip
     return as_user(cluster, "author")
 
 
@@ -88,7 +100,7 @@ def refused(api: client.CustomObjectsApi, namespace: str, kind: str, spec: Any) 
 
 SECRET_ENV = {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "api-key", "key": "k"}}}
 CONFIG_ENV = {"name": "SET", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}
-ESCALATIONS = {
+ESCALATIONS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "serviceAccountName": (
         {"serviceAccountName": "robot"},
         r"spec\.serviceAccountName: user author may not create serviceaccounts/token for "
