@@ -12,27 +12,31 @@ from tests.integration.helm import CHART, Helm
 
 RELEASE = "stockade-tests"
 TEMPLATE = "templates/admission-policy.yaml"
-BINDING = f"{RELEASE}-references"
-"""The policy's and the binding's name (the chart's ``<fullname>-references``)."""
 FIELD_MANAGER = "stockade-tests"
 
 
-def render() -> str:
-    """The policy and its binding as YAML, from the chart."""
-    return Helm().run("template", RELEASE, str(CHART), "--show-only", TEMPLATE).stdout
+def binding_name(release: str = RELEASE) -> str:
+    """The binding (and policy) name of a release whose name contains "stockade"."""
+    return f"{release}-references"
 
 
-def install_admission_policy(cluster: Cluster) -> str:
+def render(release: str = RELEASE) -> str:
+    """The policy and its binding as YAML, from the chart, as release `release`."""
+    return Helm().run("template", release, str(CHART), "--show-only", TEMPLATE).stdout
+
+
+def install_admission_policy(cluster: Cluster, release: str = RELEASE) -> str:
     """Apply the policy and binding (idempotent); return the binding's name."""
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-        "-f", "-", stdin=render(),
+        "-f", "-", stdin=render(release),
     )  # fmt: skip
-    return BINDING
+    return binding_name(release)
 
 
-def delete_binding(cluster: Cluster) -> None:
+def delete_binding(cluster: Cluster, release: str = RELEASE) -> None:
     """Delete the binding only (the policy stays, unenforced)."""
     cluster.kubectl(
-        "delete", "validatingadmissionpolicybinding", BINDING, "--ignore-not-found", "--wait"
-    )
+        "delete", "validatingadmissionpolicybinding", binding_name(release),
+        "--ignore-not-found", "--wait",
+    )  # fmt: skip

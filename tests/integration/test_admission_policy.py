@@ -19,7 +19,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from stockade.api.agent import GROUP, VERSION
-from tests.integration.admission import delete_binding, install_admission_policy
+from tests.integration.admission import RELEASE, delete_binding, install_admission_policy
+from tests.integration.auth import OperatorAuth
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.operator import Agents, OperatorProcess
 
@@ -216,9 +217,15 @@ def _patched(api: client.CustomObjectsApi, namespace: str, name: str, patch: Any
 
 
 @pytest.fixture
-def no_policy(cluster: Cluster, stockade_operator: OperatorProcess) -> Iterator[None]:
-    """The binding deleted until the operator notices; restored (and noticed) after."""
-    delete_binding(cluster)
+def no_policy(
+    cluster: Cluster, operator_auth: OperatorAuth, stockade_operator: OperatorProcess
+) -> Iterator[None]:
+    """The binding the operator checks deleted until it notices; restored after.
+
+    As the chart's ServiceAccount the operator checks its own release's binding.
+    """
+    release = operator_auth.release or RELEASE
+    delete_binding(cluster, release)
     try:
         wait_for(
             lambda: "stockade_admission_policy_present 0.0" in stockade_operator.metrics(),
@@ -227,7 +234,7 @@ def no_policy(cluster: Cluster, stockade_operator: OperatorProcess) -> Iterator[
         )
         yield
     finally:
-        install_admission_policy(cluster)
+        install_admission_policy(cluster, release)
         wait_for(
             lambda: "stockade_admission_policy_present 1.0" in stockade_operator.metrics(),
             timeout=30,
