@@ -253,3 +253,35 @@ def test_without_the_policy_the_operator_refuses_references(
     assert "admissionPolicy.enabled=true" in status["message"]
     assert agents.condition("secret", "Stalled")["status"] == "True"
     agents.wait_phase("plain", "Running")
+
+
+@pytest.mark.parametrize(
+    ("secrets", "configmaps"),
+    [(8, 8), (64, 64)],  # the most names checked one by one; then namespace-wide checks
+)
+def test_the_largest_agents_stay_within_the_cel_cost_budget(
+    cluster: Cluster, namespace: str, admission_policy: str, secrets: int, configmaps: int
+) -> None:
+    """The API server stops a policy over its CEL budget: the worst cases must pass.
+
+    128 env variables and 16 envFrom entries are the schema's maximum; as the admin
+    every authorizer call is made and allowed (a server-side dry run).
+    """
+    env = [
+        {"name": f"S{i}", "valueFrom": {"secretKeyRef": {"name": f"s{i}", "key": "k"}}}
+        for i in range(secrets)
+    ] + [
+        {"name": f"C{i}", "valueFrom": {"configMapKeyRef": {"name": f"c{i}", "key": "k"}}}
+        for i in range(configmaps)
+    ]
+    env_from = [{"secretRef": {"name": f"f{i}"}} for i in range(8)] + [
+        {"configMapRef": {"name": f"g{i}"}} for i in range(8)
+    ]
+    if secrets + configmaps <= 16:
+        env_from = []  # exactly 8 + 8 names, each checked by name
+    spec = {"image": IMAGE, "serviceAccountName": "default", "env": env, "envFrom": env_from}
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Agent", "metadata": {"name": "largest"}}
+    body["spec"] = spec
+    client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "agents", body, dry_run="All"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from stockade import metrics
 from stockade.api.agent import AgentSpec
 from stockade.config import OperatorConfig, load_config
 from stockade.lifecycle import Reason
@@ -21,7 +23,7 @@ from stockade.policy import (
     references,
     spec_problems,
 )
-from stockade.reconcile import prepare
+from stockade.reconcile import Reconciler, prepare
 
 DEFAULT = OperatorConfig()
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
@@ -383,3 +385,49 @@ def test_reference_settings_are_read_from_the_environment() -> None:
     assert OperatorConfig().references_without_policy == "refuse"
     with pytest.raises(ValueError, match="STOCKADE_REFERENCES_WITHOUT_POLICY"):
         load_config({"STOCKADE_REFERENCES_WITHOUT_POLICY": "maybe"})
+
+
+# --- the operator's knowledge of the policy ------------------------------------------
+
+
+class Bindings:
+    """A stand-in for ``Kube.read_policy_binding``: a binding, None (404) or an error."""
+
+    def __init__(self, answer: dict[str, Any] | Exception | None) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
+        self.asked.append(name)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "present"),
+    [
+        ({"spec": {"policyName": "p", "validationActions": ["Deny"]}}, True),
+        ({"spec": {"policyName": "p", "validationActions": ["Warn", "Audit"]}}, False),
+        (None, False),
+        (RuntimeError("403 Forbidden"), False),
+    ],
+)
+def test_the_policy_is_present_only_if_its_binding_denies(
+    answer: dict[str, Any] | Exception | None, present: bool
+) -> None:
+    kube = Bindings(answer)
+    config = OperatorConfig(admission_policy_binding="stockade-references")
+    reconciler = Reconciler(kube, config)  # type: ignore[arg-type]
+    assert reconciler.policy_present is False  # fail closed until checked
+    assert asyncio.run(reconciler.check_admission_policy()) is present
+    assert reconciler.policy_present is present
+    assert kube.asked == ["stockade-references"]
+    assert metrics.ADMISSION_POLICY_PRESENT._value.get() == (1.0 if present else 0.0)
+
+
+def test_without_a_binding_name_nothing_is_asked() -> None:
+    kube = Bindings({"spec": {"validationActions": ["Deny"]}})
+    reconciler = Reconciler(kube, DEFAULT)  # type: ignore[arg-type]
+    assert asyncio.run(reconciler.check_admission_policy()) is False
+    assert kube.asked == []
