@@ -18,11 +18,16 @@ k() { "${kubectl}" --kubeconfig "${STOCKADE_KUBECONFIG}" "$@"; }
 
 k apply --server-side -f crds/ >/dev/null
 k wait --for condition=established --timeout=60s -f crds/ >/dev/null
+# The chart's admission policy (issue 9), rendered from the chart (its only source).
+helm="$(find_bin helm)"
+"${helm}" template stockade-demo helm/stockade --show-only templates/admission-policy.yaml |
+  k apply --server-side --force-conflicts -f - >/dev/null
 k create namespace "${NAMESPACE}" --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n "${NAMESPACE}" delete agentsessions,agents --all --wait=true >/dev/null 2>&1 || true
 
 log "starting the operator (log: .cache/demo-operator.log)"
 KUBECONFIG="${STOCKADE_KUBECONFIG}" STOCKADE_NAMESPACES="${NAMESPACE}" \
+  STOCKADE_ADMISSION_POLICY_BINDING=stockade-demo-references \
   STOCKADE_BACKOFF_BASE_SECONDS=2 STOCKADE_METRICS_PORT=0 STOCKADE_HEALTH_PORT=0 \
   "${PY}" -m stockade >"${REPO_ROOT}/.cache/demo-operator.log" 2>&1 &
 operator_pid=$!

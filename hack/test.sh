@@ -13,11 +13,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 PY="${REPO_ROOT}/.venv/bin/python"
 
-# The Agent and AgentSession suites, then the identity checks (which read the operator's
+# The Agent, AgentSession and admission-policy suites, then the identity checks (which read the operator's
 # log of the whole run), once per service-account mode.
 SA_SUITE=(
   tests/integration/test_agents.py
   tests/integration/test_sessions.py
+  tests/integration/test_admission_policy.py
   tests/integration/test_operator_auth.py
 )
 

@@ -82,6 +82,16 @@ class OperatorConfig(BaseModel):
         allowed_priority_classes: PriorityClasses (or ``prefix*`` patterns) an Agent's
             ``spec.priorityClassName`` may name; default empty: none (the pod gets the
             cluster's default priority).
+        admission_policy_binding: name of the chart's ValidatingAdmissionPolicyBinding
+            (cluster-scoped; ``STOCKADE_ADMISSION_POLICY_BINDING``, set by the chart).
+            The operator GETs it at start and every ``resync_seconds``; empty means no
+            policy is expected (it counts as absent).
+        references_without_policy: ``refuse`` (default) or ``allow``: what to do with an
+            Agent that references a ServiceAccount, Secret or ConfigMap (its own spec or
+            its session's ``agentDefaults``) while that binding is absent. ``refuse``
+            fails the Agent (``ReferenceNotAllowed``) before its first pod; ``allow``
+            lets anyone who may create Agents use every ServiceAccount, Secret and
+            ConfigMap of the namespace (issue 9).
         operator_namespace: the operator's own namespace (``STOCKADE_OPERATOR_NAMESPACE``,
             else the downward API's ``POD_NAMESPACE``); Agents there, and in
             :data:`SYSTEM_NAMESPACES`, fail with ``NamespaceNotAllowed``.
@@ -123,6 +133,12 @@ class OperatorConfig(BaseModel):
     allowed_pod_label_keys: tuple[str, ...] = DEFAULT_POD_LABEL_KEYS
     allowed_toleration_keys: tuple[str, ...] = ()
     allowed_priority_classes: tuple[str, ...] = ()
+    admission_policy_binding: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$",
+    )
+    references_without_policy: str = Field(default="refuse", pattern="^(refuse|allow)$")
     operator_namespace: str | None = None
     default_requests: Mapping[str, str] = Field(
         default_factory=lambda: {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
@@ -244,6 +260,8 @@ _ENV = {
     "allowed_pod_label_keys": "STOCKADE_ALLOWED_POD_LABEL_KEYS",
     "allowed_toleration_keys": "STOCKADE_ALLOWED_TOLERATION_KEYS",
     "allowed_priority_classes": "STOCKADE_ALLOWED_PRIORITY_CLASSES",
+    "admission_policy_binding": "STOCKADE_ADMISSION_POLICY_BINDING",
+    "references_without_policy": "STOCKADE_REFERENCES_WITHOUT_POLICY",
     "operator_namespace": "STOCKADE_OPERATOR_NAMESPACE",
     "default_requests": "STOCKADE_DEFAULT_REQUESTS",
     "default_limits": "STOCKADE_DEFAULT_LIMITS",
@@ -269,10 +287,18 @@ _CHART = {
     "allowed_pod_label_keys": "allowedPodLabelKeys",
     "allowed_toleration_keys": "allowedTolerationKeys",
     "allowed_priority_classes": "allowedPriorityClasses",
+    "references_without_policy": "referencesWithoutPolicy",
 }
-"""The chart value (under ``config``) of each allow-list."""
-_LISTS = {"namespaces", *_CHART}
-_ALLOW_LISTS = frozenset(_CHART)
+"""The chart value (under ``config``) of each setting that refusal messages name."""
+_ALLOW_LISTS = frozenset(
+    {
+        "allowed_runtime_classes",
+        "allowed_pod_label_keys",
+        "allowed_toleration_keys",
+        "allowed_priority_classes",
+    }
+)
+_LISTS = {"namespaces", *_ALLOW_LISTS}
 """Lists where a set-but-empty variable means "nothing allowed", not "the default"."""
 _FALLBACK = {"operator_namespace": "POD_NAMESPACE"}
 """Variables read when a setting's own is unset (the downward API's namespace)."""

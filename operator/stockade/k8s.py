@@ -130,6 +130,23 @@ class Kube:
         result.setdefault("kind", kind)
         return result
 
+    async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
+        """GET ValidatingAdmissionPolicyBinding `name` (cluster-scoped); None if absent.
+
+        Raises:
+            ApiException: anything but 404 (403 when RBAC does not grant ``get``).
+
+        """
+        api = client.AdmissionregistrationV1Api(self.api)
+        try:
+            found = await api.read_validating_admission_policy_binding(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        return result
+
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).
 

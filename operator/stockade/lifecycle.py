@@ -48,8 +48,11 @@ class Reason(StrEnum):
     StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
     PodLost, InvalidSpec, NamespaceNotAllowed (the Agent is in ``kube-system``,
     ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
-    never run: :mod:`stockade.policy`). Waiting reasons (``Admitted=False``): SessionFull,
-    BudgetExceeded, SessionNotFound, SessionSuspended, QuotaExceeded,
+    never run: :mod:`stockade.policy`), ReferenceNotAllowed (the Agent references a
+    ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
+    which checks its author's rights to them, is absent). Waiting reasons
+    (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
+    QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
     object this Agent does not own). Progress reasons: the rest.
     """
@@ -80,6 +83,7 @@ class Reason(StrEnum):
     POD_LOST = "PodLost"
     INVALID_SPEC = "InvalidSpec"
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+    REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -124,6 +128,7 @@ _STALLING = frozenset(
         Reason.POD_REJECTED,
         Reason.INVALID_SPEC,
         Reason.NAMESPACE_NOT_ALLOWED,
+        Reason.REFERENCE_NOT_ALLOWED,
     }
 )
 # Waiting reasons of a container that never become a running container by themselves.

@@ -62,6 +62,13 @@ LEADER = Gauge(
     " leader election), else 0: only the leader writes.",
 )
 
+ADMISSION_POLICY_PRESENT = Gauge(
+    "stockade_admission_policy_present",
+    "1 while the chart's ValidatingAdmissionPolicyBinding (STOCKADE_ADMISSION_POLICY_BINDING)"
+    " exists and denies, else 0: then Agents referencing ServiceAccounts, Secrets or"
+    " ConfigMaps are refused unless STOCKADE_REFERENCES_WITHOUT_POLICY=allow.",
+)
+
 
 class PhaseCollector(Collector):
     """A ``<name>{namespace, phase}`` gauge counting objects by phase at scrape time.

@@ -14,6 +14,13 @@ settings (:class:`~stockade.config.OperatorConfig`):
 - ``spec.tolerations``: only taint keys in ``allowedTolerationKeys`` (default none);
 - ``spec.priorityClassName``: only ``allowedPriorityClasses`` (default none).
 
+- references (:func:`reference_problems`): ``spec.serviceAccountName``,
+  ``spec.env[].valueFrom.secretKeyRef`` / ``configMapKeyRef`` and
+  ``spec.envFrom[].secretRef`` / ``configMapRef`` (also from a session's
+  ``agentDefaults``) are checked with the requester's own rights by the chart's
+  ValidatingAdmissionPolicy; while its binding is absent the operator refuses them
+  (``ReferenceNotAllowed``) unless ``referencesWithoutPolicy`` is ``allow``.
+
 The RuntimeClass allow-list is applied where the RuntimeClass is resolved
 (:func:`stockade.build.runtime.resolve_runtime_class`). A problem fails the Agent
 (``InvalidSpec``, or ``NamespaceNotAllowed``) with a message naming the field and the
@@ -36,7 +43,8 @@ class Problem:
     Attributes:
         field: the offending field, e.g. ``spec.tolerations[0].key``.
         message: what is refused and which setting refuses it (no trailing period).
-        reason: the Agent's failure reason (``InvalidSpec`` or ``NamespaceNotAllowed``).
+        reason: the Agent's failure reason (``InvalidSpec``, ``NamespaceNotAllowed`` or
+            ``ReferenceNotAllowed``).
 
     """
 
@@ -109,6 +117,93 @@ def spec_problems(spec: AgentSpec, config: OperatorConfig) -> list[Problem] | No
             )
         )
     return problems or None
+
+
+def references(spec: AgentSpec) -> list[tuple[str, str]]:
+    """Every ServiceAccount, Secret and ConfigMap `spec` makes the pod use, in spec order.
+
+    Returns ``(field, what)`` pairs, e.g. ``("spec.env[2].valueFrom.secretKeyRef",
+    "Secret 'api-key'")``; `spec` is the effective spec (a session's ``agentDefaults``
+    merged in, so their env appears under ``spec.env``). Variables from ``fieldRef`` and
+    ``resourceFieldRef`` reference nothing and are not listed.
+    """
+    found: list[tuple[str, str]] = []
+    if spec.service_account_name:
+        found.append(("spec.serviceAccountName", f"ServiceAccount {spec.service_account_name!r}"))
+    for index, var in enumerate(spec.env or ()):
+        source = var.value_from
+        if source is None:
+            continue
+        if source.secret_key_ref is not None:
+            found.append(
+                (
+                    f"spec.env[{index}].valueFrom.secretKeyRef",
+                    f"Secret {source.secret_key_ref.name!r}",
+                )
+            )
+        if source.config_map_key_ref is not None:
+            found.append(
+                (
+                    f"spec.env[{index}].valueFrom.configMapKeyRef",
+                    f"ConfigMap {source.config_map_key_ref.name!r}",
+                )
+            )
+    for index, env_from in enumerate(spec.env_from or ()):
+        if env_from.secret_ref is not None:
+            found.append(
+                (f"spec.envFrom[{index}].secretRef", f"Secret {env_from.secret_ref.name!r}")
+            )
+        if env_from.config_map_ref is not None:
+            found.append(
+                (
+                    f"spec.envFrom[{index}].configMapRef",
+                    f"ConfigMap {env_from.config_map_ref.name!r}",
+                )
+            )
+    return found
+
+
+def reference_problems(
+    spec: AgentSpec, config: OperatorConfig, *, policy_present: bool
+) -> list[Problem] | None:
+    """Refuse references while the admission policy that checks them is absent.
+
+    Defence in depth for issue 9: the chart's ValidatingAdmissionPolicy checks, with the
+    requester's own rights, every reference :func:`references` lists (``get`` on each
+    Secret and ConfigMap, ``create`` on ``serviceaccounts/token`` for the
+    ServiceAccount; KEP-3488's CEL ``authorizer`` library). Without it (`policy_present`
+    False: the binding named by ``STOCKADE_ADMISSION_POLICY_BINDING`` is missing or
+    does not deny) nobody checked the Agent's author, so each reference is refused
+    (``ReferenceNotAllowed``) unless ``config.references_without_policy`` is
+    ``allow``. ConfigMaps are refused too: the policy checks them, and one rule for
+    every reference is easier to trust than a list of exceptions.
+
+    Returns:
+        One :class:`Problem` naming every referencing field (None when nothing is
+        refused).
+
+    """
+    if policy_present or config.references_without_policy == "allow":
+        return None
+    install = (
+        f"install the Stockade chart's ValidatingAdmissionPolicy and its binding "
+        f"{config.admission_policy_binding or '<release>-references'} (Helm value "
+        f"admissionPolicy.enabled=true; Kubernetes >= 1.30), or set "
+        f"{setting('references_without_policy')} to allow"
+    )
+    found = references(spec)
+    if not found:
+        return None
+    fields = ", ".join(field for field, _ in found)
+    whats = ", ".join(dict.fromkeys(what for _, what in found))
+    return [
+        Problem(
+            fields,
+            f"{whats}: not allowed, because no admission policy checks that the Agent's "
+            f"author may use them; {install}",
+            Reason.REFERENCE_NOT_ALLOWED,
+        )
+    ]
 
 
 def check(

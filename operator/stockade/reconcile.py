@@ -159,12 +159,20 @@ def session_defaults(
 
 
 def prepare(
-    agent: Mapping[str, Any], config: OperatorConfig, session: Mapping[str, Any] | None = None
+    agent: Mapping[str, Any],
+    config: OperatorConfig,
+    session: Mapping[str, Any] | None = None,
+    *,
+    policy_present: bool = False,
 ) -> Prepared:
     """Validate an Agent's effective spec and resolve its RuntimeClass and resources (pure).
 
     Anything that slipped past the CRD schema becomes ``error`` (InvalidSpec), never an
-    exception. A member uses :func:`session_defaults`.
+    exception. A member uses :func:`session_defaults`. Without `policy_present` (the
+    chart's admission policy binding was found), an Agent that has not created a pod yet
+    and references a ServiceAccount, Secret or ConfigMap is refused
+    (``ReferenceNotAllowed``, :func:`stockade.policy.reference_problems`); one that
+    already ran keeps running (its references were accepted then).
     """
     refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
     if refused is not None:
@@ -187,6 +195,11 @@ def prepare(
         return Prepared(spec, None, None, str(exc))
     if refusals := policy.spec_problems(spec, config):
         return Prepared(spec, None, None, policy.describe(refusals))
+    started = int((agent.get("status") or {}).get("attempts") or 0) > 0
+    if not started and (
+        refusals := policy.reference_problems(spec, config, policy_present=policy_present)
+    ):
+        return Prepared(spec, None, None, policy.describe(refusals), refusals[0].reason)
     if not spec.image:
         return Prepared(
             spec, runtime_class, resources, "spec.image: no image (nor a session default)"
@@ -253,6 +266,8 @@ class Reconciler:
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
         leading: whether this replica may write (:meth:`set_leading`; True unless leader
             election is on).
+        policy_present: whether the chart's admission policy binding was found
+            (:meth:`check_admission_policy`); False until checked (references refused).
 
     """
 
@@ -262,6 +277,7 @@ class Reconciler:
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     leading: bool = True
+    policy_present: bool = False
     _agents: IndexView | None = None
     _pods: IndexView | None = None
     _sessions: IndexView | None = None
@@ -269,6 +285,7 @@ class Reconciler:
     _children: IndexView | None = None
     _ghosts: set[str] = field(default_factory=set)
     _warned: set[tuple[str, str]] = field(default_factory=set)
+    _policy_checked: bool = False
     _created: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
@@ -386,6 +403,44 @@ class Reconciler:
             if isinstance(child, ChildView) and child.uid not in self._ghosts
         }
 
+    async def check_admission_policy(self) -> bool:
+        """GET the admission policy binding; set :attr:`policy_present` and the gauge.
+
+        Present means the binding named by ``config.admission_policy_binding`` exists
+        and its ``validationActions`` include ``Deny``. Absent (404), unnamed, or not
+        readable (403, other errors: logged) counts as absent: fail closed. A line is
+        logged when the answer changes (and at the first check).
+        """
+        name = self.config.admission_policy_binding
+        present, why = False, "no binding configured (STOCKADE_ADMISSION_POLICY_BINDING)"
+        if name:
+            try:
+                binding = await self.kube.read_policy_binding(name)
+            except Exception as exc:  # 403, network: fail closed, try again later
+                binding, why = None, f"cannot read it: {exc}"
+            else:
+                why = "not found"
+            if binding is not None:
+                actions = (binding.get("spec") or {}).get("validationActions") or []
+                present = "Deny" in actions
+                why = "found" if present else f"found, but validationActions is {actions}"
+        changed = present != self.policy_present or not self._policy_checked
+        self.policy_present, self._policy_checked = present, True
+        metrics.ADMISSION_POLICY_PRESENT.set(1 if present else 0)
+        if changed:
+            mode = self.config.references_without_policy
+            log.log(
+                logging.INFO if present else logging.WARNING,
+                "admission policy binding %r: %s; Agents referencing ServiceAccounts, "
+                "Secrets or ConfigMaps are %s",
+                name,
+                why,
+                "checked at admission"
+                if present
+                else ("allowed unchecked" if mode == "allow" else "refused (ReferenceNotAllowed)"),
+            )
+        return present
+
     def start_resync(self) -> asyncio.Task[None] | None:
         """Start :meth:`resync` every ``config.resync_seconds`` (None when disabled)."""
         if not self.config.resync_seconds:
@@ -395,6 +450,7 @@ class Reconciler:
             while True:
                 await asyncio.sleep(self.config.resync_seconds)
                 try:
+                    await self.check_admission_policy()
                     await self.resync()
                 except Exception:  # the next round tries again
                     log.exception("resync failed")
@@ -449,7 +505,7 @@ class Reconciler:
         uid = _uid(agent)
         session_ref = session_name(agent)
         session = self._first(self._sessions, (namespace, session_ref)) if session_ref else None
-        prepared = prepare(agent, self.config, session)
+        prepared = prepare(agent, self.config, session, policy_present=self.policy_present)
         spec_error = prepared.error
         view = agent_view(agent, prepared)
         admission_, failure = Admission(), None
@@ -552,7 +608,7 @@ class Reconciler:
     def _member(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
         metadata = body.get("metadata") or {}
         status = body.get("status") or {}
-        prepared = prepare(body, self.config, session)
+        prepared = prepare(body, self.config, session, policy_present=self.policy_present)
         return MemberView(
             name=str(metadata.get("name")),
             created=parse_time(metadata.get("creationTimestamp")) or datetime.now(UTC),

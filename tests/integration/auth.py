@@ -98,7 +98,12 @@ class OperatorAuth:
     @property
     def operator_env(self) -> dict[str, str]:
         """Extra environment of the operator process."""
-        return {"STOCKADE_NAMESPACES": ",".join(self.namespaces)} if self.namespaces else {}
+        env = {"STOCKADE_NAMESPACES": ",".join(self.namespaces)} if self.namespaces else {}
+        if self.release:
+            # The release's own policy binding (<fullname>-references; the release name
+            # contains "stockade", so it is the fullname): the one its RBAC may read.
+            env["STOCKADE_ADMISSION_POLICY_BINDING"] = f"{self.release}-references"
+        return env
 
     def next_namespace(self) -> str:
         """Hand out the next unused namespace of the pool."""

@@ -129,16 +129,25 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
+def admission_policy(cluster: Cluster, crds: None) -> str:
+    """The chart's ValidatingAdmissionPolicy and binding installed; the binding's name."""
+    from tests.integration.admission import install_admission_policy
+
+    return install_admission_policy(cluster)
+
+
+@pytest.fixture(scope="session")
 def stockade_operator(
-    cluster: Cluster, crds: None, operator_auth: OperatorAuth
+    cluster: Cluster, crds: None, admission_policy: str, operator_auth: OperatorAuth
 ) -> Iterator[OperatorProcess]:
     """The real operator, running as a subprocess against the local cluster.
 
-    It authenticates as `operator_auth` says (the admin unless STOCKADE_TEST_AUTH).
+    It authenticates as `operator_auth` says (the admin unless STOCKADE_TEST_AUTH), and
+    checks the tests' admission policy binding (the chart's own, as the chart's
+    ServiceAccount: RBAC lets it read only that one).
     """
-    process = OperatorProcess(
-        cluster, env=operator_auth.operator_env, kubeconfig=operator_auth.kubeconfig
-    )
+    env = {"STOCKADE_ADMISSION_POLICY_BINDING": admission_policy, **operator_auth.operator_env}
+    process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
     process.start()
     try:
         yield process

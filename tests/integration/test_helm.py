@@ -111,18 +111,18 @@ def test_lint(helm: Helm, mode: str) -> None:
 def test_template(helm: Helm, mode: str) -> None:
     objects = helm.render(MODES[mode])
     kinds = sorted({o["kind"] for o in objects})
-    if mode == "namespaced":
-        assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
-    else:
-        assert kinds == [
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Deployment",
-            "Role",  # the leader-election Lease's
-            "RoleBinding",
-            "Service",
-            "ServiceAccount",
-        ]
+    # ClusterRole(Binding) in every mode: at least the admission policy binding's `get`.
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",  # the leader-election Lease's (and the namespaced mode's)
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
 
 
 def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
@@ -158,6 +158,8 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_ALLOWED_POD_LABEL_KEYS": "user.stockade.dev/*",
         "STOCKADE_ALLOWED_TOLERATION_KEYS": "",
         "STOCKADE_ALLOWED_PRIORITY_CLASSES": "",
+        "STOCKADE_ADMISSION_POLICY_BINDING": "stockade-references",
+        "STOCKADE_REFERENCES_WITHOUT_POLICY": "refuse",
         "STOCKADE_OPERATOR_NAMESPACE": "stockade-system",
         "STOCKADE_DEFAULT_REQUESTS": "cpu=250m,ephemeral-storage=1Gi,memory=256Mi",
         "STOCKADE_DEFAULT_LIMITS": "cpu=1,ephemeral-storage=2Gi,memory=1Gi",
@@ -232,9 +234,11 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
 
 def test_cluster_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
     objects = helm.render()
-    (role,) = by_kind(objects, "ClusterRole")
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "stockade"]
     assert role["rules"] == EXPECTED_RULES
-    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    (binding,) = [
+        b for b in by_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"] == "stockade"
+    ]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "stockade", "namespace": "stockade-system"}
@@ -244,7 +248,10 @@ def test_cluster_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
 
 def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm) -> None:
     objects = helm.render(NAMESPACED)
-    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    # Cluster-wide: only the admission policy binding's `get` (test below).
+    assert [r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")] == [
+        "stockade-admission-policy"
+    ]
     election = "stockade-leader-election"
     roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] != election]
     bindings = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] != election]
@@ -259,6 +266,58 @@ def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm) -> None:
         }
         assert binding["subjects"][0]["namespace"] == "stockade-system"
     assert env_of(objects)["STOCKADE_NAMESPACES"] == "team-a,team-b"
+
+
+ADMISSION_POLICY_RULES = [
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingadmissionpolicybindings"],
+        "resourceNames": ["stockade-references"],
+        "verbs": ["get"],
+    }
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_admission_policy_is_on_by_default_and_readable_by_name_only(helm: Helm, mode: str) -> None:
+    """Issue 9: the policy, its binding, and `get` on that one binding for the operator."""
+    objects = helm.render(MODES[mode])
+    (policy,) = by_kind(objects, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(objects, "ValidatingAdmissionPolicyBinding")
+    assert policy["metadata"]["name"] == binding["metadata"]["name"] == "stockade-references"
+    assert binding["spec"] == {"policyName": "stockade-references", "validationActions": ["Deny"]}
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules[0]["resources"] == ["agents", "agentsessions"]  # never the status
+    assert rules[0]["operations"] == ["CREATE", "UPDATE"]
+    (role,) = [
+        r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-policy")
+    ]
+    assert role["rules"] == ADMISSION_POLICY_RULES
+    env = env_of(objects)
+    assert env["STOCKADE_ADMISSION_POLICY_BINDING"] == "stockade-references"
+    assert env["STOCKADE_REFERENCES_WITHOUT_POLICY"] == "refuse"
+
+
+def test_admission_policy_can_be_disabled(helm: Helm) -> None:
+    objects = helm.render(
+        {"admissionPolicy.enabled": False, "config.referencesWithoutPolicy": "allow"}
+    )
+    assert not by_kind(objects, "ValidatingAdmissionPolicy")
+    assert not by_kind(objects, "ValidatingAdmissionPolicyBinding")
+    assert all(
+        not r["metadata"]["name"].endswith("-policy") for r in by_kind(objects, "ClusterRole")
+    )
+    env = env_of(objects)
+    assert env["STOCKADE_ADMISSION_POLICY_BINDING"] == ""
+    assert env["STOCKADE_REFERENCES_WITHOUT_POLICY"] == "allow"
+
+
+def test_install_yaml_carries_the_admission_policy() -> None:
+    from tests.integration.cluster import REPO_ROOT
+
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "manifests/install.yaml").read_text()) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
 
 
 @pytest.mark.parametrize("enforcement", [False, True])
@@ -343,10 +402,14 @@ def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> Non
     objects = helm.render({"operator.enabled": False})
     assert sorted(o["kind"] for o in objects) == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
 
 

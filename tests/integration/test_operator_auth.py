@@ -90,6 +90,20 @@ def test_service_account_cannot_read_secrets_or_exec(
     assert not can_i(cluster, operator_auth, "update", "agents", "-n", namespace)
 
 
+def test_service_account_reads_only_its_own_admission_policy_binding(
+    cluster: Cluster, operator_auth: OperatorAuth, stockade_operator: OperatorProcess
+) -> None:
+    """Issue 9: `get` on one cluster-scoped name, and the operator sees the policy."""
+    service_account_only(operator_auth)
+    resource = "validatingadmissionpolicybindings.admissionregistration.k8s.io"
+    own = f"{resource}/{operator_auth.release}-references"
+    assert can_i(cluster, operator_auth, "get", own)
+    assert not can_i(cluster, operator_auth, "get", f"{resource}/someone-elses")
+    for verb in ("list", "watch", "update", "delete"):
+        assert not can_i(cluster, operator_auth, verb, resource)
+    assert "stockade_admission_policy_present 1.0" in stockade_operator.metrics()
+
+
 def test_namespaced_service_account_sees_only_its_namespaces(
     cluster: Cluster, operator_auth: OperatorAuth, namespace: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,20 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from stockade import metrics
 from stockade.api.agent import AgentSpec
 from stockade.config import OperatorConfig, load_config
 from stockade.lifecycle import Reason
-from stockade.policy import Problem, check, describe, namespace_problem, spec_problems
-from stockade.reconcile import prepare
+from stockade.policy import (
+    Problem,
+    check,
+    describe,
+    namespace_problem,
+    reference_problems,
+    references,
+    spec_problems,
+)
+from stockade.reconcile import Reconciler, prepare
 
 DEFAULT = OperatorConfig()
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
@@ -279,3 +289,145 @@ def test_samples_pass_the_default_policy(body: dict[str, Any]) -> None:
     session = {"spec": {"agentDefaults": {"image": "registry.example/agent:1"}}}
     prepared = prepare(body, DEFAULT, session)
     assert prepared.error is None, prepared.error
+
+
+# --- references without the admission policy (issue 9, defence in depth) -----------
+
+ENV_REFS: list[dict[str, Any]] = [
+    {"name": "A", "value": "plain"},
+    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "api-key", "key": "k"}}},
+    {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}},
+    {"name": "D", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+]
+ENV_FROM_REFS: list[dict[str, Any]] = [
+    {"secretRef": {"name": "bundle"}},
+    {"configMapRef": {"name": "more"}},
+]
+
+
+def test_references_lists_every_referencing_field_in_order() -> None:
+    found = references(spec(serviceAccountName="robot", env=ENV_REFS, envFrom=ENV_FROM_REFS))
+    assert found == [
+        ("spec.serviceAccountName", "ServiceAccount 'robot'"),
+        ("spec.env[1].valueFrom.secretKeyRef", "Secret 'api-key'"),
+        ("spec.env[2].valueFrom.configMapKeyRef", "ConfigMap 'settings'"),
+        ("spec.envFrom[0].secretRef", "Secret 'bundle'"),
+        ("spec.envFrom[1].configMapRef", "ConfigMap 'more'"),
+    ]
+
+
+def test_plain_env_and_field_refs_reference_nothing() -> None:
+    assert references(spec(env=[ENV_REFS[0], ENV_REFS[3]])) == []
+    assert reference_problems(spec(env=ENV_REFS[:1]), DEFAULT, policy_present=False) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"serviceAccountName": "robot"},
+        {"env": [ENV_REFS[1]]},
+        {"env": [ENV_REFS[2]]},
+        {"envFrom": [ENV_FROM_REFS[0]]},
+        {"envFrom": [ENV_FROM_REFS[1]]},
+    ],
+)
+def test_references_are_refused_without_the_policy(fields: dict[str, Any]) -> None:
+    problems = reference_problems(spec(**fields), DEFAULT, policy_present=False)
+    assert problems is not None and len(problems) == 1
+    (problem,) = problems
+    assert problem.reason == Reason.REFERENCE_NOT_ALLOWED
+    assert "admissionPolicy.enabled=true" in problem.message
+    assert "STOCKADE_REFERENCES_WITHOUT_POLICY" in problem.message
+    assert references(spec(**fields))[0][0] in problem.field
+
+
+def test_references_pass_with_the_policy_or_when_allowed() -> None:
+    refs = spec(serviceAccountName="robot", env=ENV_REFS, envFrom=ENV_FROM_REFS)
+    assert reference_problems(refs, DEFAULT, policy_present=True) is None
+    allow = OperatorConfig(references_without_policy="allow")
+    assert reference_problems(refs, allow, policy_present=False) is None
+
+
+def test_the_refusal_names_the_configured_binding() -> None:
+    config = OperatorConfig(admission_policy_binding="acme-stockade-references")
+    problems = reference_problems(spec(serviceAccountName="robot"), config, policy_present=False)
+    assert problems is not None
+    assert "acme-stockade-references" in problems[0].message
+
+
+def test_prepare_refuses_references_before_the_first_pod() -> None:
+    body = agent(env=[ENV_REFS[1]])
+    prepared = prepare(body, DEFAULT)
+    assert prepared.reason == Reason.REFERENCE_NOT_ALLOWED
+    assert prepared.error is not None and "spec.env[0].valueFrom.secretKeyRef" in prepared.error
+    assert prepare(body, DEFAULT, policy_present=True).error is None
+    started = {**body, "status": {"attempts": 1}}
+    assert prepare(started, DEFAULT).error is None  # accepted when its pod was created
+
+
+def test_prepare_refuses_a_sessions_default_references() -> None:
+    session = {"spec": {"agentDefaults": {"env": [ENV_REFS[1]]}}}
+    body = agent(sessionRef={"name": "s"})
+    prepared = prepare(body, DEFAULT, session)
+    assert prepared.reason == Reason.REFERENCE_NOT_ALLOWED
+    assert prepare(body, DEFAULT, session, policy_present=True).error is None
+
+
+def test_reference_settings_are_read_from_the_environment() -> None:
+    config = load_config(
+        {
+            "STOCKADE_ADMISSION_POLICY_BINDING": "stockade-references",
+            "STOCKADE_REFERENCES_WITHOUT_POLICY": "allow",
+        }
+    )
+    assert config.admission_policy_binding == "stockade-references"
+    assert config.references_without_policy == "allow"
+    assert OperatorConfig().references_without_policy == "refuse"
+    with pytest.raises(ValueError, match="STOCKADE_REFERENCES_WITHOUT_POLICY"):
+        load_config({"STOCKADE_REFERENCES_WITHOUT_POLICY": "maybe"})
+
+
+# --- the operator's knowledge of the policy ------------------------------------------
+
+
+class Bindings:
+    """A stand-in for ``Kube.read_policy_binding``: a binding, None (404) or an error."""
+
+    def __init__(self, answer: dict[str, Any] | Exception | None) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
+        self.asked.append(name)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "present"),
+    [
+        ({"spec": {"policyName": "p", "validationActions": ["Deny"]}}, True),
+        ({"spec": {"policyName": "p", "validationActions": ["Warn", "Audit"]}}, False),
+        (None, False),
+        (RuntimeError("403 Forbidden"), False),
+    ],
+)
+def test_the_policy_is_present_only_if_its_binding_denies(
+    answer: dict[str, Any] | Exception | None, present: bool
+) -> None:
+    kube = Bindings(answer)
+    config = OperatorConfig(admission_policy_binding="stockade-references")
+    reconciler = Reconciler(kube, config)  # type: ignore[arg-type]
+    assert reconciler.policy_present is False  # fail closed until checked
+    assert asyncio.run(reconciler.check_admission_policy()) is present
+    assert reconciler.policy_present is present
+    assert kube.asked == ["stockade-references"]
+    assert metrics.ADMISSION_POLICY_PRESENT._value.get() == (1.0 if present else 0.0)
+
+
+def test_without_a_binding_name_nothing_is_asked() -> None:
+    kube = Bindings({"spec": {"validationActions": ["Deny"]}})
+    reconciler = Reconciler(kube, DEFAULT)  # type: ignore[arg-type]
+    assert asyncio.run(reconciler.check_admission_policy()) is False
+    assert kube.asked == []

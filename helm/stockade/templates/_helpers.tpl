@@ -136,3 +136,8 @@ scanning disabled, so it needs nothing of its own.
   resources: [networkpolicies]
   verbs: [get, list, watch, create, update]
 {{- end }}
+
+{{/* The ValidatingAdmissionPolicy and its binding (one name, cluster-scoped). */}}
+{{- define "stockade.admissionPolicyName" -}}
+{{- printf "%s-references" (include "stockade.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
