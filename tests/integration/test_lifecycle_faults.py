@@ -108,7 +108,7 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
     wait_for(lambda: not agents.exists("again"), timeout=30, what="old Agent gone")
     wait_for(
         lambda: (p := policy(cluster, namespace, "again")) and p.metadata.deletion_timestamp,
-        timeout=30,
+        timeout=120,  # the GC pauses while it resyncs its monitors (CRD changes)
         what="the garbage collector deleting the old policy",
     )
     new = agents.create("again", spec(task="second"))
