@@ -133,18 +133,16 @@ def restore(components: list[Component], cluster: Cluster) -> list[str]:
 
 
 def ready(cluster: Cluster) -> bool:
-    """The API server answers /readyz (which includes etcd)."""
+    """The API server answers /readyz with 200 (its readiness includes etcd)."""
     try:
-        cluster.api.call_api(  # type: ignore[call-arg]
-            "/readyz",
-            "GET",
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=3,
+        method, url, headers, _, _ = cluster.api.param_serialize(
+            "GET", "/readyz", auth_settings=["BearerToken"]
         )
+        response = cluster.api.call_api(method, url, headers, _request_timeout=3)
+        response.read()  # type: ignore[no-untyped-call]
     except Exception:
         return False
-    return True
+    return bool(response.status == 200)
 
 
 def wait_ready(cluster: Cluster, timeout: float = 90) -> float:

@@ -416,6 +416,16 @@ def wait_until(probe: Callable[[], Any], timeout: float, what: str, interval: fl
 # --- the operator's log -------------------------------------------------------------------
 
 _TRACEBACK = re.compile(r"Traceback|Unhandled|unhandled", re.ASCII)
+# kopf retries a request that met a transient API error (a closed connection, a 5xx, a
+# 429 "storage is (re)initializing" just after a CRD is installed) and logs each try as
+# an error record. Not an exception: allowed, and counted (kopf_retries). Its last
+# try ("escalating") is not allowed.
+KOPF_RETRY = r"^Request attempt #?\d+(/\d+)? failed; (will retry|TCP closed|SSL closed)"
+
+
+def kopf_retries(text: str) -> int:
+    """How many of kopf's transient-error retries the log shows."""
+    return len(re.findall(KOPF_RETRY.lstrip("^"), text))
 
 
 def log_problems(text: str, allowed: Iterable[str] = ()) -> list[str]:
@@ -423,10 +433,10 @@ def log_problems(text: str, allowed: Iterable[str] = ()) -> list[str]:
 
     A record with severity error/fatal or with a traceback (``exc_info``), any line that
     is not a JSON record (Python's own tracebacks, a crash), and any mention of an
-    unhandled exception; minus records whose message matches one of the `allowed`
-    regular expressions.
+    unhandled exception; minus kopf's retries of transient API errors and records whose
+    message matches one of the `allowed` regular expressions.
     """
-    permitted = [re.compile(pattern) for pattern in allowed]
+    permitted = [re.compile(pattern) for pattern in (KOPF_RETRY, *allowed)]
     problems: list[str] = []
     for line in text.splitlines():
         if not line.strip():

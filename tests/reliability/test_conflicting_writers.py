@@ -30,6 +30,7 @@ from tests.reliability.harness import (
     Plan,
     Reader,
     agent_spec,
+    kopf_retries,
     live_by_agent,
     log_problems,
     report,
@@ -177,7 +178,9 @@ def test_conflicting_writers(
         if count != (1 if wanted.phase == "Running" else 0):
             failures.append(f"{name} ({wanted.phase}): live pods {live.get(name)}")
     figures["settled_in"] = round(time.monotonic() - settled, 1)
-    problems = log_problems(operator.log())
+    text = operator.log()
+    figures["kopf_retries"] = kopf_retries(text)
+    problems = log_problems(text)
     figures["log_problems"] = len(problems)
     report("conflicting-writers", **figures)
     if problems:

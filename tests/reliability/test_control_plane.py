@@ -27,6 +27,7 @@ from tests.reliability.harness import (
     Plan,
     Reader,
     agent_spec,
+    kopf_retries,
     live_by_agent,
     log_problems,
     report,
@@ -36,9 +37,6 @@ from tests.reliability.harness import (
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 DOWN_SECONDS = 6.0
-# kopf retries a request that met a closed connection or a 5xx, logging each try as an
-# error: expected while the API server is away, and reported as a figure.
-KOPF_RETRIES = (r"^Request attempt #?\d+ failed; (will retry|TCP closed|SSL closed)",)
 
 
 def create(custom: client.CustomObjectsApi, namespace: str, plan: Plan) -> None:
@@ -123,8 +121,8 @@ def test_control_plane_restart(
     if not same:
         failures.append(f"the operator did not survive the {component} restart (pid {pid})")
     text = operator.log()
-    figures["kopf_retries"] = sum(1 for line in text.splitlines() if "Request attempt" in line)
-    problems = log_problems(text, KOPF_RETRIES)
+    figures["kopf_retries"] = kopf_retries(text)
+    problems = log_problems(text)
     figures["log_problems"] = len(problems)
     report(f"restart-{component}", **figures)
     if problems:

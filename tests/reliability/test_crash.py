@@ -33,6 +33,7 @@ from tests.reliability.harness import (
     Reader,
     SessionLimits,
     agent_spec,
+    kopf_retries,
     log_problems,
     mismatches,
     report,
@@ -249,7 +250,9 @@ def test_crash(
         (pvc.metadata.annotations or {}).get("stockade.dev/retained") == "true" for pvc in retained
     ):
         failures.append("the retained workspace was deleted with its Agent")
-    problems = log_problems(operator.log())
+    text = operator.log()
+    figures["kopf_retries"] = kopf_retries(text)
+    problems = log_problems(text)
     figures["log_problems"] = len(problems)
     report("crash", **figures)
     if problems:

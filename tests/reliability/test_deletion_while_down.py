@@ -28,6 +28,7 @@ from tests.reliability.harness import (
     Plan,
     Reader,
     agent_spec,
+    kopf_retries,
     live_by_agent,
     log_problems,
     report,
@@ -128,7 +129,9 @@ def test_deletion_while_operator_down(
         if live.get(plan.name) != [f"{plan.name}-1"]:
             failures.append(f"{plan.name}: live pods {live.get(plan.name)}, want its first pod")
     figures["total_in"] = round(time.monotonic() - restarted, 1)
-    problems = log_problems(operator.log())
+    text = operator.log()
+    figures["kopf_retries"] = kopf_retries(text)
+    problems = log_problems(text)
     figures["log_problems"] = len(problems)
     report("deletion-while-down", **figures)
     if problems:

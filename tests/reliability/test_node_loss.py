@@ -29,6 +29,7 @@ from tests.reliability.harness import (
     Plan,
     Reader,
     agent_spec,
+    kopf_retries,
     live_by_agent,
     log_problems,
     report,
@@ -133,7 +134,9 @@ def test_node_loss(
                 failures.append(f"{plan.name} (bystander): live pods {live.get(plan.name)}")
     finally:
         restore_nodes(cluster)
-    problems = log_problems(operator.log())
+    text = operator.log()
+    figures["kopf_retries"] = kopf_retries(text)
+    problems = log_problems(text)
     figures["log_problems"] = len(problems)
     report("node-loss", **figures)
     if problems:
