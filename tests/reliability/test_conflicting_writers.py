@@ -159,7 +159,7 @@ def test_conflicting_writers(
         settled = time.monotonic()
         try:
             figures["converged_in"] = round(
-                wait_converged(reader, namespace, expect, timeout=90, what="after the edits"), 1
+                wait_converged(reader, namespace, expect, timeout=60, what="after the edits"), 1
             )
         except AssertionError as exc:
             failures.append(str(exc))

@@ -206,7 +206,7 @@ def test_crash(
         expect = {p.name: p.expect for p in agents}
         try:
             figures["converged_in"] = round(
-                wait_converged(reader, namespace, expect, timeout=180, what="crash"), 1
+                wait_converged(reader, namespace, expect, timeout=150, what="crash"), 1
             )
             figures["lost"] = 0
         except AssertionError as exc:

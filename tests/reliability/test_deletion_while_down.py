@@ -4,7 +4,8 @@ With the operator stopped, some Agents are deleted (background and foreground
 propagation) and a whole namespace full of Agents (and a session) is deleted. Started
 again, the operator must not resurrect anything nor block anything: the deleted Agents
 and their children are gone, the namespace is gone, within a bound; the Agents that
-were not deleted still run on their first pod.
+were not deleted still run on their first pod. Last, the other namespace is deleted
+with the operator up: it goes, and the operator logs no failure over it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def test_deletion_while_operator_down(
         Plan(f"k{i}", "kept", agent_spec(task=f"task {i}", restartPolicy="OnFailure"))
         for i in range(8)
     ]
-    doomed_plans = [Plan(f"d{i}", "doomed", agent_spec(task=f"task {i}")) for i in range(8)]
+    doomed_plans = [
+        Plan(f"d{i}", "doomed", agent_spec(task=f"task {i}", restartPolicy="OnFailure"))
+        for i in range(8)
+    ]
     session = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentSession",
@@ -90,7 +94,7 @@ def test_deletion_while_operator_down(
             GROUP, VERSION, kept_ns, "agents", plan.name, propagation_policy=policy
         )
     cluster.core.delete_namespace(doomed_ns)
-    time.sleep(3)  # the garbage collector and namespace controller work meanwhile
+    time.sleep(1)  # the garbage collector and namespace controller work meanwhile
     restarted = time.monotonic()
     operator.start()
 
@@ -129,6 +133,20 @@ def test_deletion_while_operator_down(
         if live.get(plan.name) != [f"{plan.name}-1"]:
             failures.append(f"{plan.name}: live pods {live.get(plan.name)}, want its first pod")
     figures["total_in"] = round(time.monotonic() - restarted, 1)
+    # And a namespace deleted while the operator runs: its running Agents (OnFailure)
+    # lose their pods with the namespace; no new pod can be made there, nor may the
+    # operator fail over it (the log is checked below).
+    cluster.core.delete_namespace(kept_ns)
+    try:
+        figures["live_namespace_deleted_in"] = round(
+            wait_until(
+                lambda: namespace_gone(cluster.core, kept_ns), timeout=BOUND_SECONDS, what="gone"
+            ),
+            1,
+        )
+    except AssertionError as exc:
+        failures.append(f"namespace {kept_ns} deleted with the operator up: {exc}")
+    time.sleep(2)  # the operator's last reconciles of the namespace's Agents
     text = operator.log()
     figures["kopf_retries"] = kopf_retries(text)
     problems = log_problems(text)
