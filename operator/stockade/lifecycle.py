@@ -515,6 +515,9 @@ def _run(d: _Draft) -> None:
     obs, agent = d.obs, d.obs.agent
     attempt = max([int(d.status.get("attempts") or 0), *obs.pods])
     pod = obs.pods.get(attempt)
+    if not d.status.get("startTime") and pod is not None and not pod.deleting:
+        # Adopted: the operator stopped between creating the pod and recording it.
+        d.status["startTime"] = format_time(pod.created or obs.now)
     start = parse_time(d.status.get("startTime"))
     if agent.active_deadline_seconds is not None and start is not None:
         deadline = start + timedelta(seconds=agent.active_deadline_seconds)
@@ -553,6 +556,7 @@ def _run(d: _Draft) -> None:
     # between creating it and writing status) is adopted, not duplicated.
     d.status["attempts"] = attempt
     d.status["podName"], d.status["nodeName"] = pod.name, pod.node_name
+
     if d.phase in (None, Phase.Pending):
         d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
     if pod.phase == "Running" and pod.running_since is not None:

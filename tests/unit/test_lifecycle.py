@@ -657,3 +657,14 @@ def test_agent_container_exit_ends_the_attempt_despite_a_sidecar() -> None:
     term = Terminated(2, "Error", "", at(5))
     d = decide(Observation(agent=view, now=at(400), pods={1: pod(1, "Running", terminated=term)}))
     assert (d.phase, d.status["reason"], d.status["exitCode"]) == (Phase.Failed, Reason.ERROR, 2)
+
+
+def test_an_adopted_pod_starts_the_deadline_clock() -> None:
+    """The operator died between creating the pod and recording it: the next one adopts
+    the pod, and the deadline counts from the pod's creation (it never fired before)."""
+    view = agent(active_deadline_seconds=5, status={})
+    d = decide(Observation(agent=view, now=at(3), pods={1: running()}))
+    assert d.phase == Phase.Running and d.status["startTime"] == format_time(T0)
+    assert d.requeue_after == pytest.approx(2)
+    d = decide(Observation(agent=step(view, d), now=at(6), pods={1: running()}))
+    assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.DEADLINE_EXCEEDED)
