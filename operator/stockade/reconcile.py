@@ -550,7 +550,8 @@ class Reconciler:
         ):
             # Admitted and running: its defaults are resolved once, now, and kept.
             decision = replace(decision, status={**decision.status, "sessionDefaults": defaults})
-        await self._record(agent, view, decision)
+        if await self._record(agent, view, decision):
+            await self._delete_pods(namespace, decision)
         if session is not None:
             await self._adopt(agent, session)
         if session_ref is not None and decision.status != view.status:
@@ -705,13 +706,12 @@ class Reconciler:
     async def _act(
         self, agent: dict[str, Any], prepared: Prepared, obs: Observation, decision: Decision
     ) -> Decision:
-        """Carry out the decision's actions; re-decide if the API server refuses a pod.
+        """Create what the decision needs; re-decide if the API server refuses a pod.
 
         Children first (a pod needs its ConfigMap and its NetworkPolicy before it runs),
-        restored whenever the Agent has or is about to have a pod; then the pod; deletes
-        last (an older attempt's pod goes only once a newer one exists).
+        restored whenever the Agent has or is about to have a pod; then the pod. Deletes
+        wait until the status is written (:meth:`_delete_pods`).
         """
-        namespace = agent["metadata"]["namespace"]
         creates = [a for a in decision.actions if isinstance(a, CreatePod)]
         live = decision.phase in (Phase.Starting, Phase.Running)
         if (creates or live) and not obs.agent.deleting:
@@ -724,10 +724,19 @@ class Reconciler:
             problem = await self._create_pod(agent, prepared, action.attempt)
             if problem is not None:
                 return await self._refused(obs, problem)
+        return decision
+
+    async def _delete_pods(self, namespace: str, decision: Decision) -> None:
+        """Delete the pods the decision lets go, once its status is recorded.
+
+        Recorded first, so the pod of a suspend, a deadline or a failure is never found
+        gone under a status that still says Running (which reads as PodLost): if the
+        status write loses a race with an edit, nothing is deleted and the next
+        reconcile decides again.
+        """
         for delete in decision.actions:
             if isinstance(delete, DeletePod):
                 await self.kube.delete_pod(namespace, delete.name, force=delete.force)
-        return decision
 
     async def _refused(self, obs: Observation, problem: Rejection | str) -> Decision:
         """Decide again knowing the pod (or a child) was refused; nothing was created.
@@ -875,8 +884,12 @@ class Reconciler:
             return None
         return _conflict(pod, view, transient=whose is Ownership.PREDECESSOR or view.deleting)
 
-    async def _record(self, agent: dict[str, Any], view: AgentView, decision: Decision) -> None:
-        """Write the status patch, Events and metrics of one decision."""
+    async def _record(self, agent: dict[str, Any], view: AgentView, decision: Decision) -> bool:
+        """Write the status patch, Events and metrics of one decision.
+
+        Returns False when the conditional write was refused (the Agent changed since it
+        was read, or is gone): the decision is then void and will be made again.
+        """
         metadata = agent["metadata"]
         key = (metadata["namespace"], metadata["name"])
         for bad in decision.rejected:
@@ -894,7 +907,7 @@ class Reconciler:
                 # it), or it is gone: then a resync tells (a 409 and a 404 look alike
                 # here), so look again after a short while.
                 self.poke(key, 1.0)
-                return
+                return False
         self.phases[key] = (key[0], str(decision.phase))
         for step in decision.transitions:
             self._announce(agent, step, view)
@@ -907,6 +920,7 @@ class Reconciler:
                 reason=str(reason),
                 message=decision.status.get("message", ""),
             )
+        return True
 
     def _post(self, agent: dict[str, Any], *, warning: bool, reason: str, message: str) -> None:
         """Record an Event in the background: Events inform, they must not slow a reconcile."""
