@@ -47,7 +47,8 @@ def classify_rejection(exc: ApiException) -> Rejection | None:
 
     403 with "exceeded quota" -> QuotaExceeded; 403 naming a missing RuntimeClass ->
     RuntimeClassNotFound; other 403s (PodSecurity, other admission) -> PodRejected;
-    422 (the pod is invalid: input that slipped past the CRD schema) -> InvalidSpec.
+    422 (the pod is invalid: input that slipped past the CRD schema) -> InvalidSpec;
+    404 (its namespace was deleted, with the Agent) -> PodRejected.
     """
     message = api_message(exc)
     if exc.status == 403:
@@ -59,6 +60,8 @@ def classify_rejection(exc: ApiException) -> Rejection | None:
         return Rejection(Reason.POD_REJECTED, message)
     if exc.status == 422:
         return Rejection(Reason.INVALID_SPEC, message)
+    if exc.status == 404:  # the namespace is gone (and the Agent with it)
+        return Rejection(Reason.POD_REJECTED, message)
     return None
 
 
