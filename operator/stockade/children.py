@@ -45,16 +45,27 @@ def digest(obj: Mapping[str, Any]) -> str:
 
 
 def _defaulted_policy_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """`spec` with the API server's defaults applied (a port's protocol is TCP).
+    """`spec` as the API server stores it, so that built and read back hash alike.
 
-    So a policy as built and as read back hash alike.
+    A port's protocol defaults to TCP, and empty lists and maps are dropped (the server
+    omits them: ``egress: []`` reads back as no ``egress``; both deny all).
     """
     out = json.loads(json.dumps(spec))
     for direction in ("ingress", "egress"):
         for rule in out.get(direction) or ():
             for port in rule.get("ports") or ():
                 port.setdefault("protocol", "TCP")
-    return dict(out)
+    pruned = _without_empty(out)
+    return dict(pruned) if isinstance(pruned, dict) else {}
+
+
+def _without_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
 
 
 def controller_of(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:

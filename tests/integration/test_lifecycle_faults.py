@@ -329,3 +329,28 @@ def test_resume_within_the_grace_period_neither_fails_nor_burns_a_retry(
     status = agents.wait_phase("nap", "Running", timeout=60)
     assert "Failed" not in [h["to"] for h in status["history"]]
     assert status.get("failedAttempts") is None and status["attempts"] == 1
+
+
+def test_children_as_built_are_never_rewritten(
+    agents: Agents, stockade_operator: OperatorProcess
+) -> None:
+    """What the API server stores must compare equal to what was built (it drops empty
+    lists, defaults a port's protocol): otherwise every reconcile "restores" the child,
+    whose watch event reconciles again, forever (found on the real node)."""
+
+    def updates() -> float:
+        return sum(
+            float(line.split()[-1])
+            for line in stockade_operator.metrics().splitlines()
+            if line.startswith("stockade_api_writes_total") and 'verb="update"' in line
+        )
+
+    before = updates()
+    for name, network in (("quiet-none", None), ("quiet-custom", CUSTOM)):
+        agents.create(name, spec(task="t", network=network) if network else spec(task="t"))
+        agents.wait_phase(name, "Running")
+    time.sleep(5)
+    assert updates() == before
+
+
+CUSTOM = {"egress": "Custom", "cidrs": ["203.0.113.0/24"], "ports": [{"port": 443}]}

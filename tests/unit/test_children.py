@@ -59,6 +59,16 @@ def test_nothing_to_do_when_everything_is_ours_and_as_built() -> None:
     assert plan(desired, seen, "a", "uid-new") == []
 
 
+def test_a_deny_all_policy_reads_back_without_its_empty_lists() -> None:
+    """The API server omits empty lists: built ``egress: []``, read back without it."""
+    spec = SPEC.model_copy(update={"network": None})
+    (policy,) = [c for c in children(spec=spec) if c["kind"] == "NetworkPolicy"]
+    assert policy["spec"].get("egress") == [] or "egress" not in policy["spec"]
+    stored = as_read_back(policy)
+    stored["spec"] = {k: v for k, v in policy["spec"].items() if v != []}
+    assert plan([policy], observed([stored]), "a", "uid-new") == []
+
+
 def test_missing_children_are_created() -> None:
     desired = children()
     steps = plan(desired, {}, "a", "uid-new")
