@@ -8,6 +8,7 @@ pod into a lifecycle :class:`~stockade.lifecycle.Rejection`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
@@ -63,6 +65,17 @@ def classify_rejection(exc: ApiException) -> Rejection | None:
     if exc.status == 404:  # the namespace is gone (and the Agent with it)
         return Rejection(Reason.POD_REJECTED, message)
     return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is an API error expected now and then (retried, no traceback).
+
+    The API server unreachable or restarting (a connection error, a timeout),
+    overloaded (429) or failing (5xx); anything else is a bug to show.
+    """
+    if isinstance(exc, ApiException):
+        return exc.status == 429 or (exc.status or 0) >= 500
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
 
 
 async def _write(
@@ -218,7 +231,7 @@ class Kube:
                     )
                 items: list[dict[str, Any]] = dict(raw).get("items") or []  # type: ignore[call-overload]
                 uids.update(str(item["metadata"]["uid"]) for item in items)
-        except ApiException:
+        except (TimeoutError, ApiException, aiohttp.ClientError, ConnectionError):
             return None
         return uids
 

@@ -42,7 +42,7 @@ from stockade.build.runtime import resolve_runtime_class
 from stockade.build.workspace import build_workspace_pvc
 from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
 from stockade.config import OperatorConfig
-from stockade.k8s import Kube, api_message, classify_rejection
+from stockade.k8s import Kube, api_message, classify_rejection, is_transient
 from stockade.lifecycle import (
     Admission,
     AgentView,
@@ -293,8 +293,8 @@ class Reconciler:
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._agent_queue = WorkQueue(self.reconcile)
-        self._session_queue = WorkQueue(self.reconcile_session)
+        self._agent_queue = WorkQueue(self.reconcile, transient=is_transient)
+        self._session_queue = WorkQueue(self.reconcile_session, transient=is_transient)
 
     def bind(
         self,
@@ -452,8 +452,13 @@ class Reconciler:
                 try:
                     await self.check_admission_policy()
                     await self.resync()
-                except Exception:  # the next round tries again
-                    log.exception("resync failed")
+                except Exception as exc:  # the next round tries again
+                    if is_transient(exc):
+                        log.warning(
+                            "resync: %s; next round in %.0fs", exc, self.config.resync_seconds
+                        )
+                    else:
+                        log.exception("resync failed")
 
         return asyncio.get_running_loop().create_task(loop())
 

@@ -28,11 +28,14 @@ class WorkQueue(Generic[K]):
     Attributes:
         handler: the coroutine function that reconciles one key.
         concurrency: most handler runs at once across keys.
+        transient: tells the errors that are expected now and then (the API server
+            restarting): logged as a warning without a traceback, retried the same way.
 
     """
 
     handler: Callable[[K], Awaitable[None]]
     concurrency: int = 16
+    transient: Callable[[BaseException], bool] = lambda exc: False
     _dirty: set[K] = field(default_factory=set)
     _running: set[K] = field(default_factory=set)
     _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
@@ -91,12 +94,15 @@ class WorkQueue(Generic[K]):
                 self._errors.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 failures = self._errors.get(key, 0) + 1
                 self._errors[key] = failures
                 delay = min(2.0 ** (failures - 1), 60.0)
                 metrics.RECONCILE_ERRORS.inc()
-                log.exception("reconcile of %s failed; retrying in %.0fs", key, delay)
+                if self.transient(exc):
+                    log.warning("reconcile of %s: %s; retrying in %.0fs", key, exc, delay)
+                else:
+                    log.exception("reconcile of %s failed; retrying in %.0fs", key, delay)
                 self.poke(key, delay)
 
     async def close(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 import pytest
 
+from stockade.k8s import is_transient
 from stockade.workqueue import WorkQueue
 
 
@@ -139,3 +141,27 @@ def test_close_cancels_timers_and_running_handlers() -> None:
         return handler.runs
 
     assert asyncio.run(scenario()) == Counter({"running": 1})
+
+
+def test_a_transient_error_is_a_warning_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The API server restarting is expected: retried, logged without a traceback;
+    anything else keeps its traceback (the reliability suite asserts on the log)."""
+
+    async def scenario() -> None:
+        async def handler(key: str) -> None:
+            raise (ConnectionError("refused") if key == "down" else ValueError("bug"))
+
+        queue: WorkQueue[str] = WorkQueue(handler, transient=is_transient)
+        queue.poke("down")
+        queue.poke("bug")
+        await asyncio.sleep(0.2)
+        await queue.close()
+
+    with caplog.at_level(logging.WARNING, logger="stockade.workqueue"):
+        asyncio.run(scenario())
+    down = [r for r in caplog.records if "'down'" in r.getMessage() or "down" in r.getMessage()]
+    bug = [r for r in caplog.records if "bug" in r.getMessage()]
+    assert down and all(r.levelno == logging.WARNING and not r.exc_info for r in down)
+    assert bug and all(r.levelno == logging.ERROR and r.exc_info for r in bug)
