@@ -184,7 +184,7 @@ agent_rootfs() {
   printf 'root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$1/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$1/etc/group"
 }
-images_stamp="$(cat "${HACK_DIR}/node/agent/agent.sh" "${HACK_DIR}/node/pause/main.go" |
+images_stamp="$(cat "${BASH_SOURCE[0]}" "${HACK_DIR}/node/agent/agent.sh" "${HACK_DIR}/node/pause/main.go" |
   sha256sum | cut -c1-16)"
 if [[ "$(cat "${NODE_ROOT}/images.stamp" 2>/dev/null)" != "${images_stamp}" ]] ||
   ! ctr images ls -q | grep -qx "${NODE_PAUSE_IMAGE}" ||
