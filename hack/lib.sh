@@ -78,6 +78,10 @@ NODE_TAINT_KEY=stockade.dev/real-node
 NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward
   net.ipv4.conf.all.forwarding)
+# Host paths the node's components create whatever their configuration says: the
+# kubelet's device-plugin socket, the shims' sockets (/run/containerd/s), libcni's cache,
+# libmount's utab. node-down removes those that node-up found absent.
+NODE_HOST_PATHS=(/var/lib/kubelet /run/containerd /var/lib/cni /run/mount)
 # The images node-up builds and imports (pods use imagePullPolicy IfNotPresent/Never).
 NODE_PAUSE_IMAGE=localhost/stockade/pause:1
 NODE_AGENT_IMAGE=localhost/stockade/e2e-agent:1

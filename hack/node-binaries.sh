@@ -17,7 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Debian packages: CNI plugins (bridge, host-local, loopback), iptables (the bridge
 # plugin's masquerade rules), the agent image's busybox, and umoci + skopeo to pack images.
-NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables busybox-static umoci skopeo patch)
+# nftables: node-down drops the nf_tables tables the kubelet's iptables calls registered.
+NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables nftables busybox-static umoci skopeo patch)
 
 ensure_debian_packages() {
   local missing=() pkg

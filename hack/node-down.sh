@@ -75,18 +75,48 @@ if [[ -e "${NODE_RUN}/bridge.created" ]] || ip link show "${NODE_BRIDGE}" >/dev/
   ip link delete "${NODE_BRIDGE}" 2>/dev/null || true
   log "bridge ${NODE_BRIDGE} removed"
 fi
-# iptables: node-up configures no masquerade, so CNI should have added no rule; remove any
-# CNI chain left behind and say so.
-if [[ -s "${NODE_RUN}/iptables.saved" ]] && command -v iptables-save >/dev/null; then
-  for table in nat filter; do
-    for chain in $(iptables-save -t "${table}" 2>/dev/null | sed -n 's/^:\(CNI-[^ ]*\).*/\1/p'); do
-      log "removing leftover iptables chain ${table}/${chain}"
-      { iptables -t "${table}" -S | grep -- "-j ${chain}\b" || true; } | sed 's/^-A/-D/' |
-        while read -r rule; do read -ra args <<<"${rule}"; iptables -t "${table}" "${args[@]}" || true; done
-      iptables -t "${table}" -F "${chain}" || true
-      iptables -t "${table}" -X "${chain}" || true
+# iptables: the kubelet adds KUBE-* chains (KUBE-FIREWALL drops martian packets to
+# 127.0.0.0/8; canaries), CNI would add CNI-* ones (none expected: no masquerade). Remove
+# those that were not there before node-up.
+clean_chains() {  # clean_chains CMD: for iptables or ip6tables
+  local cmd="$1" saved="${NODE_RUN}/$1.saved" table chain rule chains
+  command -v "${cmd}-save" >/dev/null && [[ -e "${saved}" ]] || return 0
+  for table in mangle nat filter; do
+    chains=()
+    for chain in $("${cmd}-save" -t "${table}" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\).*/\1/p'); do
+      grep -q "^:${chain} " "${saved}" || chains+=("${chain}")
     done
+    for chain in "${chains[@]}"; do
+      log "removing ${cmd} chain ${table}/${chain}"
+      { "${cmd}" -t "${table}" -S 2>/dev/null | grep -E -- "-j ${chain}( |$)" || true; } |
+        sed 's/^-A/-D/' | while read -r rule; do
+          read -ra args <<<"${rule}"
+          "${cmd}" -t "${table}" "${args[@]}" 2>/dev/null || true
+        done
+      "${cmd}" -t "${table}" -F "${chain}" 2>/dev/null || true
+    done
+    for chain in "${chains[@]}"; do "${cmd}" -t "${table}" -X "${chain}" 2>/dev/null || true; done
   done
+}
+clean_chains iptables
+clean_chains ip6tables
+# iptables-nft leaves the (now empty) tables it registered for them: drop those too.
+if [[ -e "${NODE_RUN}/nft-tables.saved" ]] && command -v nft >/dev/null; then
+  nft list tables 2>/dev/null | while read -r _ family name; do
+    grep -qx "table ${family} ${name}" "${NODE_RUN}/nft-tables.saved" && continue
+    if nft delete table "${family}" "${name}" 2>/dev/null; then
+      log "removed nftables table ${family} ${name}"
+    fi
+  done
+fi
+
+# Host paths the kubelet, containerd's shims and CNI use whatever they are told (the
+# device-plugin socket, shim sockets, libcni's cache, libmount's utab), removed when
+# node-up found them absent.
+if [[ -s "${NODE_RUN}/paths.created" ]]; then
+  while read -r path; do
+    if [[ -e "${path}" ]]; then rm -rf "${path}" && log "removed ${path}"; fi
+  done <"${NODE_RUN}/paths.created"
 fi
 
 # cgroups: the kubelet's (kubepods/...) and runsc's below ours, deepest first.
@@ -94,7 +124,7 @@ if [[ -s "${NODE_RUN}/cgroups.created" ]]; then
   while read -r cgroup; do
     [[ -d "${cgroup}" ]] || continue
     find "${cgroup}" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    [[ -d "${cgroup}" ]] && log "warning: cgroup ${cgroup} is still there (processes in it?)"
+    if [[ -d "${cgroup}" ]]; then log "warning: cgroup ${cgroup} is still there (processes in it?)"; fi
   done <"${NODE_RUN}/cgroups.created"
   rm -f "${NODE_RUN}/cgroups.created"
 fi
@@ -102,7 +132,7 @@ fi
 if [[ -s "${NODE_RUN}/sysctls.saved" ]]; then
   while IFS='=' read -r key value; do
     [[ "$(sysctl -n "${key}")" == "${value}" ]] && continue
-    sysctl -q -w "${key}=${value}" >/dev/null && log "restored ${key}=${value}"
+    if sysctl -q -w "${key}=${value}" >/dev/null; then log "restored ${key}=${value}"; fi
   done <"${NODE_RUN}/sysctls.saved"
 fi
 if findmnt -rn -o TARGET | grep -qE "^(${NODE_ROOT}|${NODE_RUN})(/|$)"; then

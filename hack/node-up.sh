@@ -48,6 +48,11 @@ if [[ ! -s "${NODE_RUN}/sysctls.saved" ]]; then
   done >"${NODE_RUN}/sysctls.saved.tmp"
   mv "${NODE_RUN}/sysctls.saved.tmp" "${NODE_RUN}/sysctls.saved"
   iptables-save >"${NODE_RUN}/iptables.saved" 2>/dev/null || true
+  ip6tables-save >"${NODE_RUN}/ip6tables.saved" 2>/dev/null || true
+  nft list tables >"${NODE_RUN}/nft-tables.saved" 2>/dev/null || true
+  for path in "${NODE_HOST_PATHS[@]}"; do
+    [[ -e "${path}" ]] || echo "${path}"
+  done >"${NODE_RUN}/paths.created"
 fi
 
 # --- cgroups: the kubelet's cgroupRoot must exist in every hierarchy -----------------
