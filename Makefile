@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint e2e-kind clean
+	lint e2e-kind node-binaries node-up node-down e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,8 +58,22 @@ lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, hadolint, shellcheck wh
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
-	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh .ci/run; \
+	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh hack/node/agent/*.sh .ci/run; \
 	else echo "shellcheck not installed; skipped"; fi
+
+node-binaries: ## find or build kubelet, containerd, ctr, runsc and its shim (no-op when cached)
+	bash hack/node-binaries.sh
+
+node-up: ## a real node (kubelet + containerd + gVisor) beside the local control plane (root)
+	bash hack/node-up.sh
+
+node-down: ## stop the real node and undo what node-up changed (sysctls, bridge, cgroups)
+	bash hack/node-down.sh
+
+e2e: $(VENV_STAMP) ## node-up, the end-to-end tests on the real node (tests/e2e), node-down
+	bash hack/node-up.sh
+	status=0; $(PY) -m pytest tests/e2e -v --durations=0 || status=$$?; \
+	  bash hack/node-down.sh; exit $$status
 
 e2e-kind: ## kind + gVisor end to end (needs Docker): build, load, helm install, samples
 	bash hack/e2e-kind.sh

@@ -11,6 +11,9 @@
 #     module because its own go.mod has replace directives;
 #   - kwok and kwokctl from sigs.k8s.io/kwok, helm from helm.sh/helm/v4 (go install).
 # With a warm cache it does nothing. Prints what it builds and how long each step took.
+#
+# Arguments, when given, name more commands of k8s.io/kubernetes/cmd to find or build the
+# same way (hack/node-binaries.sh passes `kubelet`; the control plane does not need it).
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -97,14 +100,14 @@ build_helm() {
     "helm.sh/helm/v4/cmd/helm@v${HELM_VERSION}"
 }
 
-mapfile -t k8s_missing < <(missing kube-apiserver kube-controller-manager kube-scheduler kubectl)
+mapfile -t k8s_missing < <(missing kube-apiserver kube-controller-manager kube-scheduler kubectl "$@")
 mapfile -t kwok_missing < <(missing kwok kwokctl)
 ((${#k8s_missing[@]})) && timed "Kubernetes v${K8S_VERSION}: ${k8s_missing[*]}" build_kubernetes "${k8s_missing[@]}"
 [[ -n "$(missing etcd)" ]] && timed "etcd v${ETCD_VERSION}" build_etcd
 ((${#kwok_missing[@]})) && timed "kwok v${KWOK_VERSION}: ${kwok_missing[*]}" build_kwok "${kwok_missing[@]}"
 [[ -n "$(missing helm)" ]] && timed "helm v${HELM_VERSION}" build_helm
 
-for name in "${K8S_BINARIES[@]}"; do
+for name in "${K8S_BINARIES[@]}" "$@"; do
   path="$(find_bin "${name}")" || die "${name} is still missing after the build"
   log "$(printf '%-24s %6s  %s' "${name}" "$(du -Lh "${path}" | cut -f1)" "${path}")"
 done

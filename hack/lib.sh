@@ -1,5 +1,6 @@
 # Shared helpers for hack/*.sh. Source it; it defines variables and functions only.
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${HACK_DIR}/.." && pwd)"
@@ -14,6 +15,12 @@ K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
 # (a fresh clone in CI reuses what an earlier run built). STOCKADE_CACHE_DIR overrides it.
 STOCKADE_CACHE_DIR="${STOCKADE_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/stockade}"
 K8S_CACHE_BIN="${STOCKADE_CACHE_DIR}/k8s/v${K8S_VERSION}/bin"
+# The real node's binaries (hack/node-binaries.sh): the kubelet sits beside the control
+# plane in K8S_CACHE_BIN; containerd and gVisor have their own versioned directories.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+CONTAINERD_CACHE_BIN="${STOCKADE_CACHE_DIR}/containerd/v${CONTAINERD_VERSION}/bin"
+# shellcheck disable=SC2034
+GVISOR_CACHE_BIN="${STOCKADE_CACHE_DIR}/gvisor/${GVISOR_GO_VERSION}/bin"
 
 # Where the local cluster keeps its state and its kubeconfig (fixed path per checkout).
 STOCKADE_CLUSTER_NAME="${STOCKADE_CLUSTER_NAME:-stockade}"
@@ -55,3 +62,26 @@ find_bin() {
   [[ "$1" == kubectl ]] && kubectl_on_path_in_skew && return 0
   return 1
 }
+
+# The real node (hack/node-up.sh, hack/node-down.sh): one per machine, since it owns a
+# bridge, cgroups and sysctls; its state lives outside the checkout.
+NODE_NAME="${STOCKADE_NODE_NAME:-stockade-node-0}"
+NODE_ROOT="${STOCKADE_NODE_ROOT:-/var/lib/stockade-node}"  # containerd, kubelet, images
+NODE_RUN="${STOCKADE_NODE_RUN:-/run/stockade-node}"        # sockets, PIDs, saved sysctls
+NODE_BRIDGE=stockade0
+NODE_SUBNET=10.88.77.0/24
+NODE_IP=10.88.77.1
+NODE_CGROUP=stockade-node  # cgroupRoot of the kubelet, under every v1 hierarchy
+NODE_TAINT_KEY=stockade.dev/real-node
+# Sysctls the kubelet (vm.*, kernel.*) and the CNI bridge plugin (ip_forward) change;
+# node-up saves them once, node-down restores them.
+NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward
+  net.ipv4.conf.all.forwarding)
+# Host paths the node's components create whatever their configuration says: the
+# kubelet's device-plugin socket, the shims' sockets (/run/containerd/s), libcni's cache,
+# libmount's utab. node-down removes those that node-up found absent.
+NODE_HOST_PATHS=(/var/lib/kubelet /run/containerd /var/lib/cni /run/mount)
+# The images node-up builds and imports (pods use imagePullPolicy IfNotPresent/Never).
+NODE_PAUSE_IMAGE=localhost/stockade/pause:1
+NODE_AGENT_IMAGE=localhost/stockade/e2e-agent:1

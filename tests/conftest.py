@@ -133,3 +133,18 @@ def crds(cluster: Cluster) -> None:
     from tests.integration.crds import install_crds
 
     install_crds(cluster)
+
+
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave ``tests/e2e`` out unless it is asked for by path (``make e2e``): it needs a
+    real node (kubelet + containerd + runsc, ``make node-up``) and takes minutes."""
+    if collection_path != E2E_DIR:
+        return None
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == E2E_DIR or E2E_DIR in path.parents:
+            return None
+    return True

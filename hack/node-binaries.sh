@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Find or build the real node's binaries (`make node-up`), once, into the project's cache:
+#   - kubelet, by hack/k8s-binaries.sh (same wrapper module as the control plane) into
+#     $STOCKADE_CACHE_DIR/k8s/v<K8S_VERSION>/bin;
+#   - containerd, containerd-shim-runc-v2 and ctr from github.com/containerd/containerd/v2
+#     (go install, CGO off, no btrfs/devmapper/zfs snapshotters) into
+#     $STOCKADE_CACHE_DIR/containerd/v<CONTAINERD_VERSION>/bin;
+#   - runsc and containerd-shim-runsc-v1 from gvisor.dev/gvisor (its `go` branch, pinned as
+#     a pseudo-version) into $STOCKADE_CACHE_DIR/gvisor/<GVISOR_GO_VERSION>/bin, built from
+#     a copy of the module with hack/node/patches/*.patch applied (see the patch: the shim
+#     must not fail where lowering its OOM score is not permitted).
+# Also installs, idempotently, the Debian packages the node needs (CNI plugins, iptables,
+# busybox-static, umoci, skopeo). With a warm cache it builds nothing. Prints build times.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Debian packages: CNI plugins (bridge, host-local, loopback), iptables (the bridge
+# plugin's masquerade rules), the agent image's busybox, and umoci + skopeo to pack images.
+# nftables: node-down drops the nf_tables tables the kubelet's iptables calls registered.
+NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables nftables busybox-static umoci skopeo patch)
+
+ensure_debian_packages() {
+  local missing=() pkg
+  for pkg in "${NODE_DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' ||
+      missing+=("${pkg}")
+  done
+  ((${#missing[@]})) || return 0
+  log "installing Debian packages: ${missing[*]}"
+  command -v apt-get >/dev/null || die "apt-get is needed to install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+timed() {  # timed LABEL CMD...: run CMD, log how long it took
+  local label="$1" start=${SECONDS}; shift
+  log "building ${label}"
+  "$@"
+  log "built ${label} in $((SECONDS - start))s"
+}
+
+build_containerd() {
+  local name pkg="github.com/containerd/containerd/v2"
+  for name in containerd containerd-shim-runc-v2 ctr; do
+    timed "containerd v${CONTAINERD_VERSION}: ${name}" \
+      env GOBIN="${CONTAINERD_CACHE_BIN}" go install -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X ${pkg}/version.Version=v${CONTAINERD_VERSION}" \
+      "${pkg}/cmd/${name}@v${CONTAINERD_VERSION}"
+  done
+}
+
+build_gvisor() {
+  local src="${STOCKADE_CACHE_DIR}/gvisor/${GVISOR_GO_VERSION}/src" dir patch
+  dir="$(go mod download -json "gvisor.dev/gvisor@${GVISOR_GO_VERSION}" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  [[ -d "${dir}" ]] || die "go mod download gvisor.dev/gvisor@${GVISOR_GO_VERSION} failed"
+  rm -rf "${src}"
+  mkdir -p "${src}"
+  cp -r "${dir}/." "${src}/"
+  chmod -R u+w "${src}"
+  for patch in "${HACK_DIR}"/node/patches/gvisor-*.patch; do
+    log "applying $(basename "${patch}")"
+    patch -d "${src}" -p1 --quiet <"${patch}"
+  done
+  (cd "${src}" &&
+    timed "gVisor ${GVISOR_GO_VERSION}: runsc" go build -mod=mod \
+      -ldflags "-s -w -X gvisor.dev/gvisor/runsc/version.version=${GVISOR_GO_VERSION}" \
+      -o "${GVISOR_CACHE_BIN}/runsc" ./runsc &&
+    timed "gVisor ${GVISOR_GO_VERSION}: containerd-shim-runsc-v1" go build -mod=mod \
+      -ldflags "-s -w" -o "${GVISOR_CACHE_BIN}/containerd-shim-runsc-v1" ./shim)
+  rm -rf "${src}"
+}
+
+ensure_debian_packages
+command -v go >/dev/null || die "go is needed to build the node binaries"
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+${GOFLAGS} }-trimpath"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+[[ "${GOTOOLCHAIN}" == local ]] && export GOTOOLCHAIN=auto
+total_start=${SECONDS}
+
+bash "${HACK_DIR}/k8s-binaries.sh" kubelet
+mkdir -p "${CONTAINERD_CACHE_BIN}" "${GVISOR_CACHE_BIN}"
+for name in containerd containerd-shim-runc-v2 ctr; do
+  [[ -x "${CONTAINERD_CACHE_BIN}/${name}" ]] || { build_containerd; break; }
+done
+for name in runsc containerd-shim-runsc-v1; do
+  [[ -x "${GVISOR_CACHE_BIN}/${name}" ]] || { build_gvisor; break; }
+done
+
+for path in "${K8S_CACHE_BIN}/kubelet" "${CONTAINERD_CACHE_BIN}"/{containerd,containerd-shim-runc-v2,ctr} \
+  "${GVISOR_CACHE_BIN}"/{runsc,containerd-shim-runsc-v1}; do
+  [[ -x "${path}" ]] || die "${path} is still missing after the build"
+  log "$(printf '%-26s %6s  %s' "$(basename "${path}")" "$(du -Lh "${path}" | cut -f1)" "${path}")"
+done
+log "node binaries ready in $((SECONDS - total_start))s"

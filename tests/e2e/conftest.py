@@ -1,0 +1,114 @@
+"""Fixtures of the end-to-end tests: Agents that really run under gVisor on a real node.
+
+- `real_node` (session): runs ``hack/node-up.sh`` (the local control plane, then
+  containerd + runsc + a kubelet registering ``stockade-node-0``; idempotent) and, when
+  this session brought the node up, ``hack/node-down.sh`` at the end (unless
+  STOCKADE_KEEP_NODE=1). If the node cannot come up the session FAILS; it is skipped,
+  with the reason, only when STOCKADE_E2E_SKIP_WITHOUT_NODE=1 asks for that.
+- `e2e_operator` (session): the real operator, allowed to tolerate the node's taint
+  (STOCKADE_ALLOWED_TOLERATION_KEYS), which it refuses by default.
+- `agents` (per test): Agent helpers in a fresh namespace.
+
+The cluster, namespace and CRD fixtures are tests/conftest.py's (every suite shares
+them). Timings (node-up, first gVisor pod) are printed at the end of the session;
+``--durations`` gives each test's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.auth import OperatorAuth
+from tests.integration.cluster import HACK, Cluster
+from tests.integration.operator import Agents, OperatorProcess
+
+NODE_NAME = "stockade-node-0"
+TAINT_KEY = "stockade.dev/real-node"
+AGENT_IMAGE = "localhost/stockade/e2e-agent:1"
+NODE_RUN = "/run/stockade-node"
+NODE_ROOT = "/var/lib/stockade-node"
+STORAGE_CLASS = "stockade-node"
+SKIP_ENV = "STOCKADE_E2E_SKIP_WITHOUT_NODE"
+
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("stockade e2e timings")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{what:<48} {seconds:7.1f}s")
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    try:
+        node = cluster.core.read_node(NODE_NAME)
+    except Exception:  # absent or unreachable: not ready
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> Iterator[str]:
+    was_up = _node_ready(cluster)
+    start = time.monotonic()
+    up = subprocess.run(
+        ["bash", str(HACK / "node-up.sh")], capture_output=True, text=True, check=False
+    )
+    if up.returncode != 0:
+        message = f"hack/node-up.sh failed (exit {up.returncode}):\n{up.stderr[-4000:]}"
+        if os.environ.get(SKIP_ENV) == "1":
+            pytest.skip(f"no real node ({SKIP_ENV}=1): {message}")
+        pytest.fail(message)
+    TIMINGS["node-up" + (" (node already up)" if was_up else "")] = time.monotonic() - start
+    try:
+        yield NODE_NAME
+    finally:
+        if not was_up and os.environ.get("STOCKADE_KEEP_NODE") != "1":
+            subprocess.run(["bash", str(HACK / "node-down.sh")], check=False)
+
+
+@pytest.fixture(scope="session")
+def e2e_operator(
+    cluster: Cluster, crds: None, operator_auth: OperatorAuth, real_node: str
+) -> Iterator[OperatorProcess]:
+    env = {**operator_auth.operator_env, "STOCKADE_ALLOWED_TOLERATION_KEYS": TAINT_KEY}
+    process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def agents(cluster: Cluster, namespace: str, e2e_operator: OperatorProcess) -> Agents:
+    return Agents(cluster, namespace)
+
+
+def host_leftovers() -> list[str]:
+    """runsc sandboxes, shims and mounts of the node's pods still on this machine."""
+    found: list[str] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "runsc" in cmdline and NODE_RUN in cmdline:
+            found.append(f"process {entry}: {cmdline[:160]}")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4]
+            if target.startswith(
+                (f"{NODE_RUN}/containerd/io.containerd", f"{NODE_ROOT}/kubelet/pods/")
+            ) or (target.startswith(f"{NODE_RUN}/containerd/") and "/netns" in target):
+                found.append(f"mount {target}")
+    return found
