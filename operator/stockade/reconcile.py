@@ -264,6 +264,8 @@ class Reconciler:
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
+        ghost_grace: seconds an entry a LIST lacks may stay indexed before it is taken
+            for a ghost (its DELETED event may be on its way).
         leading: whether this replica may write (:meth:`set_leading`; True unless leader
             election is on).
         policy_present: whether the chart's admission policy binding was found
@@ -283,6 +285,7 @@ class Reconciler:
     _sessions: IndexView | None = None
     _members: IndexView | None = None
     _children: IndexView | None = None
+    ghost_grace: float = 10.0
     _ghosts: set[str] = field(default_factory=set)
     _warned: set[tuple[str, str]] = field(default_factory=set)
     _policy_checked: bool = False
@@ -467,9 +470,10 @@ class Reconciler:
 
         kopf drops an index entry only on a DELETED event; an object deleted while a
         watch was broken (410 Gone and a re-list, an API server restart) stays in the
-        indexes. Entries seen before the LIST started but absent from it are ghosts:
-        readers skip them, and their keys are reconciled (so a ghost member frees its
-        session slot and a ghost pod stops keeping its Agent Running).
+        indexes. Entries seen before the LIST started, absent from it, and still indexed
+        ``ghost_grace`` seconds later (an ordinary deletion's event arrives well within
+        that) are ghosts: readers skip them, and their keys are reconciled (so a ghost
+        member frees its session slot and a ghost pod stops keeping its Agent Running).
         """
         indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
         found: list[tuple[str, AgentKey, str]] = []
@@ -482,6 +486,13 @@ class Reconciler:
             listed = await self.kube.list_uids(resource, self.config.namespaces)
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
+        if found and self.ghost_grace:
+            await asyncio.sleep(self.ghost_grace)
+        found = [
+            (resource, key, uid)
+            for resource, key, uid in found
+            if any(_uid(body) == uid for body in (indexes[resource] or {}).get(key) or ())
+        ]
         gone = {uid for _, _, uid in found}
         new = [(resource, key, uid) for resource, key, uid in found if uid not in self._ghosts]
         self._ghosts = gone  # a ghost the index dropped since, or that is back, is no more
