@@ -59,6 +59,7 @@ class PodView:
         owner_uid: the UID of the pod's controller ownerReference (None without one):
             the pod belongs to the Agent with that UID and to no other (DESIGN.md 4).
         deletion_deadline: ``metadata.deletionTimestamp``, the end of the grace period.
+        uid: ``metadata.uid``.
 
     """
 
@@ -78,6 +79,7 @@ class PodView:
     message: str | None = None
     owner_uid: str | None = None
     deletion_deadline: datetime | None = None
+    uid: str = ""
 
     @property
     def finished(self) -> bool:
@@ -161,6 +163,7 @@ def observe_pod(pod: dict[str, Any]) -> PodView:
         message=status.get("message"),
         owner_uid=owner_uid,
         deletion_deadline=parse_time(metadata.get("deletionTimestamp")),
+        uid=str(metadata.get("uid") or ""),
     )
 
 

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +63,9 @@ log = logging.getLogger("stockade.reconcile")
 
 AgentKey = tuple[str, str]
 """``(namespace, name)`` of an Agent."""
+
+DEFAULT_GRACE_SECONDS = 30
+"""A pod's grace period when it sets none (core/v1 terminationGracePeriodSeconds)."""
 
 CREATED_GRACE = 10.0
 """Seconds a child just created is trusted to exist before its watch event arrives."""
@@ -290,6 +293,7 @@ class Reconciler:
     _warned: set[tuple[str, str]] = field(default_factory=set)
     _policy_checked: bool = False
     _created: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    _deleted: dict[str, datetime] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
@@ -395,6 +399,14 @@ class Reconciler:
                 continue
             if view.owner_uid != uid or _uid(raw) in self._ghosts:
                 continue
+            asked = self._deleted.get(view.uid)
+            if asked is not None and view.deleting:
+                del self._deleted[view.uid]  # the watch caught up
+            elif asked is not None:
+                # Deleted by us, not yet seen so (the Job controller's "expectations"):
+                # its going must not read as a lost pod if the Agent resumes meanwhile.
+                grace = asked + timedelta(seconds=DEFAULT_GRACE_SECONDS)
+                view = replace(view, deleting=True, deletion_deadline=grace)
             pods[view.attempt] = view
         return pods
 
@@ -567,7 +579,7 @@ class Reconciler:
             # Admitted and running: its defaults are resolved once, now, and kept.
             decision = replace(decision, status={**decision.status, "sessionDefaults": defaults})
         if await self._record(agent, view, decision):
-            await self._delete_pods(namespace, decision)
+            await self._delete_pods(namespace, decision, pods)
         if session is not None:
             await self._adopt(agent, session)
         if session_ref is not None and decision.status != view.status:
@@ -742,7 +754,9 @@ class Reconciler:
                 return await self._refused(obs, problem)
         return decision
 
-    async def _delete_pods(self, namespace: str, decision: Decision) -> None:
+    async def _delete_pods(
+        self, namespace: str, decision: Decision, pods: Mapping[int, PodView]
+    ) -> None:
         """Delete the pods the decision lets go, once its status is recorded.
 
         Recorded first, so the pod of a suspend, a deadline or a failure is never found
@@ -750,9 +764,16 @@ class Reconciler:
         status write loses a race with an edit, nothing is deleted and the next
         reconcile decides again.
         """
+        uids = {pod.name: pod.uid for pod in pods.values()}
+        now = datetime.now(UTC)
+        for uid, asked in list(self._deleted.items()):
+            if (now - asked).total_seconds() > 600:  # never seen again: gone long ago
+                del self._deleted[uid]
         for delete in decision.actions:
             if isinstance(delete, DeletePod):
                 await self.kube.delete_pod(namespace, delete.name, force=delete.force)
+                if uids.get(delete.name):
+                    self._deleted[uids[delete.name]] = now
 
     async def _refused(self, obs: Observation, problem: Rejection | str) -> Decision:
         """Decide again knowing the pod (or a child) was refused; nothing was created.
