@@ -36,7 +36,10 @@ set -eu
 
 task_file="${STOCKADE_TASK_FILE:-/etc/stockade/task}"
 config_dir="${STOCKADE_CONFIG_DIR:-/etc/stockade/config}"
-workspace=/workspace
+# Two overrides for running the script outside a pod (its unit tests do); Stockade sets
+# neither.
+workspace="${EXAMPLE_AGENT_WORKSPACE:-/workspace}"
+termination_log="${EXAMPLE_AGENT_TERMINATION_LOG:-/dev/termination-log}"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/agent.XXXXXX")"
 trap 'rm -rf "${tmp}"' EXIT
 
@@ -53,9 +56,9 @@ json_string() {  # json_string < TEXT: TEXT as a JSON string literal
 
 finish() {  # finish EXIT_CODE RESULT_JSON [USAGE_JSON]: report, then exit
   if [ -n "${3:-}" ]; then
-    printf '{"result": %s, "usage": %s}\n' "$2" "$3" >/dev/termination-log
+    printf '{"result": %s, "usage": %s}\n' "$2" "$3" >"${termination_log}"
   else
-    printf '{"result": %s}\n' "$2" >/dev/termination-log
+    printf '{"result": %s}\n' "$2" >"${termination_log}"
   fi
   exit "$1"
 }

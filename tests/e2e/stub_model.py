@@ -3,8 +3,9 @@
 The example agent (examples/agent) calls ``POST <baseURL>/chat/completions``; on the real
 node its pod reaches the host on the node's bridge address, so the stub listens there
 (never on 0.0.0.0). Every request is recorded (path, headers, JSON body) for the test to
-check, and each gets the same completion: :data:`ANSWER` with :data:`PROMPT_TOKENS` and
-:data:`COMPLETION_TOKENS` in its ``usage`` (the response shape of
+check, and each gets the same completion: ``answer`` (default :data:`ANSWER`) with
+:data:`PROMPT_TOKENS` and :data:`COMPLETION_TOKENS` in its ``usage``, or the error
+``status`` when it is not 200 (the response shape of
 https://platform.openai.com/docs/api-reference/chat/object).
 """
 
@@ -39,11 +40,15 @@ class StubModel:
 
     Attributes:
         host: the address it listens on (the node's bridge address in the e2e tests).
+        answer: the completion's message content.
+        status: the HTTP status of every answer (not 200: an error, no completion).
         requests: what it received, in order (appended from the server's threads).
 
     """
 
     host: str
+    answer: str = ANSWER
+    status: int = 200
     requests: list[Request] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -73,6 +78,9 @@ class StubModel:
                 if self.path != "/v1/chat/completions":
                     self.send_error(404)
                     return
+                if stub.status != 200:
+                    self.send_error(stub.status)
+                    return
                 reply = json.dumps(
                     {
                         "id": "chatcmpl-stub",
@@ -81,7 +89,7 @@ class StubModel:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": ANSWER},
+                                "message": {"role": "assistant", "content": stub.answer},
                                 "finish_reason": "stop",
                             }
                         ],
