@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `make e2e`: the real node up (hack/node-up.sh: the control plane if it is not running,
-# the Debian packages and node binaries if missing, containerd + gVisor + kubelet), the
-# end-to-end tests (tests/e2e), then the node down (hack/node-down.sh) whatever happened:
-# a failing node-up or test, or an interrupt, still restores the machine (sysctls,
-# bridge, iptables chains, mounts, cgroups, host paths). The control plane is left
+# `make e2e`: the end-to-end tests (tests/e2e), whose session fixture brings the real
+# node up (hack/node-up.sh: the control plane if it is not running, the Debian packages
+# and node binaries if missing, containerd + gVisor + kubelet; its time is printed as
+# "node-up"), then the node down (hack/node-down.sh) whatever happened: a failing
+# node-up or test, or an interrupt, still restores the machine (sysctls, bridge,
+# iptables chains, mounts, cgroups, host paths). The control plane is left
 # running (hack/cluster-down.sh stops it). The Debian packages it installed stay.
 # Arguments go to pytest. Needs root. Prints each step's time and the total.
 set -euo pipefail
@@ -26,10 +27,7 @@ trap down EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-bash "${HACK_DIR}/node-up.sh"
-log "node-up took $((SECONDS - start))s"
-tests_start=${SECONDS}
 status=0
 "${PY}" -m pytest tests/e2e -v --durations=0 "$@" || status=$?
-log "the e2e tests took $((SECONDS - tests_start))s"
+log "pytest tests/e2e (node-up included) took $((SECONDS - start))s"
 exit "${status}"

@@ -60,6 +60,11 @@ def agent_container(agents: Agents, name: str) -> Any:
 
 def test_agent_runs_under_gvisor_hardened(agents: Agents) -> None:
     task = 'Fix "the" bug.\nThen report.'
+    # The API server's Pod Security admission refuses any pod that is not `restricted`.
+    agents.cluster.core.patch_namespace(
+        agents.namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
     start = time.monotonic()
     agents.create(
         "sandboxed",
