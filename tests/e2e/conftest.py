@@ -19,6 +19,7 @@ them). Timings (node-up, first gVisor pod) are printed at the end of the session
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -43,6 +44,20 @@ STORAGE_CLASS = "stockade-node"
 SKIP_ENV = "STOCKADE_E2E_SKIP_WITHOUT_NODE"
 
 TIMINGS: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the session as Ctrl-C does, so that fixtures still tear down.
+
+    Without it a terminated pytest (CI's timeout, ``hack/e2e.sh`` stopped) leaves the
+    operator subprocess running: it keeps the leader Lease, and the next session's
+    operator only stands by while the stale one reconciles with old code.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
