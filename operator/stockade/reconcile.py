@@ -330,6 +330,10 @@ class Reconciler:
             for key in list(self._sessions or ()):
                 self.poke_session(key, 0.0)
 
+    def queues(self) -> dict[str, WorkQueue[AgentKey]]:
+        """The work queues by name (``agents``, ``agentsessions``), for the queue metrics."""
+        return {"agents": self._agent_queue, "agentsessions": self._session_queue}
+
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
         self._agent_queue.poke(key, delay)
@@ -489,6 +493,7 @@ class Reconciler:
         """
         indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
         found: list[tuple[str, AgentKey, str]] = []
+        complete = True
         for resource, index in indexes.items():
             if index is None:
                 continue
@@ -496,8 +501,11 @@ class Reconciler:
                 (key, _uid(body)) for key, store in list(index.items()) for body in store or ()
             ]
             listed = await self.kube.list_uids(resource, self.config.namespaces)
+            complete = complete and listed is not None
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
+        if complete:
+            metrics.RESYNC_LAST_SUCCESS.set(time.time())
         if found and self.ghost_grace:
             await asyncio.sleep(self.ghost_grace)
         found = [
@@ -723,8 +731,6 @@ class Reconciler:
         after = set(decision.status.get("admittedAgents") or ())
         for member in members:
             newly = member.name in after - before
-            if newly:
-                metrics.ADMISSION_WAIT.observe(max((obs.now - member.created).total_seconds(), 0.0))
             changed_phase = status.get("phase") != decision.status.get("phase")
             if newly or member.name in before - after or changed_phase:
                 self.poke((namespace, member.name))
@@ -946,6 +952,11 @@ class Reconciler:
                 self.poke(key, 1.0)
                 return False
         self.phases[key] = (key[0], str(decision.phase))
+        created = parse_time(metadata.get("creationTimestamp"))
+        now = datetime.now(UTC)
+        metrics.record(
+            metrics.observations(decision.transitions, view.status, decision.status, created, now)
+        )
         for step in decision.transitions:
             self._announce(agent, step, view)
         reason = decision.status.get("reason")
@@ -976,11 +987,6 @@ class Reconciler:
         task.add_done_callback(self._events.discard)
 
     def _announce(self, agent: dict[str, Any], step: Transition, view: AgentView) -> None:
-        metrics.TRANSITIONS.labels(str(step.from_phase), str(step.to_phase), str(step.reason)).inc()
-        if step.to_phase == Phase.Running and int(view.status.get("attempts") or 1) <= 1:
-            created = parse_time(agent["metadata"].get("creationTimestamp"))
-            if created is not None:
-                metrics.CREATE_TO_RUNNING.observe((datetime.now(UTC) - created).total_seconds())
         text = f"{step.from_phase or 'New'} -> {step.to_phase}"
         if step.message:
             text = f"{text}: {step.message}"

@@ -81,6 +81,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             lambda: phase_samples(memo["reconciler"]),
             lambda: session_phase_samples(memo["reconciler"]),
             lambda: dict(memo["reconciler"].budget_usage),
+            lambda: memo["reconciler"].queues(),
         )
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
