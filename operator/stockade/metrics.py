@@ -154,13 +154,69 @@ class BudgetCollector(Collector):
         yield family
 
 
+class PhaseAgeCollector(Collector):
+    """``stockade_agent_phase_oldest_seconds{namespace, phase}``, read at scrape time.
+
+    For each namespace and non-terminal phase (Pending, Starting, Running, Paused): how
+    long the Agent that entered it longest ago has been in it. `snapshot` returns
+    ``(namespace, phase, entered)`` per Agent, `entered` in Unix seconds (from
+    ``status.history``: :func:`phase_entered`), so the gauge is the same after a restart.
+    The alerts on Agents stuck in Pending or Starting read it (no Agent names needed).
+    """
+
+    PHASES = ("Pending", "Starting", "Running", "Paused")
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Iterable[tuple[str, str, float]]],
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._snapshot, self._now = snapshot, now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the gauge family (one sample per namespace and phase with an Agent)."""
+        family = GaugeMetricFamily(
+            "stockade_agent_phase_oldest_seconds",
+            "How long the Agent longest in a non-terminal phase has been in it, by"
+            " namespace and phase.",
+            labels=["namespace", "phase"],
+        )
+        now = self._now()
+        oldest: dict[tuple[str, str], float] = {}
+        for namespace, phase, entered in self._snapshot():
+            if phase in self.PHASES:
+                key = (namespace, phase)
+                oldest[key] = min(oldest.get(key, entered), entered)
+        for (namespace, phase), entered in sorted(oldest.items()):
+            family.add_metric([namespace, phase], max(now - entered, 0.0))
+        yield family
+
+
+def phase_entered(status: Mapping[str, Any], created: str | None = None) -> float | None:
+    """When an Agent entered its current phase, in Unix seconds, from its status.
+
+    The time of the last ``status.history`` entry into ``status.phase``; else (history
+    cut short, or no phase yet) `created`, the ``creationTimestamp``; else None.
+    """
+    phase = status.get("phase")
+    for entry in reversed(status.get("history") or []):
+        if entry.get("to") == phase and entry.get("time"):
+            return _unix(str(entry["time"]))
+    return _unix(created) if created else None
+
+
+def _unix(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def register_gauges(
     agents: Callable[[], Iterable[tuple[str, str]]],
     sessions: Callable[[], Iterable[tuple[str, str]]],
     budgets: Callable[[], Mapping[tuple[str, str, str], float]],
     queues: Callable[[], Mapping[str, QueueStats]] | None = None,
+    phase_ages: Callable[[], Iterable[tuple[str, str, float]]] | None = None,
 ) -> None:
-    """Register ``stockade_agents``, ``stockade_sessions``, the budget and queue gauges (once)."""
+    """Register ``stockade_agents``, ``stockade_sessions``, budget, queue, phase-age gauges."""
     REGISTRY.register(PhaseCollector("stockade_agents", "Agents by namespace and phase.", agents))
     REGISTRY.register(
         PhaseCollector("stockade_sessions", "AgentSessions by namespace and phase.", sessions)
@@ -168,6 +224,8 @@ def register_gauges(
     REGISTRY.register(BudgetCollector(budgets))
     if queues is not None:
         REGISTRY.register(QueueCollector(queues))
+    if phase_ages is not None:
+        REGISTRY.register(PhaseAgeCollector(phase_ages))
 
 
 RUNNING = "Running"

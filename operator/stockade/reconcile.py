@@ -266,6 +266,8 @@ class Reconciler:
         config: operator settings.
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
+        phase_entered: ``(namespace, phase, Unix time it was entered)`` per known Agent
+            (``stockade_agent_phase_oldest_seconds``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
         ghost_grace: seconds an entry a LIST lacks may stay indexed before it is taken
             for a ghost (its DELETED event may be on its way).
@@ -280,6 +282,7 @@ class Reconciler:
     config: OperatorConfig
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
+    phase_entered: dict[AgentKey, tuple[str, str, float]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     leading: bool = True
     policy_present: bool = False
@@ -533,6 +536,7 @@ class Reconciler:
         agent = self._agent(key)
         if agent is None:
             self.phases.pop(key, None)
+            self.phase_entered.pop(key, None)
             self._written.pop(("agent", key), None)
             self._agent_queue.forget(key)
             return
@@ -952,6 +956,9 @@ class Reconciler:
                 self.poke(key, 1.0)
                 return False
         self.phases[key] = (key[0], str(decision.phase))
+        entered = metrics.phase_entered(decision.status, metadata.get("creationTimestamp"))
+        if entered is not None:
+            self.phase_entered[key] = (key[0], str(decision.phase), entered)
         created = parse_time(metadata.get("creationTimestamp"))
         now = datetime.now(UTC)
         metrics.record(

@@ -170,3 +170,35 @@ def test_watch_event_counts_and_stamps() -> None:
     metrics.watch_event("agents", now=1234.0)
     assert metrics.WATCH_EVENTS.labels("agents")._value.get() == before + 1
     assert metrics.WATCH_LAST_EVENT.labels("agents")._value.get() == 1234.0
+
+
+def test_phase_entered_is_the_last_history_entry_into_the_phase() -> None:
+    status = {
+        "phase": "Starting",
+        "history": [
+            {"seq": 1, "to": "Pending", "time": rfc(0)},
+            {"seq": 2, "from": "Pending", "to": "Starting", "time": rfc(5)},
+            {"seq": 3, "from": "Starting", "to": "Running", "time": rfc(9)},
+            {"seq": 4, "from": "Running", "to": "Starting", "time": rfc(30)},
+        ],
+    }
+    assert metrics.phase_entered(status) == at(30).timestamp()
+    assert metrics.phase_entered({"phase": "Pending"}, rfc(3)) == at(3).timestamp()
+    assert metrics.phase_entered({}) is None
+
+
+def test_phase_age_collector_reports_the_oldest_per_namespace_and_live_phase() -> None:
+    registry = CollectorRegistry()
+    samples = [
+        ("a", "Pending", 100.0),
+        ("a", "Pending", 40.0),
+        ("a", "Starting", 90.0),
+        ("b", "Pending", 95.0),
+        ("a", "Succeeded", 0.0),  # terminal phases are not ages anyone waits on
+    ]
+    registry.register(metrics.PhaseAgeCollector(lambda: samples, now=lambda: 100.0))
+    text = generate_latest(registry).decode()
+    assert 'stockade_agent_phase_oldest_seconds{namespace="a",phase="Pending"} 60.0' in text
+    assert 'stockade_agent_phase_oldest_seconds{namespace="a",phase="Starting"} 10.0' in text
+    assert 'stockade_agent_phase_oldest_seconds{namespace="b",phase="Pending"} 5.0' in text
+    assert "Succeeded" not in text

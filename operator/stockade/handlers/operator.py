@@ -82,6 +82,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             lambda: session_phase_samples(memo["reconciler"]),
             lambda: dict(memo["reconciler"].budget_usage),
             lambda: memo["reconciler"].queues(),
+            lambda: list(memo["reconciler"].phase_entered.values()),
         )
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
