@@ -49,7 +49,7 @@ gomod="$(cd "${dir}" && GOFLAGS=-mod=mod go mod download -json "${module}@${vers
   # Single-line replace directives of Prometheus' own go.mod (a block would need more).
   grep -E '^replace [^(]' "${gomod}" || true
 } >"${dir}/go.mod"
-(cd "${dir}" && go mod download && go build -mod=mod -ldflags "-s -w" \
+(cd "${dir}" && go build -mod=mod -ldflags "-s -w" \
   -o "${bin_dir}/promtool" "${module}/cmd/promtool")
 log "built promtool in $((SECONDS - start))s: $(du -h "${bin_dir}/promtool" | cut -f1)"
 printf '%s\n' "${bin_dir}/promtool"
