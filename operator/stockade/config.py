@@ -107,6 +107,8 @@ class OperatorConfig(BaseModel):
             its watch-fed indexes still hold but the API no longer has (0 disables).
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
+        liveness_stall_seconds: liveness fails when the event loop has not run its
+            heartbeat (every second) for this long (:mod:`stockade.health`).
         log_format: ``text`` or ``json``.
         leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
             while holding it (:mod:`stockade.leader`). Off by default, so a single
@@ -154,6 +156,7 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
+    liveness_stall_seconds: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="text", pattern="^(text|json)$")
     leader_election: bool = False
     leader_election_namespace: str = ""
@@ -273,6 +276,7 @@ _ENV = {
     "resync_seconds": "STOCKADE_RESYNC_SECONDS",
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",
+    "liveness_stall_seconds": "STOCKADE_LIVENESS_STALL_SECONDS",
     "log_format": "STOCKADE_LOG_FORMAT",
     "leader_election": "STOCKADE_LEADER_ELECTION",
     "leader_election_namespace": "STOCKADE_LEADER_ELECTION_NAMESPACE",

@@ -80,6 +80,17 @@ WATCH_LAST_EVENT = Gauge(
     "Unix time of the last watch event received, by resource (0: none yet).",
     ["resource"],
 )
+WATCH_MISSED = Counter(
+    "stockade_watch_missed_objects_total",
+    "Objects a resync LIST found that their watch had not delivered (after a grace"
+    " period), by resource: the watch is behind or stuck.",
+    ["resource"],
+)
+LOOP_LAG = Histogram(
+    "stockade_event_loop_lag_seconds",
+    "How late the event loop ran the liveness heartbeat (a blocked or starved loop).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
 RESYNC_LAST_SUCCESS = Gauge(
     "stockade_resync_last_success_timestamp_seconds",
     "Unix time of the last resync whose LISTs all succeeded (0: none yet).",
@@ -279,7 +290,7 @@ def observations(
     with the Agent's ``creationTimestamp`` `created` and the time `now` (aware datetimes):
 
     - ``transitions`` ``(from, to, reason)``, 1 per step;
-    - ``create_to_running`` seconds, at the first Running of the first attempt;
+    - ``create_to_running`` seconds, at the Agent's first Running (none in its history);
     - ``admission_wait`` seconds, at the first ``Pending -> Starting`` (no attempt yet);
     - ``run`` seconds ``(phase,)``, at ``Running -> Succeeded|Failed`` (``startTime`` to
       ``completionTime``, else to `now`);
@@ -289,10 +300,12 @@ def observations(
     out: list[tuple[str, tuple[str, ...], float]] = []
     attempts_before = int(old_status.get("attempts") or 0)
     attempts_after = int(new_status.get("attempts") or 0)
+    ran_before = any(entry.get("to") == RUNNING for entry in old_status.get("history") or ())
     for step in steps:
         source, target = str(step.from_phase or ""), str(step.to_phase)
         out.append(("transitions", (source, target, str(step.reason)), 1.0))
-        if target == RUNNING and max(attempts_before, 1) <= 1:
+        if target == RUNNING and not ran_before and attempts_before <= 1:
+            ran_before = True  # a retry within the same decision is not the first start
             wait = _seconds(created, now)
             if wait is not None:
                 out.append(("create_to_running", (), wait))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -273,6 +273,8 @@ class Reconciler:
             for a ghost (its DELETED event may be on its way).
         leading: whether this replica may write (:meth:`set_leading`; True unless leader
             election is on).
+        on_watch_checked: called after each resync with a resource (plural) and how
+            many listed objects its watch had not delivered (the liveness check).
         policy_present: whether the chart's admission policy binding was found
             (:meth:`check_admission_policy`); False until checked (references refused).
 
@@ -299,6 +301,7 @@ class Reconciler:
     _deleted: dict[str, datetime] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
+    on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
@@ -496,6 +499,7 @@ class Reconciler:
         """
         indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
         found: list[tuple[str, AgentKey, str]] = []
+        unseen: dict[str, set[str]] = {}
         complete = True
         for resource, index in indexes.items():
             if index is None:
@@ -507,10 +511,19 @@ class Reconciler:
             complete = complete and listed is not None
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
+                unseen[resource] = listed - {uid for _, uid in before}
         if complete:
             metrics.RESYNC_LAST_SUCCESS.set(time.time())
-        if found and self.ghost_grace:
+        if (found or any(unseen.values())) and self.ghost_grace:
             await asyncio.sleep(self.ghost_grace)
+        for resource, uids in unseen.items():
+            # Listed, yet still not indexed a grace period later: the watch missed them.
+            indexed = {_uid(b) for store in (indexes[resource] or {}).values() for b in store or ()}
+            missed = len(uids - indexed)
+            if missed:
+                metrics.WATCH_MISSED.labels(resource).inc(missed)
+            if self.on_watch_checked is not None:
+                self.on_watch_checked(resource, missed)
         found = [
             (resource, key, uid)
             for resource, key, uid in found

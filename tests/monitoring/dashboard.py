@@ -151,7 +151,10 @@ PANELS: tuple[Panel, ...] = (
         " last successful resync LIST.",
         "short",
         (
-            ("sum by (resource) (rate(stockade_watch_events_total[" + RATE + "]))", "{{resource}} events/s"),
+            (
+                "sum by (resource) (rate(stockade_watch_events_total[" + RATE + "]))",
+                "{{resource}} events/s",
+            ),
             (
                 "time() - max(stockade_resync_last_success_timestamp_seconds)",
                 "since last resync (s)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from stockade import metrics
 from tests.monitoring import dashboard
@@ -18,7 +18,7 @@ def defined_metric_names() -> set[str]:
     registry.register(metrics.BudgetCollector(dict))
     registry.register(metrics.QueueCollector(dict))
     registry.register(metrics.PhaseAgeCollector(list))
-    families = [*metrics.REGISTRY.collect(), *registry.collect()]
+    families = [*REGISTRY.collect(), *registry.collect()]
     names = {family.name for family in families}
     names |= {f"{family.name}_total" for family in families if family.type == "counter"}
     return {name for name in names if name.startswith("stockade_")}

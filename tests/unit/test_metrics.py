@@ -55,10 +55,19 @@ def test_first_running_records_create_to_running_but_a_retry_does_not() -> None:
         [Step("Starting", "Running", "PodRunning")], {"attempts": 1}, {"attempts": 1}, T0, at(7)
     )
     assert ("create_to_running", (), 7.0) in first
+    ran = {"attempts": 1, "history": [{"to": "Running"}, {"to": "Starting"}]}
     retry = metrics.observations(
-        [Step("Starting", "Running", "PodRunning")], {"attempts": 2}, {"attempts": 2}, T0, at(70)
+        [Step("Starting", "Running", "PodRunning")], ran, {"attempts": 2}, T0, at(70)
     )
     assert "create_to_running" not in names(retry)
+    # Seen late: the first run, its failure and the retry's run in one decision.
+    steps = [
+        Step("Starting", "Running", "PodRunning"),
+        Step("Running", "Starting", "Error"),
+        Step("Starting", "Running", "PodRunning"),
+    ]
+    late = metrics.observations(steps, {"attempts": 1}, {"attempts": 2}, T0, at(9))
+    assert names(late).count("create_to_running") == 1
 
 
 def test_the_end_of_a_run_records_its_duration_by_final_phase() -> None:

@@ -6,6 +6,7 @@ writes (several replicas: one leader, the others warm standbys).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from prometheus_client import start_http_server
 from stockade import metrics
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
+from stockade.health import Health, HealthServer
 from stockade.k8s import Kube
 from stockade.leader import LeaderElector
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
@@ -66,6 +68,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 660
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
+    health = start_health(config, memo)
+    if health is not None:
+        reconciler.on_watch_checked = health.watch_checked
     if config.leader_election:
         reconciler.set_leading(False)
         metrics.LEADER.set(0)
@@ -76,6 +81,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Before any Agent is reconciled: the references it may make depend on the answer.
     await reconciler.check_admission_policy()
     memo["resync"] = reconciler.start_resync()
+    if health is not None:
+        # Ready once the API answers the operator's LIST of Agents (its initial listing).
+        await reconciler.kube.list_uids("agents", config.namespaces)
+        health.set_ready()
     if config.metrics_port and not memo.get("metrics_started"):
         metrics.register_gauges(
             lambda: phase_samples(memo["reconciler"]),
@@ -87,6 +96,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
         log.info("metrics on :%d/metrics", config.metrics_port)
+
+
+def start_health(config: OperatorConfig, memo: kopf.Memo) -> Health | None:
+    """Serve ``/healthz`` and ``/readyz`` on the health port and start the heartbeat.
+
+    See :mod:`stockade.health`; None when ``health_port`` is 0. The server thread
+    outlives an operator restart within the process (tests), so it starts once.
+    """
+    if not config.health_port:
+        return None
+    health: Health | None = memo.get("health")
+    if health is None:
+        health = Health(stall_seconds=config.liveness_stall_seconds)
+        HealthServer(health, config.health_port).start()
+        memo["health"] = health
+    health.ready = False
+    memo["heartbeat"] = asyncio.get_running_loop().create_task(health.beat())
+    return health
 
 
 def elector_for(
@@ -137,9 +164,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     The Lease is released only after the last write, so a standby that takes over at
     once never overlaps with this replica.
     """
-    resync = memo.get("resync")
-    if resync is not None:
-        resync.cancel()
+    for task in (memo.get("resync"), memo.get("heartbeat")):
+        if task is not None:
+            task.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
     elector: LeaderElector | None = memo.get("elector")
     if reconciler is not None:
