@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint dashboard promtool e2e-kind node-binaries node-up node-down e2e clean
+	lint dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, unt
 
 dashboard: $(VENV_STAMP) ## regenerate the Grafana dashboard (manifests/monitoring/, the chart's dashboards/)
 	$(PY) -m tests.monitoring.dashboard
+
+dashboard-picture: $(VENV_STAMP) ## docs/dashboard.png from the scrapes of tests/integration/test_metrics_scrape.py
+	$(PY) -m tests.monitoring.picture
 
 promtool: ## find or build the pinned promtool (no-op when cached)
 	bash hack/promtool.sh

@@ -81,10 +81,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Before any Agent is reconciled: the references it may make depend on the answer.
     await reconciler.check_admission_policy()
     memo["resync"] = reconciler.start_resync()
-    if health is not None:
-        # Ready once the API answers the operator's LIST of Agents (its initial listing).
-        await reconciler.kube.list_uids("agents", config.namespaces)
-        health.set_ready()
     if config.metrics_port and not memo.get("metrics_started"):
         metrics.register_gauges(
             lambda: phase_samples(memo["reconciler"]),
@@ -96,20 +92,32 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
         log.info("metrics on :%d/metrics", config.metrics_port)
+    if health is not None:
+        # The endpoints answer from now on (the Deployment's startupProbe waits for them);
+        # ready once the API answers the operator's LIST of Agents (its initial listing).
+        if not memo.get("health_served"):
+            HealthServer(health, config.health_port).start()
+            memo["health_served"] = True
+
+        async def become_ready() -> None:
+            while await reconciler.kube.list_uids("agents", config.namespaces) is None:
+                await asyncio.sleep(5)
+            health.set_ready()
+
+        memo["ready"] = asyncio.get_running_loop().create_task(become_ready())
 
 
 def start_health(config: OperatorConfig, memo: kopf.Memo) -> Health | None:
-    """Serve ``/healthz`` and ``/readyz`` on the health port and start the heartbeat.
+    """The liveness state, with its heartbeat started (served at the end of start-up).
 
-    See :mod:`stockade.health`; None when ``health_port`` is 0. The server thread
-    outlives an operator restart within the process (tests), so it starts once.
+    See :mod:`stockade.health`; None when ``health_port`` is 0. The state and its server
+    thread outlive an operator restart within the process (tests): made once.
     """
     if not config.health_port:
         return None
     health: Health | None = memo.get("health")
     if health is None:
         health = Health(stall_seconds=config.liveness_stall_seconds)
-        HealthServer(health, config.health_port).start()
         memo["health"] = health
     health.ready = False
     memo["heartbeat"] = asyncio.get_running_loop().create_task(health.beat())
@@ -164,7 +172,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     The Lease is released only after the last write, so a standby that takes over at
     once never overlaps with this replica.
     """
-    for task in (memo.get("resync"), memo.get("heartbeat")):
+    for task in (memo.get("resync"), memo.get("heartbeat"), memo.get("ready")):
         if task is not None:
             task.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
