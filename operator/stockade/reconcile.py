@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics, policy
+from stockade import admission, metrics, policy, tracing
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -977,6 +977,7 @@ class Reconciler:
         metrics.record(
             metrics.observations(decision.transitions, view.status, decision.status, created, now)
         )
+        tracing.record(agent, decision.status, decision.transitions)
         for step in decision.transitions:
             self._announce(agent, step, view)
         reason = decision.status.get("reason")

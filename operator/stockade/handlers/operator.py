@@ -19,7 +19,7 @@ from kubernetes.aio import config as aconfig
 from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
-from stockade import metrics
+from stockade import metrics, tracing
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
 from stockade.health import Health, HealthServer
@@ -66,6 +66,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
+    if tracing.configure():
+        log.info(
+            "tracing: one trace per Agent attempt to %s", os.environ[tracing.ENDPOINT_VARIABLE]
+        )
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
     health = start_health(config, memo)
