@@ -9,8 +9,9 @@ kopf's own liveness endpoint is served by the event loop it reports on, and answ
   a prompt 503 with the reason instead of a hung connection;
 - ``/healthz`` (liveness) fails when the last beat is older than ``stall_seconds`` (the
   loop is blocked or starved), or when the last :data:`STALE_ROUNDS` resyncs in a row
-  found objects in a fresh LIST that the watch of their resource never delivered (the
-  watch stream is stuck: a restart lists and watches anew);
+  found objects in a fresh LIST that the watch of their resource had not delivered a
+  grace period later, while it delivered no event at all (the watch stream is stuck: a
+  restart lists and watches anew);
 - ``/readyz`` (readiness) answers 200 once the operator has started and its initial
   listing succeeded (:meth:`Health.set_ready`), and while it is live.
 

@@ -82,8 +82,8 @@ WATCH_LAST_EVENT = Gauge(
 )
 WATCH_MISSED = Counter(
     "stockade_watch_missed_objects_total",
-    "Objects a resync LIST found that their watch had not delivered (after a grace"
-    " period), by resource: the watch is behind or stuck.",
+    "Objects a resync LIST found that their watch had not delivered a grace period"
+    " later, while that watch delivered no event at all: it is stuck. By resource.",
     ["resource"],
 )
 LOOP_LAG = Histogram(
@@ -342,10 +342,16 @@ def record(triples: Iterable[tuple[str, tuple[str, ...], float]]) -> None:
             RETRIES.inc(value)
 
 
+LAST_EVENT: dict[str, float] = {}
+"""resource -> Unix time of its last watch event (what the gauge shows), for the health check."""
+
+
 def watch_event(resource: str, now: float | None = None) -> None:
     """Count a watch event of `resource` (a plural, e.g. ``agents``) and stamp its time."""
+    stamp = time.time() if now is None else now
     WATCH_EVENTS.labels(resource).inc()
-    WATCH_LAST_EVENT.labels(resource).set(time.time() if now is None else now)
+    WATCH_LAST_EVENT.labels(resource).set(stamp)
+    LAST_EVENT[resource] = stamp
 
 
 class QueueStats(Protocol):

@@ -512,14 +512,18 @@ class Reconciler:
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
                 unseen[resource] = listed - {uid for _, uid in before}
+        listed_at = time.time()
         if complete:
-            metrics.RESYNC_LAST_SUCCESS.set(time.time())
+            metrics.RESYNC_LAST_SUCCESS.set(listed_at)
         if (found or any(unseen.values())) and self.ghost_grace:
             await asyncio.sleep(self.ghost_grace)
         for resource, uids in unseen.items():
-            # Listed, yet still not indexed a grace period later: the watch missed them.
+            # Listed, still not indexed a grace period later, and no event of that kind
+            # meanwhile: the watch is stuck. (With events flowing, an object created and
+            # deleted within the grace period is the likelier story.)
             indexed = {_uid(b) for store in (indexes[resource] or {}).values() for b in store or ()}
-            missed = len(uids - indexed)
+            flowing = metrics.LAST_EVENT.get(resource, 0.0) > listed_at
+            missed = 0 if flowing else len(uids - indexed)
             if missed:
                 metrics.WATCH_MISSED.labels(resource).inc(missed)
             if self.on_watch_checked is not None:
