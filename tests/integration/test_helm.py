@@ -1114,3 +1114,22 @@ def test_helm_test_pod_is_admitted_under_restricted(cluster: Cluster, helm: Helm
                 assert 'violates PodSecurity "restricted' in result.stderr, result.stderr
     finally:
         cluster.delete_namespaces([namespace])
+
+
+@pytest.mark.parametrize("preset", ["kube-dns", "openshift", "nodelocal"])
+def test_dns_presets_make_policies_the_api_server_accepts(
+    cluster: Cluster, helm: Helm, namespaces: list[str], preset: str
+) -> None:
+    """From chart value to NetworkPolicy: each preset's policy passes server-side dry-run."""
+    from stockade.api.agent import AgentSpec
+    from stockade.build.names import AgentRef
+    from stockade.build.network import build_network_policy
+    from stockade.config import load_config
+
+    namespace = fresh_namespace(cluster, "t-helm-dns")
+    namespaces.append(namespace)
+    config = load_config(env_of(helm.render({"egress.dns.preset": preset})))
+    spec = AgentSpec.model_validate({"image": "busybox", "network": {"egress": "Internet"}})
+    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
+    assert "networkpolicy.networking.k8s.io/demo-egress created (server dry run)" in out
