@@ -817,7 +817,7 @@ class Reconciler:
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
         try:
             built = [
-                build_network_policy(ref, spec),
+                build_network_policy(ref, spec, self.config),
                 build_input_configmap(ref, spec),
                 build_workspace_pvc(ref, spec),
             ]
@@ -899,6 +899,7 @@ class Reconciler:
                 attempt=attempt,
                 runtime_class=prepared.runtime_class,
                 resources=prepared.resources,
+                config=self.config,
             )
         except SpecError as exc:
             return str(exc)
