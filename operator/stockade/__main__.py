@@ -13,7 +13,27 @@ import sys
 
 import kopf
 
-from stockade.config import ConfigError, load_config
+from stockade.config import ConfigError, OperatorConfig, load_config
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    """Set up logging for `config`: kopf's handler and format, then the level.
+
+    ``log_level`` becomes the root logger's threshold (``debug`` ... ``error``), which
+    stockade's and kopf's loggers inherit; ``debug`` is kopf's own debug mode (its
+    ``--debug``: asyncio's messages too), ``warning``/``error`` its quiet mode
+    (https://kopf.readthedocs.io/en/stable/configuration/#logging-formats-and-levels).
+    aiohttp's access log (the health and metrics probes) stays at warnings unless
+    debugging.
+    """
+    kopf.configure(
+        debug=config.log_level == "debug",
+        quiet=config.log_level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger().setLevel(config.log_level.upper())
+    access = logging.DEBUG if config.log_level == "debug" else logging.WARNING
+    logging.getLogger("aiohttp.access").setLevel(access)
 
 
 def main() -> int:
@@ -23,11 +43,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"stockade: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    kopf.configure(
-        verbose=False,
-        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    configure_logging(config)
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
     # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),

@@ -844,7 +844,7 @@ class Reconciler:
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
         try:
             built = [
-                build_network_policy(ref, spec),
+                build_network_policy(ref, spec, self.config),
                 build_input_configmap(ref, spec),
                 build_workspace_pvc(ref, spec),
             ]
@@ -926,6 +926,7 @@ class Reconciler:
                 attempt=attempt,
                 runtime_class=prepared.runtime_class,
                 resources=prepared.resources,
+                config=self.config,
             )
         except SpecError as exc:
             return str(exc)
