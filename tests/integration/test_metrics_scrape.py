@@ -99,7 +99,7 @@ def test_scrape_matches_what_happened(agents: Agents, stockade_operator: Operato
         scrapes.append((time.time(), stockade_operator.metrics()))
         return all(agents.status(n).get("phase") == p for n, p in expected.items())
 
-    wait_for(settled, timeout=120, interval=1.0, what=f"Agents in {expected}")
+    wait_for(settled, timeout=180, interval=1.0, what=f"Agents in {expected}")
     reasons = {n: agents.status(n).get("reason") for n in expected}
     assert reasons["fails"] == "Error"
     assert reasons["retried"] == "BackoffLimitExceeded"
@@ -112,7 +112,7 @@ def test_scrape_matches_what_happened(agents: Agents, stockade_operator: Operato
         _, samples = parse(text)
         return samples if phase_gauges(samples, agents.namespace) == want_gauges else None
 
-    samples = wait_for(gauges_follow, timeout=15, what=f"stockade_agents == {want_gauges}")
+    samples = wait_for(gauges_follow, timeout=30, what=f"stockade_agents == {want_gauges}")
     families, _ = parse(scrapes[-1][1])
 
     # Every metric the dashboard and the alerts query is exported.
@@ -172,7 +172,7 @@ def test_scrape_matches_what_happened(agents: Agents, stockade_operator: Operato
         _, now = parse(text)
         return now if phase_gauges(now, agents.namespace) == want_gauges else None
 
-    after = wait_for(gauges_again, timeout=30, what=f"stockade_agents == {want_gauges} again")
+    after = wait_for(gauges_again, timeout=90, what=f"stockade_agents == {want_gauges} again")
     assert value(after, "stockade_agent_failures_total") == 0.0
     assert value(after, "stockade_agent_transitions_total") == 0.0
     paused_age = value(
