@@ -79,6 +79,7 @@ def save(scrapes: Iterable[tuple[float, str]]) -> None:
     SCRAPES.write_text(json.dumps([{"time": t, "text": text} for t, text in scrapes]))
 
 
+@pytest.mark.timeout(600)
 def test_scrape_matches_what_happened(agents: Agents, stockade_operator: OperatorProcess) -> None:
     stockade_operator.restart()
     scrapes: list[tuple[float, str]] = [(time.time(), stockade_operator.metrics())]
