@@ -3,7 +3,7 @@
 Reads the configuration from the environment (see :mod:`stockade.config`), then runs
 kopf standalone (no kopf peering: with several replicas, the Lease of
 :mod:`stockade.leader` decides which one writes) cluster-wide or in the configured
-namespaces, with a liveness endpoint on the health port.
+namespaces, with liveness and readiness endpoints on the health port (:mod:`stockade.health`).
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ def main() -> int:
     configure_logging(config)
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
-    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),
+    # not kopf's liveness endpoint: they also fail when the event loop or a watch is stuck.
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
-        liveness_endpoint=liveness,
         memo=kopf.Memo(config=config),
     )
     return 0

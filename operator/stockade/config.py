@@ -122,6 +122,8 @@ class OperatorConfig(BaseModel):
             its watch-fed indexes still hold but the API no longer has (0 disables).
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
+        liveness_stall_seconds: liveness fails when the event loop has not run its
+            heartbeat (every second) for this long (:mod:`stockade.health`).
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info`` (default), ``warning`` or ``error``: the root
             logger's threshold; ``debug`` also turns on kopf's debug output (its
@@ -187,6 +189,7 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
+    liveness_stall_seconds: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: LogLevel = "info"
     tmp_size_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
@@ -337,6 +340,7 @@ _ENV = {
     "resync_seconds": "STOCKADE_RESYNC_SECONDS",
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",
+    "liveness_stall_seconds": "STOCKADE_LIVENESS_STALL_SECONDS",
     "log_format": "STOCKADE_LOG_FORMAT",
     "log_level": "STOCKADE_LOG_LEVEL",
     "tmp_size_limit": "STOCKADE_TMP_SIZE_LIMIT",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics, policy
+from stockade import admission, metrics, policy, tracing
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -266,11 +266,15 @@ class Reconciler:
         config: operator settings.
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
+        phase_entered: ``(namespace, phase, Unix time it was entered)`` per known Agent
+            (``stockade_agent_phase_oldest_seconds``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
         ghost_grace: seconds an entry a LIST lacks may stay indexed before it is taken
             for a ghost (its DELETED event may be on its way).
         leading: whether this replica may write (:meth:`set_leading`; True unless leader
             election is on).
+        on_watch_checked: called after each resync with a resource (plural) and how
+            many listed objects its watch had not delivered (the liveness check).
         policy_present: whether the chart's admission policy binding was found
             (:meth:`check_admission_policy`); False until checked (references refused).
 
@@ -280,6 +284,7 @@ class Reconciler:
     config: OperatorConfig
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
+    phase_entered: dict[AgentKey, tuple[str, str, float]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     leading: bool = True
     policy_present: bool = False
@@ -296,6 +301,7 @@ class Reconciler:
     _deleted: dict[str, datetime] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
+    on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
@@ -329,6 +335,10 @@ class Reconciler:
                 self.poke(key)
             for key in list(self._sessions or ()):
                 self.poke_session(key, 0.0)
+
+    def queues(self) -> dict[str, WorkQueue[AgentKey]]:
+        """The work queues by name (``agents``, ``agentsessions``), for the queue metrics."""
+        return {"agents": self._agent_queue, "agentsessions": self._session_queue}
 
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
@@ -489,6 +499,8 @@ class Reconciler:
         """
         indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
         found: list[tuple[str, AgentKey, str]] = []
+        unseen: dict[str, set[str]] = {}
+        complete = True
         for resource, index in indexes.items():
             if index is None:
                 continue
@@ -496,10 +508,26 @@ class Reconciler:
                 (key, _uid(body)) for key, store in list(index.items()) for body in store or ()
             ]
             listed = await self.kube.list_uids(resource, self.config.namespaces)
+            complete = complete and listed is not None
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
-        if found and self.ghost_grace:
+                unseen[resource] = listed - {uid for _, uid in before}
+        listed_at = time.time()
+        if complete:
+            metrics.RESYNC_LAST_SUCCESS.set(listed_at)
+        if (found or any(unseen.values())) and self.ghost_grace:
             await asyncio.sleep(self.ghost_grace)
+        for resource, uids in unseen.items():
+            # Listed, still not indexed a grace period later, and no event of that kind
+            # meanwhile: the watch is stuck. (With events flowing, an object created and
+            # deleted within the grace period is the likelier story.)
+            indexed = {_uid(b) for store in (indexes[resource] or {}).values() for b in store or ()}
+            flowing = metrics.LAST_EVENT.get(resource, 0.0) > listed_at
+            missed = 0 if flowing else len(uids - indexed)
+            if missed:
+                metrics.WATCH_MISSED.labels(resource).inc(missed)
+            if self.on_watch_checked is not None:
+                self.on_watch_checked(resource, missed)
         found = [
             (resource, key, uid)
             for resource, key, uid in found
@@ -525,6 +553,7 @@ class Reconciler:
         agent = self._agent(key)
         if agent is None:
             self.phases.pop(key, None)
+            self.phase_entered.pop(key, None)
             self._written.pop(("agent", key), None)
             self._agent_queue.forget(key)
             return
@@ -723,8 +752,6 @@ class Reconciler:
         after = set(decision.status.get("admittedAgents") or ())
         for member in members:
             newly = member.name in after - before
-            if newly:
-                metrics.ADMISSION_WAIT.observe(max((obs.now - member.created).total_seconds(), 0.0))
             changed_phase = status.get("phase") != decision.status.get("phase")
             if newly or member.name in before - after or changed_phase:
                 self.poke((namespace, member.name))
@@ -947,6 +974,15 @@ class Reconciler:
                 self.poke(key, 1.0)
                 return False
         self.phases[key] = (key[0], str(decision.phase))
+        entered = metrics.phase_entered(decision.status, metadata.get("creationTimestamp"))
+        if entered is not None:
+            self.phase_entered[key] = (key[0], str(decision.phase), entered)
+        created = parse_time(metadata.get("creationTimestamp"))
+        now = datetime.now(UTC)
+        metrics.record(
+            metrics.observations(decision.transitions, view.status, decision.status, created, now)
+        )
+        tracing.record(agent, decision.status, decision.transitions)
         for step in decision.transitions:
             self._announce(agent, step, view)
         reason = decision.status.get("reason")
@@ -977,11 +1013,6 @@ class Reconciler:
         task.add_done_callback(self._events.discard)
 
     def _announce(self, agent: dict[str, Any], step: Transition, view: AgentView) -> None:
-        metrics.TRANSITIONS.labels(str(step.from_phase), str(step.to_phase), str(step.reason)).inc()
-        if step.to_phase == Phase.Running and int(view.status.get("attempts") or 1) <= 1:
-            created = parse_time(agent["metadata"].get("creationTimestamp"))
-            if created is not None:
-                metrics.CREATE_TO_RUNNING.observe((datetime.now(UTC) - created).total_seconds())
         text = f"{step.from_phase or 'New'} -> {step.to_phase}"
         if step.message:
             text = f"{text}: {step.message}"

@@ -10,6 +10,7 @@ the chart's ServiceAccount: what it may do is exactly the operator's API calls
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import subprocess
 import sys
@@ -153,8 +154,8 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["runAsUser"] == 65532
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert env_of(objects) == {
@@ -467,12 +468,9 @@ def test_optional_objects(helm: Helm) -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     (rule,) = by_kind(objects, "PrometheusRule")
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {
-        "StockadeOperatorDown",
-        "StockadeInvalidTransition",
-        "StockadeReconcileErrors",
-        "StockadeAgentsFailing",
-    }
+    # Every alert and when it fires: tests/integration/test_alerts.py (promtool).
+    assert {"StockadeOperatorDown", "StockadeAgentStuckStarting"} <= set(alerts)
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert "stockade_agent_invalid_transitions_total" in alerts["StockadeInvalidTransition"]["expr"]
     assert "stockade_reconcile_errors_total" in alerts["StockadeReconcileErrors"]["expr"]
     assert 'to_phase="Failed"' in alerts["StockadeAgentsFailing"]["expr"]
@@ -1045,6 +1043,7 @@ def test_optional_objects_are_accepted_server_side(
         "podSecurityContext.runAsUser": None,
         "securityContext.runAsUser": None,
         "imagePullSecrets": [{"name": "registry"}],
+        "dashboard.enabled": True,
     }
     rendered = helm.template(values, namespace=namespace, extra=["--include-crds"]).stdout
     out = cluster.kubectl(
@@ -1054,6 +1053,7 @@ def test_optional_objects_are_accepted_server_side(
     for kind in ("runtimeclass", "resourcequota", "limitrange", "role", "rolebinding"):
         assert f"\n{kind}" in f"\n{out}", out
     assert "customresourcedefinition.apiextensions.k8s.io/agents.stockade.dev" in out
+    assert "configmap/stockade-dashboard" in out, out
 
 
 def test_wrong_values_fail_helm_install(
@@ -1133,3 +1133,17 @@ def test_dns_presets_make_policies_the_api_server_accepts(
     policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
     out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
     assert "networkpolicy.networking.k8s.io/demo-egress created (server dry run)" in out
+
+
+def test_the_dashboard_configmap_is_optional_and_labelled_for_the_sidecar(helm: Helm) -> None:
+    assert not [
+        o
+        for o in by_kind(helm.render(), "ConfigMap")
+        if o["metadata"]["name"].endswith("dashboard")
+    ]
+    values = {"dashboard.enabled": True, "dashboard.annotations": {"grafana_folder": "Stockade"}}
+    (board,) = by_kind(helm.render(values), "ConfigMap")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "Stockade"}
+    shipped = (CHART.parent.parent / "manifests/monitoring/stockade-dashboard.json").read_text()
+    assert json.loads(board["data"]["stockade.json"]) == json.loads(shipped)

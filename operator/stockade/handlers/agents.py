@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from stockade import metrics
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
@@ -143,6 +144,9 @@ async def session_changed(
 
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
+    """The reconciler, bound to kopf's indexes; counts the watch event being handled."""
+    resource = kwargs.get("resource")
+    metrics.watch_event(resource.plural if resource is not None else "unknown")
     reconciler: Reconciler = memo["reconciler"]
     reconciler.bind(
         kwargs["agents"],

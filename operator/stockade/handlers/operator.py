@@ -6,6 +6,7 @@ writes (several replicas: one leader, the others warm standbys).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -18,9 +19,10 @@ from kubernetes.aio import config as aconfig
 from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
-from stockade import metrics
+from stockade import metrics, tracing
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
+from stockade.health import Health, HealthServer
 from stockade.k8s import Kube
 from stockade.leader import LeaderElector
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
@@ -64,8 +66,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
+    if tracing.configure():
+        log.info(
+            "tracing: one trace per Agent attempt to %s", os.environ[tracing.ENDPOINT_VARIABLE]
+        )
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
+    health = start_health(config, memo)
+    if health is not None:
+        reconciler.on_watch_checked = health.watch_checked
     if config.leader_election:
         reconciler.set_leading(False)
         metrics.LEADER.set(0)
@@ -81,10 +90,42 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             lambda: phase_samples(memo["reconciler"]),
             lambda: session_phase_samples(memo["reconciler"]),
             lambda: dict(memo["reconciler"].budget_usage),
+            lambda: memo["reconciler"].queues(),
+            lambda: list(memo["reconciler"].phase_entered.values()),
         )
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
         log.info("metrics on :%d/metrics", config.metrics_port)
+    if health is not None:
+        # The endpoints answer from now on (the Deployment's startupProbe waits for them);
+        # ready once the API answers the operator's LIST of Agents (its initial listing).
+        if not memo.get("health_served"):
+            HealthServer(health, config.health_port).start()
+            memo["health_served"] = True
+
+        async def become_ready() -> None:
+            while await reconciler.kube.list_uids("agents", config.namespaces) is None:
+                await asyncio.sleep(5)
+            health.set_ready()
+
+        memo["ready"] = asyncio.get_running_loop().create_task(become_ready())
+
+
+def start_health(config: OperatorConfig, memo: kopf.Memo) -> Health | None:
+    """The liveness state, with its heartbeat started (served at the end of start-up).
+
+    See :mod:`stockade.health`; None when ``health_port`` is 0. The state and its server
+    thread outlive an operator restart within the process (tests): made once.
+    """
+    if not config.health_port:
+        return None
+    health: Health | None = memo.get("health")
+    if health is None:
+        health = Health(stall_seconds=config.liveness_stall_seconds)
+        memo["health"] = health
+    health.ready = False
+    memo["heartbeat"] = asyncio.get_running_loop().create_task(health.beat())
+    return health
 
 
 def elector_for(
@@ -135,9 +176,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     The Lease is released only after the last write, so a standby that takes over at
     once never overlaps with this replica.
     """
-    resync = memo.get("resync")
-    if resync is not None:
-        resync.cancel()
+    for task in (memo.get("resync"), memo.get("heartbeat"), memo.get("ready")):
+        if task is not None:
+            task.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
     elector: LeaderElector | None = memo.get("elector")
     if reconciler is not None:
