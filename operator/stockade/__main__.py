@@ -28,6 +28,9 @@ def main() -> int:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # kopf logs "Handler '...' succeeded." per handler and watch event (several per
+    # Agent per second under load): noise that costs CPU. Failures are still logged.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
