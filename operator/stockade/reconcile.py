@@ -896,23 +896,31 @@ class Reconciler:
         except SpecError as exc:
             return str(exc)
         observed = self._observed_children((ref.namespace, ref.name))
+        started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [child for child in built if child is not None and self._expects(ref, child)]
         for step in plan(desired, observed, ref.name, ref.uid):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
-                try:
-                    created = await self.kube.create(manifest)
-                except ApiException as exc:
-                    rejection = classify_rejection(exc)
-                    if rejection is None:
-                        raise
-                    return rejection
-                if created:
-                    self._created[_created_key(ref, manifest)] = time.monotonic() + CREATED_GRACE
-                    continue
-                # 409: the watch has not shown it yet, or it is not ours.
                 name = manifest["metadata"]["name"]
-                found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                found = None
+                if started:
+                    # It was made with the first pod: most likely the watch has not
+                    # listed it yet (the operator just started). Look before writing.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                if found is None:
+                    try:
+                        created = await self.kube.create(manifest)
+                    except ApiException as exc:
+                        rejection = classify_rejection(exc)
+                        if rejection is None:
+                            raise
+                        return rejection
+                    if created:
+                        until = time.monotonic() + CREATED_GRACE
+                        self._created[_created_key(ref, manifest)] = until
+                        continue
+                    # 409: the watch has not shown it yet, or it is not ours.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
                 if found is None:  # deleted in between: the next reconcile creates it
                     return _conflict(manifest, None, transient=True)
                 found.setdefault("kind", manifest["kind"])
