@@ -34,6 +34,12 @@ def configure_logging(config: OperatorConfig) -> None:
     logging.getLogger().setLevel(config.log_level.upper())
     access = logging.DEBUG if config.log_level == "debug" else logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(access)
+    # kopf logs "Handler '...' succeeded." per handler and watch event (several per
+    # Agent per second under load): noise that costs CPU, kept for debugging only.
+    # Failures are still logged.
+    level = logging.getLevelName(config.log_level.upper())
+    objects = logging.NOTSET if config.log_level == "debug" else max(logging.WARNING, level)
+    logging.getLogger("kopf.objects").setLevel(objects)
 
 
 def main() -> int:

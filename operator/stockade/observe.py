@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -103,7 +104,7 @@ class PodView:
         )
 
 
-def _agent_container_status(pod: dict[str, Any]) -> dict[str, Any]:
+def _agent_container_status(pod: Mapping[str, Any]) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:
         if status.get("name") == "agent":
@@ -111,7 +112,7 @@ def _agent_container_status(pod: dict[str, Any]) -> dict[str, Any]:
     return dict(statuses[0]) if statuses else {}
 
 
-def observe_pod(pod: dict[str, Any]) -> PodView:
+def observe_pod(pod: Mapping[str, Any]) -> PodView:
     """Summarize a pod (as a dict from the API server) into a :class:`PodView`.
 
     Raises:

@@ -106,6 +106,27 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def indexed_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of an Agent or session body, without what the operator never reads.
+
+    ``metadata.managedFields`` and kubectl's last-applied annotation (a second copy of
+    the spec, task text included) are dropped: the indexes hold one body per object, so
+    they would roughly double the operator's memory per Agent.
+    """
+    plain: dict[str, Any] = {str(k): to_plain(v) for k, v in body.items() if k != "metadata"}
+    metadata = {
+        str(k): to_plain(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"
+    }
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    plain["metadata"] = metadata
+    return plain
+
+
 @dataclass
 class Prepared:
     """An Agent's spec turned into what its pod needs (or the reason it cannot be)."""
@@ -300,6 +321,9 @@ class Reconciler:
     _created: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _deleted: dict[str, datetime] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
+    _deferred: set[AgentKey] = field(default_factory=set)
+    _verdicts: dict[AgentKey, Mapping[str, admission.Verdict]] = field(default_factory=dict)
+    _member_views: dict[AgentKey, tuple[tuple[Any, ...], MemberView]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
     on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
@@ -362,7 +386,22 @@ class Reconciler:
         """
         written = self._written.get((kind, key))
         version = (body.get("metadata") or {}).get("resourceVersion")
-        return written is not None and version == written[0]
+        stale = written is not None and version == written[0]
+        if stale and kind == "agent":
+            self._deferred.add(key)
+        return stale
+
+    def own_echo(self, key: AgentKey, body: Mapping[str, Any]) -> bool:
+        """Whether `body` is the watch's echo of our own last status write to Agent `key`.
+
+        The write was decided from everything observed then, and any later change (a
+        pod's, someone's edit) pokes the Agent on its own: reconciling the echo would
+        decide the same again. Unless a reconcile was put off waiting for this very
+        echo (:meth:`_stale`): then it is needed.
+        """
+        written = self._written.get(("agent", key))
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        return written is not None and version == written[1] and key not in self._deferred
 
     def _wrote(self, kind: str, key: AgentKey, base: str | None, new: str | None) -> None:
         if base and new:
@@ -402,12 +441,8 @@ class Reconciler:
         """
         pods: dict[int, PodView] = {}
         store = self._pods.get(key) if self._pods is not None else None
-        for raw in store or ():
-            try:
-                view = observe_pod(raw)
-            except ValueError:
-                continue
-            if view.owner_uid != uid or _uid(raw) in self._ghosts:
+        for view in store or ():
+            if not isinstance(view, PodView) or view.owner_uid != uid or view.uid in self._ghosts:
                 continue
             asked = self._deleted.get(view.uid)
             if asked is not None and view.deleting:
@@ -555,10 +590,13 @@ class Reconciler:
             self.phases.pop(key, None)
             self.phase_entered.pop(key, None)
             self._written.pop(("agent", key), None)
+            self._deferred.discard(key)
+            self._member_views.pop(key, None)
             self._agent_queue.forget(key)
             return
         if self._stale("agent", key, agent):
             return
+        self._deferred.discard(key)
         uid = _uid(agent)
         session_ref = session_name(agent)
         session = self._first(self._sessions, (namespace, session_ref)) if session_ref else None
@@ -649,21 +687,41 @@ class Reconciler:
     def _verdict(
         self, agent: dict[str, Any], session_ref: str, session: dict[str, Any]
     ) -> admission.Verdict | None:
-        """Why admission (as recorded) keeps this Agent waiting: for its reason only."""
-        namespace = agent["metadata"]["namespace"]
-        members = [
-            self._member(body, session) for body in self.member_bodies((namespace, session_ref))
-        ]
-        spec, status = session.get("spec") or {}, session.get("status") or {}
-        decision = admission.admit(
-            [admission.Member(m.name, m.created, m.requests, _wants(m)) for m in members],
-            max_agents=int(spec.get("maxAgents") or 8),
-            budget=_budget(spec),
-            recorded=status.get("admittedAgents") or (),
-        )
-        return decision.verdicts.get(agent["metadata"]["name"])
+        """Why admission keeps this Agent waiting, as the session's last reconcile found.
+
+        For its reason only (the session decides admission). Kept from
+        :meth:`reconcile_session`, which pokes a member whose verdict changed: a member's
+        reconcile costs O(1), not an admission over every member (O(m) per member,
+        O(m^2) per session).
+        """
+        verdicts = self._verdicts.get((agent["metadata"]["namespace"], session_ref))
+        return verdicts.get(agent["metadata"]["name"]) if verdicts is not None else None
 
     def _member(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
+        """A member as its session's admission sees it, prepared once per version.
+
+        Remembered per member until the member or the session's spec changes (their
+        resourceVersion and generation), so a session reconcile costs O(m) lookups,
+        not m validations.
+        """
+        metadata = body.get("metadata") or {}
+        session_meta = session.get("metadata") or {}
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        stamp = (
+            metadata.get("uid"),
+            metadata.get("resourceVersion"),
+            session_meta.get("uid"),
+            session_meta.get("generation"),
+            self.policy_present,
+        )
+        cached = self._member_views.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        view = self._member_view(body, session)
+        self._member_views[key] = (stamp, view)
+        return view
+
+    def _member_view(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
         metadata = body.get("metadata") or {}
         status = body.get("status") or {}
         prepared = prepare(body, self.config, session, policy_present=self.policy_present)
@@ -693,11 +751,16 @@ class Reconciler:
             }
         )
         meta = agent["metadata"]
-        written = await self.kube.patch_agent_owners(
-            meta["namespace"], meta["name"], refs, str(meta.get("resourceVersion") or "")
-        )
-        if not written:  # changed meanwhile: its watch event brings it back
-            self.poke((meta["namespace"], meta["name"]), 1.0)
+        key = (meta["namespace"], meta["name"])
+        base = str(meta.get("resourceVersion") or "")
+        ours = self._written.get(("agent", key))
+        if ours is not None and ours[0] == base:
+            base = ours[1]  # this reconcile wrote the status on top of `agent`
+        written = await self.kube.patch_agent_owners(key[0], key[1], refs, base)
+        if written is None:  # changed meanwhile: its watch event brings it back
+            self.poke(key, 1.0)
+        else:  # its echo needs no reconcile (:meth:`own_echo`)
+            self._wrote("agent", key, base, written)
 
     async def reconcile_session(self, key: AgentKey) -> None:
         """Observe session `key` and its members, admit, summarize, write its status."""
@@ -709,6 +772,7 @@ class Reconciler:
             return
         if session is None:
             self._written.pop(("session", key), None)
+            self._verdicts.pop(key, None)
             self.session_phases.pop(key, None)
             for usage_key in [k for k in self.budget_usage if k[:2] == key]:
                 del self.budget_usage[usage_key]
@@ -750,10 +814,18 @@ class Reconciler:
             self.budget_usage[(namespace, name, resource)] = ratio
         before = set(status.get("admittedAgents") or ())
         after = set(decision.status.get("admittedAgents") or ())
+        verdicts, previous = decision.admission.verdicts, self._verdicts.get(key) or {}
+        self._verdicts[key] = verdicts
+        changed_phase = status.get("phase") != decision.status.get("phase")
         for member in members:
             newly = member.name in after - before
-            changed_phase = status.get("phase") != decision.status.get("phase")
-            if newly or member.name in before - after or changed_phase:
+            verdict = verdicts.get(member.name)
+            if (
+                newly
+                or member.name in before - after
+                or changed_phase
+                or verdict != previous.get(member.name)
+            ):
                 self.poke((namespace, member.name))
         if decision.requeue_after is not None:
             self.poke_session(key, max(decision.requeue_after, 0.05))
@@ -851,23 +923,31 @@ class Reconciler:
         except SpecError as exc:
             return str(exc)
         observed = self._observed_children((ref.namespace, ref.name))
+        started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [child for child in built if child is not None and self._expects(ref, child)]
         for step in plan(desired, observed, ref.name, ref.uid):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
-                try:
-                    created = await self.kube.create(manifest)
-                except ApiException as exc:
-                    rejection = classify_rejection(exc)
-                    if rejection is None:
-                        raise
-                    return rejection
-                if created:
-                    self._created[_created_key(ref, manifest)] = time.monotonic() + CREATED_GRACE
-                    continue
-                # 409: the watch has not shown it yet, or it is not ours.
                 name = manifest["metadata"]["name"]
-                found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                found = None
+                if started:
+                    # It was made with the first pod: most likely the watch has not
+                    # listed it yet (the operator just started). Look before writing.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                if found is None:
+                    try:
+                        created = await self.kube.create(manifest)
+                    except ApiException as exc:
+                        rejection = classify_rejection(exc)
+                        if rejection is None:
+                            raise
+                        return rejection
+                    if created:
+                        until = time.monotonic() + CREATED_GRACE
+                        self._created[_created_key(ref, manifest)] = until
+                        continue
+                    # 409: the watch has not shown it yet, or it is not ours.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
                 if found is None:  # deleted in between: the next reconcile creates it
                     return _conflict(manifest, None, transient=True)
                 found.setdefault("kind", manifest["kind"])
@@ -1025,7 +1105,10 @@ def _created_key(ref: AgentRef, child: Mapping[str, Any]) -> tuple[str, str, str
     return (ref.uid, str(child["kind"]), str(child["metadata"]["name"]))
 
 
-def _uid(body: Mapping[str, Any]) -> str:
+def _uid(body: Mapping[str, Any] | PodView | ChildView) -> str:
+    """The UID of an indexed object: a body, or the summary an index keeps of it."""
+    if isinstance(body, PodView | ChildView):
+        return body.uid
     return str((body.get("metadata") or {}).get("uid") or "")
 
 
@@ -1044,10 +1127,6 @@ def _conflict(
     else:
         message = f"{held} exists and is not owned by this Agent: delete or rename it"
     return Rejection(Reason.RESOURCE_CONFLICT, message, stalled=not transient)
-
-
-def _wants(member: MemberView) -> bool:
-    return not (member.finished or member.deleting or member.paused)
 
 
 def _budget(spec: Mapping[str, Any]) -> dict[str, Decimal] | None:

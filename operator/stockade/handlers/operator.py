@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -31,12 +32,43 @@ log = logging.getLogger("stockade")
 
 
 async def api_client() -> aclient.ApiClient:
-    """An asyncio API client: in-cluster credentials if present, else the kubeconfig."""
+    """An asyncio API client: in-cluster credentials if present, else the kubeconfig.
+
+    Like kopf's own connection (``settings.networking.trust_env`` is False by default),
+    it reads no proxy or netrc settings from the environment: aiohttp would otherwise
+    look them up in a worker thread on every request.
+    """
+    configuration = aclient.Configuration()
     try:
-        aconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+        aconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except ConfigException:
-        await aconfig.load_kube_config()  # type: ignore[no-untyped-call]
-    return aclient.ApiClient()
+        await aconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.client_session_kwargs = {"trust_env": False}
+    return aclient.ApiClient(configuration)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps and builds nothing.
+
+    kopf computes an object's "essence" (a deep copy of its body) and a diff on every
+    watch event, for its on.create/update/delete handlers
+    (https://kopf.readthedocs.io/en/stable/configuration/#change-detection). Stockade
+    has none (event and index handlers only), so this is pure overhead: the empty
+    essence makes it free.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        """The empty essence (no change-detecting handler reads it)."""
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """Nothing was stored."""
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Store nothing (kopf writes no annotation to the objects)."""
 
 
 @kopf.on.startup()
@@ -59,6 +91,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ):
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
     # No CRD or namespace scanning: the watched resources are known at start (one
     # discovery call) and the namespaces are the configured ones, so the operator needs
     # no cluster-scoped read access to customresourcedefinitions or namespaces (the
