@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint e2e-kind node-binaries node-up node-down e2e clean
+	lint dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ cluster-down: ## stop and delete the local control plane (idempotent)
 
 run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, until they settle
 	bash hack/run.sh
+
+dashboard: $(VENV_STAMP) ## regenerate the Grafana dashboard (manifests/monitoring/, the chart's dashboards/)
+	$(PY) -m tests.monitoring.dashboard
+
+dashboard-picture: $(VENV_STAMP) ## docs/dashboard.png from the scrapes of tests/integration/test_metrics_scrape.py
+	$(PY) -m tests.monitoring.picture
+
+promtool: ## find or build the pinned promtool (no-op when cached)
+	bash hack/promtool.sh
 
 test: $(VENV_STAMP) binaries ## every test suite; then Agents and sessions as the chart's ServiceAccount (2 RBAC modes)
 	bash hack/test.sh

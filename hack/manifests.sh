@@ -52,7 +52,8 @@ metadata:
     # The operator's pod meets the Pod Security Standard "restricted".
     pod-security.kubernetes.io/enforce: restricted
 EOF
-  "${helm}" template stockade "${out}/${CHART}" --namespace "${INSTALL_NAMESPACE}" --include-crds
+  "${helm}" template stockade "${out}/${CHART}" --namespace "${INSTALL_NAMESPACE}" --include-crds \
+    --skip-tests
 } >"${out}/manifests/install.yaml"
 
 # 3. The Argo CD health checks as argocd-cm data keys

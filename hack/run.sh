@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the demo. Starts the local cluster, installs the CRDs, runs the operator,
-# applies manifests/samples/ (four Agents and a session of three), resumes the suspended
-# sample, and shows `kubectl get agentsessions,agents`
-# until every sample is in its expected phase. Exits non-zero if one is not (timeout
+# applies manifests/samples/ through the local overlay hack/samples/local/ (which adds the
+# simulator's sim.stockade.dev/* annotations and a stand-in Secret) into the demo
+# namespace: the namespace bootstrap, five Agents and a session of three. Shows
+# `kubectl get agentsessions,agents` until every sample is in its expected phase. Exits non-zero if one is not (timeout
 # STOCKADE_DEMO_TIMEOUT seconds, default 180). The operator's log: .cache/demo-operator.log.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -33,20 +34,26 @@ KUBECONFIG="${STOCKADE_KUBECONFIG}" STOCKADE_NAMESPACES="${NAMESPACE}" \
 operator_pid=$!
 trap 'kill "${operator_pid}" 2>/dev/null || true; wait "${operator_pid}" 2>/dev/null || true' EXIT
 
-k -n "${NAMESPACE}" apply -f manifests/samples/
-declare -A expected=([oneshot]=Succeeded [flaky]=Failed [in-a-vm]=Succeeded [later]=Succeeded
+# The samples as users get them, plus the simulator's fixtures, in the demo namespace
+# (kustomize renames the samples' Namespace `agents` too).
+demo_dir="${REPO_ROOT}/.cache/demo-samples"
+mkdir -p "${demo_dir}"
+cat >"${demo_dir}/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: ${NAMESPACE}
+resources:
+  - ../../hack/samples/local
+EOF
+k apply -k "${demo_dir}"
+declare -A expected=([hello-world]=Succeeded [model-call]=Succeeded [coding-agent]=Succeeded
+  [flaky]=Failed [watcher]=Running
   [review-security]=Succeeded [review-tests]=Succeeded [review-docs]=Succeeded)
 
 phase_of() { k -n "${NAMESPACE}" get agent "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
 
-resumed=false
 start=${SECONDS}
 while true; do
-  if [[ "${resumed}" == false && "$(phase_of later)" == Paused ]]; then
-    log "'later' is Paused; resuming it"
-    k -n "${NAMESPACE}" patch agent later --type merge -p '{"spec":{"suspend":false}}' >/dev/null
-    resumed=true
-  fi
   settled=true
   for name in "${!expected[@]}"; do
     [[ "$(phase_of "${name}")" == "${expected[${name}]}" ]] || settled=false

@@ -3,7 +3,7 @@
 Reads the configuration from the environment (see :mod:`stockade.config`), then runs
 kopf standalone (no kopf peering: with several replicas, the Lease of
 :mod:`stockade.leader` decides which one writes) cluster-wide or in the configured
-namespaces, with a liveness endpoint on the health port.
+namespaces, with liveness and readiness endpoints on the health port (:mod:`stockade.health`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,33 @@ import sys
 
 import kopf
 
-from stockade.config import ConfigError, load_config
+from stockade.config import ConfigError, OperatorConfig, load_config
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    """Set up logging for `config`: kopf's handler and format, then the level.
+
+    ``log_level`` becomes the root logger's threshold (``debug`` ... ``error``), which
+    stockade's and kopf's loggers inherit; ``debug`` is kopf's own debug mode (its
+    ``--debug``: asyncio's messages too), ``warning``/``error`` its quiet mode
+    (https://kopf.readthedocs.io/en/stable/configuration/#logging-formats-and-levels).
+    aiohttp's access log (the health and metrics probes) stays at warnings unless
+    debugging.
+    """
+    kopf.configure(
+        debug=config.log_level == "debug",
+        quiet=config.log_level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger().setLevel(config.log_level.upper())
+    access = logging.DEBUG if config.log_level == "debug" else logging.WARNING
+    logging.getLogger("aiohttp.access").setLevel(access)
+    # kopf logs "Handler '...' succeeded." per handler and watch event (several per
+    # Agent per second under load): noise that costs CPU, kept for debugging only.
+    # Failures are still logged.
+    level = logging.getLevelName(config.log_level.upper())
+    objects = logging.NOTSET if config.log_level == "debug" else max(logging.WARNING, level)
+    logging.getLogger("kopf.objects").setLevel(objects)
 
 
 def main() -> int:
@@ -23,19 +49,15 @@ def main() -> int:
     except ConfigError as exc:
         print(f"stockade: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    kopf.configure(
-        verbose=False,
-        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    configure_logging(config)
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
-    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),
+    # not kopf's liveness endpoint: they also fail when the event loop or a watch is stuck.
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
-        liveness_endpoint=liveness,
         memo=kopf.Memo(config=config),
     )
     return 0

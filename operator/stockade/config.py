@@ -1,9 +1,9 @@
 """Operator configuration: one place, read from the environment (set by the Helm chart).
 
 Every setting is an environment variable prefixed ``STOCKADE_``; lists are
-comma-separated, resource maps are ``name=quantity`` pairs separated by commas
-(``cpu=500m,memory=512Mi``). Invalid values raise :class:`ConfigError` at start-up,
-before the operator touches the cluster.
+comma-separated, maps are ``name=value`` pairs separated by commas
+(``cpu=500m,memory=512Mi``; ``k8s-app=kube-dns``). Invalid values raise
+:class:`ConfigError` at start-up, before the operator touches the cluster.
 
 The allow-lists (``STOCKADE_ALLOWED_*``) hold names or patterns: an entry ending in
 ``*`` matches every name that starts with what comes before it (``kata-*``), and ``*``
@@ -16,8 +16,10 @@ tolerations or a PriorityClass unless an administrator allows it here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
+from typing import Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -50,6 +52,19 @@ traffic). Unprefixed keys are exactly the ones Services and NetworkPolicies sele
 so they are not allowed by default. ``user.stockade.dev/`` is a prefix nothing selects
 on: it is documented as set by whoever creates an Agent, so no policy may trust it.
 """
+
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+"""A Kubernetes quantity (``512Mi``, ``1Gi``, ``2``): the serialization format of
+https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
+without exponents (the chart's values.schema.json accepts the same)."""
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+"""``STOCKADE_LOG_LEVEL``: the operator's (and kopf's) logging threshold."""
+
+DnsPreset = Literal["kube-dns", "openshift", "nodelocal"]
+"""``STOCKADE_EGRESS_DNS_PRESET``: where the cluster DNS runs (see
+:data:`stockade.build.network.DNS_PRESETS`)."""
+DNS_PRESETS: tuple[str, ...] = get_args(DnsPreset)
 
 SYSTEM_NAMESPACES: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 """Namespaces Agents never run in, whatever ``namespaces`` says (with the operator's own)."""
@@ -107,7 +122,27 @@ class OperatorConfig(BaseModel):
             its watch-fed indexes still hold but the API no longer has (0 disables).
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
+        liveness_stall_seconds: liveness fails when the event loop has not run its
+            heartbeat (every second) for this long (:mod:`stockade.health`).
         log_format: ``text`` or ``json``.
+        log_level: ``debug``, ``info`` (default), ``warning`` or ``error``: the root
+            logger's threshold; ``debug`` also turns on kopf's debug output (its
+            ``--debug``: watch events, handler progress, asyncio's warnings).
+        tmp_size_limit / home_size_limit: ``sizeLimit`` of the agent pod's ``/tmp`` and
+            ``HOME`` emptyDirs (Kubernetes quantities, default ``1Gi`` each); the
+            kubelet evicts a pod whose volume grows past it. Both count against the
+            container's ``ephemeral-storage`` limit. ``HOME`` is the workspace when the
+            Agent has one (then no emptyDir is mounted for it).
+        egress_dns_preset: where the cluster DNS runs, for the DNS rule of every egress
+            mode but ``None`` (:data:`stockade.build.network.DNS_PRESETS`): ``kube-dns``
+            (default: ``k8s-app=kube-dns`` pods in ``kube-system``, also CoreDNS),
+            ``openshift`` (``openshift-dns``, ports 53 and 5353) or ``nodelocal``
+            (kube-dns plus NodeLocal DNSCache's ``169.254.20.10/32``).
+        egress_dns_namespace_labels / egress_dns_pod_labels: replace the preset's
+            namespace and pod selector labels (``key=value`` pairs); unset: the preset's.
+        egress_dns_cidrs: CIDRs added to the preset's DNS peers (e.g. a NodeLocal
+            DNSCache address or a DNS server outside the cluster).
+        egress_dns_ports: replace the preset's DNS ports (each allowed over UDP and TCP).
         leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
             while holding it (:mod:`stockade.leader`). Off by default, so a single
             operator run by hand (tests, ``make run``) needs no Lease; the Helm chart
@@ -154,7 +189,16 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
+    liveness_stall_seconds: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: LogLevel = "info"
+    tmp_size_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
+    home_size_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
+    egress_dns_preset: DnsPreset = "kube-dns"
+    egress_dns_namespace_labels: Mapping[str, str] | None = None
+    egress_dns_pod_labels: Mapping[str, str] | None = None
+    egress_dns_cidrs: tuple[str, ...] = ()
+    egress_dns_ports: tuple[int, ...] | None = None
     leader_election: bool = False
     leader_election_namespace: str = ""
     leader_election_lease_name: str = Field(
@@ -185,6 +229,29 @@ class OperatorConfig(BaseModel):
         for pattern in value:
             if not pattern or "*" in pattern[:-1]:
                 raise ValueError(f"{pattern!r}: '*' may only end an entry")
+        return value
+
+    @field_validator("egress_dns_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR ({exc})") from exc
+            if "/" not in cidr:
+                raise ValueError(f"{cidr!r} is not a CIDR (missing /prefix)")
+        return value
+
+    @field_validator("egress_dns_ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must list at least one port")
+            for port in value:
+                if not 1 <= port <= 65535:
+                    raise ValueError(f"{port} is not a port (1-65535)")
         return value
 
     @field_validator("allowed_runtime_classes")
@@ -273,7 +340,16 @@ _ENV = {
     "resync_seconds": "STOCKADE_RESYNC_SECONDS",
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",
+    "liveness_stall_seconds": "STOCKADE_LIVENESS_STALL_SECONDS",
     "log_format": "STOCKADE_LOG_FORMAT",
+    "log_level": "STOCKADE_LOG_LEVEL",
+    "tmp_size_limit": "STOCKADE_TMP_SIZE_LIMIT",
+    "home_size_limit": "STOCKADE_HOME_SIZE_LIMIT",
+    "egress_dns_preset": "STOCKADE_EGRESS_DNS_PRESET",
+    "egress_dns_namespace_labels": "STOCKADE_EGRESS_DNS_NAMESPACE_LABELS",
+    "egress_dns_pod_labels": "STOCKADE_EGRESS_DNS_POD_LABELS",
+    "egress_dns_cidrs": "STOCKADE_EGRESS_DNS_CIDRS",
+    "egress_dns_ports": "STOCKADE_EGRESS_DNS_PORTS",
     "leader_election": "STOCKADE_LEADER_ELECTION",
     "leader_election_namespace": "STOCKADE_LEADER_ELECTION_NAMESPACE",
     "leader_election_lease_name": "STOCKADE_LEADER_ELECTION_LEASE_NAME",
@@ -298,11 +374,16 @@ _ALLOW_LISTS = frozenset(
         "allowed_priority_classes",
     }
 )
-_LISTS = {"namespaces", *_ALLOW_LISTS}
+_LISTS = {"namespaces", "egress_dns_cidrs", "egress_dns_ports", *_ALLOW_LISTS}
 """Lists where a set-but-empty variable means "nothing allowed", not "the default"."""
 _FALLBACK = {"operator_namespace": "POD_NAMESPACE"}
 """Variables read when a setting's own is unset (the downward API's namespace)."""
-_MAPS = {"default_requests", "default_limits"}
+_MAPS = {
+    "default_requests",
+    "default_limits",
+    "egress_dns_namespace_labels",
+    "egress_dns_pod_labels",
+}
 
 
 def _split(raw: str) -> list[str]:
@@ -314,7 +395,7 @@ def _parse_map(variable: str, raw: str) -> dict[str, str]:
     for item in _split(raw):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{variable}: expected name=quantity pairs, got {item!r}")
+            raise ConfigError(f"{variable}: expected name=value pairs, got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,9 +95,22 @@ async def _write(
 
 @dataclass
 class Kube:
-    """The operator's API client and the few operations the reconciler needs."""
+    """The operator's API client and the few operations the reconciler needs.
+
+    The API groups' clients are built once, with the Kube: the client library imports
+    each group's (large) module on first use, which is better paid at start-up than
+    in the first reconcile.
+    """
 
     api: client.ApiClient
+    core: client.CoreV1Api = field(init=False)
+    custom: client.CustomObjectsApi = field(init=False)
+    networking: client.NetworkingV1Api = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.networking = client.NetworkingV1Api(self.api)
 
     async def create(self, manifest: dict[str, Any]) -> bool:
         """Create a namespaced object; False if it already exists (409).
@@ -108,7 +121,7 @@ class Kube:
         """
         kind = manifest["kind"]
         namespace = manifest["metadata"]["namespace"]
-        core = client.CoreV1Api(self.api)
+        core = self.core
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "Pod": lambda: core.create_namespaced_pod(namespace, manifest),  # type: ignore[arg-type]
             "ConfigMap": lambda: core.create_namespaced_config_map(namespace, manifest),  # type: ignore[arg-type]
@@ -116,25 +129,26 @@ class Kube:
                 namespace,
                 manifest,  # type: ignore[arg-type]
             ),
-            "NetworkPolicy": lambda: client.NetworkingV1Api(
-                self.api
-            ).create_namespaced_network_policy(namespace, manifest),  # type: ignore[arg-type]
+            "NetworkPolicy": lambda: self.networking.create_namespaced_network_policy(
+                namespace,
+                manifest,  # type: ignore[arg-type]
+            ),
         }
         created = await _write("create", KIND_RESOURCE[kind], calls[kind], ok=(409,))
         return created is not None
 
     async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """GET a child (a kind of :data:`KIND_RESOURCE`) as a plain dict; None if absent."""
-        core = client.CoreV1Api(self.api)
+        core = self.core
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "Pod": lambda: core.read_namespaced_pod(name, namespace),
             "ConfigMap": lambda: core.read_namespaced_config_map(name, namespace),
             "PersistentVolumeClaim": lambda: core.read_namespaced_persistent_volume_claim(
                 name, namespace
             ),
-            "NetworkPolicy": lambda: client.NetworkingV1Api(
-                self.api
-            ).read_namespaced_network_policy(name, namespace),
+            "NetworkPolicy": lambda: self.networking.read_namespaced_network_policy(
+                name, namespace
+            ),
         }
         try:
             found = await calls[kind]()
@@ -174,14 +188,16 @@ class Kube:
         body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
         name, namespace = meta["name"], meta["namespace"]
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "ConfigMap": lambda: client.CoreV1Api(self.api).replace_namespaced_config_map(
+            "ConfigMap": lambda: self.core.replace_namespaced_config_map(
                 name,
                 namespace,
                 body,  # type: ignore[arg-type]
             ),
-            "NetworkPolicy": lambda: client.NetworkingV1Api(
-                self.api
-            ).replace_namespaced_network_policy(name, namespace, body),  # type: ignore[arg-type]
+            "NetworkPolicy": lambda: self.networking.replace_namespaced_network_policy(
+                name,
+                namespace,
+                body,  # type: ignore[arg-type]
+            ),
         }
         # 422: an immutable ConfigMap whose data someone replaced (it cannot be put back).
         done = await _write("update", KIND_RESOURCE[kind], calls[kind], ok=(404, 409, 422))
@@ -193,7 +209,7 @@ class Kube:
         `force` deletes it at once (grace period 0), for a pod stuck terminating on a
         lost node (``kubectl delete --force``).
         """
-        core = client.CoreV1Api(self.api)
+        core = self.core
         grace = 0 if force else None
         await _write(
             "delete",
@@ -208,7 +224,7 @@ class Kube:
         A fresh LIST, cluster-wide or per namespace. `resource` is ``agents``,
         ``agentsessions`` or ``pods`` (Stockade's, by label).
         """
-        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        custom, core = self.custom, self.core
         uids: set[str] = set()
         try:
             for namespace in namespaces or (None,):
@@ -254,7 +270,7 @@ class Kube:
         patch: dict[str, Any],
         resource_version: str | None,
     ) -> str | None:
-        custom = client.CustomObjectsApi(self.api)
+        custom = self.custom
         body: dict[str, Any] = {"status": patch}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
@@ -272,13 +288,14 @@ class Kube:
 
     async def patch_agent_owners(
         self, namespace: str, name: str, owners: list[dict[str, Any]], resource_version: str
-    ) -> bool:
+    ) -> str | None:
         """Set an Agent's ``metadata.ownerReferences`` (merge patch replaces the list).
 
         Conditional on `resource_version`: a list someone changed meanwhile is never
-        overwritten (False on 409/404; the watch event of their change brings it back).
+        overwritten (None on 409/404; the watch event of their change brings it back).
+        Returns the Agent's new resourceVersion.
         """
-        custom = client.CustomObjectsApi(self.api)
+        custom = self.custom
         meta = {"ownerReferences": owners, "resourceVersion": resource_version}
         done = await _write(
             "patch",
@@ -293,7 +310,9 @@ class Kube:
             ),
             ok=(404, 409),
         )
-        return done is not None
+        if not isinstance(done, dict):
+            return None
+        return str((done.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def patch_session_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
@@ -311,7 +330,7 @@ class Kube:
 
     async def _delete(self, plural: str, namespace: str, name: str) -> None:
         """Delete a Stockade object with background propagation; a missing one is fine."""
-        custom = client.CustomObjectsApi(self.api)
+        custom = self.custom
         await _write(
             "delete",
             plural,
@@ -351,7 +370,7 @@ class Kube:
             "lastTimestamp": format_time(now),
             "count": 1,
         }
-        core = client.CoreV1Api(self.api)
+        core = self.core
         await _write(
             "create",
             "events",

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from stockade.api.agent import Phase, RestartPolicy
+from stockade.build.names import pod_name
 from stockade.conditions import (
     ADMITTED,
     READY,
@@ -436,6 +437,7 @@ def _create(d: _Draft, attempt: int) -> None:
         return
     d.actions.append(CreatePod(attempt))
     d.status["attempts"] = attempt
+    d.status["podName"] = pod_name(obs.agent.name, attempt)
     if not d.status.get("startTime"):
         d.status["startTime"] = format_time(obs.now)
     if d.phase in (None, Phase.Pending):
@@ -461,6 +463,17 @@ def _rejection_delay(d: _Draft) -> float:
     return delay * (1.0 + (seed % 1000) / 4000.0)
 
 
+_STARTING_PROGRESS = ("", "ContainerCreating", "PodInitializing")
+"""Waiting reasons of a pod that is starting normally (no problem to report)."""
+
+LAZY_STATUS_FIELDS = ("nodeName",)
+"""Status fields that never cause a write on their own: recorded with the next write.
+
+The pod's node is known once it is scheduled, which is not worth a status write of its
+own (issue 11's write budget); the Running transition (or any problem) records it.
+"""
+
+
 def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
     """A pod that exists but does not run yet: Starting, or a startup failure."""
     agent = d.obs.agent
@@ -472,6 +485,18 @@ def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
         reason, message = Reason.UNSCHEDULABLE, pod.unschedulable
     elif waiting in _PULL_FAILURES:
         reason, message = Reason.IMAGE_PULL_BACK_OFF, f"{waiting}: {pod.waiting_message or ''}"
+    elif (
+        waiting in _STARTING_PROGRESS
+        and d.phase == Phase.Starting
+        and d.reason
+        in (
+            Reason.POD_CREATED,
+            Reason.CONTAINER_CREATING,
+        )
+    ):
+        # Ordinary progress (the pod seen, scheduled, its sandbox being made): the
+        # status already says so; a write per kubelet update would say nothing new.
+        reason, message = Reason(d.reason), d.message
     else:
         reason, message = Reason.CONTAINER_CREATING, waiting or "waiting for the sandbox to start"
     created = pod.created or d.obs.now
@@ -676,6 +701,13 @@ def decide(obs: Observation) -> Decision:
     return _finish(d)
 
 
+def _same_but_lazy(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """Whether `new` differs from `old` in :data:`LAZY_STATUS_FIELDS` only (if at all)."""
+    return {k: v for k, v in new.items() if k not in LAZY_STATUS_FIELDS} == {
+        k: v for k, v in old.items() if k not in LAZY_STATUS_FIELDS
+    }
+
+
 def _finished(d: _Draft) -> None:
     """A terminal Agent stays terminal; its unfinished pod (if any) is stopped."""
     for pod in d.obs.pods.values():
@@ -723,8 +755,11 @@ def _finish(d: _Draft) -> Decision:
     if d.wake_at and not d.delete_agent:
         soonest = min(d.wake_at)
         requeue = max((soonest - obs.now).total_seconds(), 0.0)
+    final = {k: v for k, v in status.items() if v is not None}
+    if _same_but_lazy(final, obs.agent.status):
+        final = dict(obs.agent.status)
     return Decision(
-        status={k: v for k, v in status.items() if v is not None},
+        status=final,
         transitions=tuple(d.transitions),
         actions=tuple(d.actions),
         requeue_after=requeue,

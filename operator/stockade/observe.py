@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -109,7 +110,7 @@ class PodView:
         )
 
 
-def _agent_container_status(pod: dict[str, Any]) -> dict[str, Any]:
+def _agent_container_status(pod: Mapping[str, Any]) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:
         if status.get("name") == "agent":
@@ -117,7 +118,7 @@ def _agent_container_status(pod: dict[str, Any]) -> dict[str, Any]:
     return dict(statuses[0]) if statuses else {}
 
 
-def _others_running(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+def _others_running(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Whether a container besides the agent's may still run (see PodView.others_running)."""
     states = {
         s.get("name"): s.get("state") or {}
@@ -133,7 +134,7 @@ def _others_running(spec: dict[str, Any], status: dict[str, Any]) -> bool:
     return any("terminated" not in states.get(name, {}) for name in others)
 
 
-def observe_pod(pod: dict[str, Any]) -> PodView:
+def observe_pod(pod: Mapping[str, Any]) -> PodView:
     """Summarize a pod (as a dict from the API server) into a :class:`PodView`.
 
     Raises:

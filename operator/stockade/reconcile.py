@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics, policy
+from stockade import admission, metrics, policy, tracing
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -104,6 +104,27 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
     return value
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def indexed_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of an Agent or session body, without what the operator never reads.
+
+    ``metadata.managedFields`` and kubectl's last-applied annotation (a second copy of
+    the spec, task text included) are dropped: the indexes hold one body per object, so
+    they would roughly double the operator's memory per Agent.
+    """
+    plain: dict[str, Any] = {str(k): to_plain(v) for k, v in body.items() if k != "metadata"}
+    metadata = {
+        str(k): to_plain(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"
+    }
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    plain["metadata"] = metadata
+    return plain
 
 
 @dataclass
@@ -266,11 +287,15 @@ class Reconciler:
         config: operator settings.
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
+        phase_entered: ``(namespace, phase, Unix time it was entered)`` per known Agent
+            (``stockade_agent_phase_oldest_seconds``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
         ghost_grace: seconds an entry a LIST lacks may stay indexed before it is taken
             for a ghost (its DELETED event may be on its way).
         leading: whether this replica may write (:meth:`set_leading`; True unless leader
             election is on).
+        on_watch_checked: called after each resync with a resource (plural) and how
+            many listed objects its watch had not delivered (the liveness check).
         policy_present: whether the chart's admission policy binding was found
             (:meth:`check_admission_policy`); False until checked (references refused).
 
@@ -280,6 +305,7 @@ class Reconciler:
     config: OperatorConfig
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
+    phase_entered: dict[AgentKey, tuple[str, str, float]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     leading: bool = True
     policy_present: bool = False
@@ -295,7 +321,11 @@ class Reconciler:
     _created: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _deleted: dict[str, datetime] = field(default_factory=dict)
     _written: dict[tuple[str, AgentKey], tuple[str, str]] = field(default_factory=dict)
+    _deferred: set[AgentKey] = field(default_factory=set)
+    _verdicts: dict[AgentKey, Mapping[str, admission.Verdict]] = field(default_factory=dict)
+    _member_views: dict[AgentKey, tuple[tuple[Any, ...], MemberView]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
+    on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
@@ -330,6 +360,10 @@ class Reconciler:
             for key in list(self._sessions or ()):
                 self.poke_session(key, 0.0)
 
+    def queues(self) -> dict[str, WorkQueue[AgentKey]]:
+        """The work queues by name (``agents``, ``agentsessions``), for the queue metrics."""
+        return {"agents": self._agent_queue, "agentsessions": self._session_queue}
+
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
         self._agent_queue.poke(key, delay)
@@ -352,7 +386,22 @@ class Reconciler:
         """
         written = self._written.get((kind, key))
         version = (body.get("metadata") or {}).get("resourceVersion")
-        return written is not None and version == written[0]
+        stale = written is not None and version == written[0]
+        if stale and kind == "agent":
+            self._deferred.add(key)
+        return stale
+
+    def own_echo(self, key: AgentKey, body: Mapping[str, Any]) -> bool:
+        """Whether `body` is the watch's echo of our own last status write to Agent `key`.
+
+        The write was decided from everything observed then, and any later change (a
+        pod's, someone's edit) pokes the Agent on its own: reconciling the echo would
+        decide the same again. Unless a reconcile was put off waiting for this very
+        echo (:meth:`_stale`): then it is needed.
+        """
+        written = self._written.get(("agent", key))
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        return written is not None and version == written[1] and key not in self._deferred
 
     def _wrote(self, kind: str, key: AgentKey, base: str | None, new: str | None) -> None:
         if base and new:
@@ -392,12 +441,8 @@ class Reconciler:
         """
         pods: dict[int, PodView] = {}
         store = self._pods.get(key) if self._pods is not None else None
-        for raw in store or ():
-            try:
-                view = observe_pod(raw)
-            except ValueError:
-                continue
-            if view.owner_uid != uid or _uid(raw) in self._ghosts:
+        for view in store or ():
+            if not isinstance(view, PodView) or view.owner_uid != uid or view.uid in self._ghosts:
                 continue
             asked = self._deleted.get(view.uid)
             if asked is not None and view.deleting:
@@ -489,6 +534,8 @@ class Reconciler:
         """
         indexes = {"agents": self._agents, "agentsessions": self._sessions, "pods": self._pods}
         found: list[tuple[str, AgentKey, str]] = []
+        unseen: dict[str, set[str]] = {}
+        complete = True
         for resource, index in indexes.items():
             if index is None:
                 continue
@@ -496,10 +543,26 @@ class Reconciler:
                 (key, _uid(body)) for key, store in list(index.items()) for body in store or ()
             ]
             listed = await self.kube.list_uids(resource, self.config.namespaces)
+            complete = complete and listed is not None
             if listed is not None:
                 found.extend((resource, key, uid) for key, uid in before if uid not in listed)
-        if found and self.ghost_grace:
+                unseen[resource] = listed - {uid for _, uid in before}
+        listed_at = time.time()
+        if complete:
+            metrics.RESYNC_LAST_SUCCESS.set(listed_at)
+        if (found or any(unseen.values())) and self.ghost_grace:
             await asyncio.sleep(self.ghost_grace)
+        for resource, uids in unseen.items():
+            # Listed, still not indexed a grace period later, and no event of that kind
+            # meanwhile: the watch is stuck. (With events flowing, an object created and
+            # deleted within the grace period is the likelier story.)
+            indexed = {_uid(b) for store in (indexes[resource] or {}).values() for b in store or ()}
+            flowing = metrics.LAST_EVENT.get(resource, 0.0) > listed_at
+            missed = 0 if flowing else len(uids - indexed)
+            if missed:
+                metrics.WATCH_MISSED.labels(resource).inc(missed)
+            if self.on_watch_checked is not None:
+                self.on_watch_checked(resource, missed)
         found = [
             (resource, key, uid)
             for resource, key, uid in found
@@ -525,11 +588,15 @@ class Reconciler:
         agent = self._agent(key)
         if agent is None:
             self.phases.pop(key, None)
+            self.phase_entered.pop(key, None)
             self._written.pop(("agent", key), None)
+            self._deferred.discard(key)
+            self._member_views.pop(key, None)
             self._agent_queue.forget(key)
             return
         if self._stale("agent", key, agent):
             return
+        self._deferred.discard(key)
         uid = _uid(agent)
         session_ref = session_name(agent)
         session = self._first(self._sessions, (namespace, session_ref)) if session_ref else None
@@ -620,21 +687,41 @@ class Reconciler:
     def _verdict(
         self, agent: dict[str, Any], session_ref: str, session: dict[str, Any]
     ) -> admission.Verdict | None:
-        """Why admission (as recorded) keeps this Agent waiting: for its reason only."""
-        namespace = agent["metadata"]["namespace"]
-        members = [
-            self._member(body, session) for body in self.member_bodies((namespace, session_ref))
-        ]
-        spec, status = session.get("spec") or {}, session.get("status") or {}
-        decision = admission.admit(
-            [admission.Member(m.name, m.created, m.requests, _wants(m)) for m in members],
-            max_agents=int(spec.get("maxAgents") or 8),
-            budget=_budget(spec),
-            recorded=status.get("admittedAgents") or (),
-        )
-        return decision.verdicts.get(agent["metadata"]["name"])
+        """Why admission keeps this Agent waiting, as the session's last reconcile found.
+
+        For its reason only (the session decides admission). Kept from
+        :meth:`reconcile_session`, which pokes a member whose verdict changed: a member's
+        reconcile costs O(1), not an admission over every member (O(m) per member,
+        O(m^2) per session).
+        """
+        verdicts = self._verdicts.get((agent["metadata"]["namespace"], session_ref))
+        return verdicts.get(agent["metadata"]["name"]) if verdicts is not None else None
 
     def _member(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
+        """A member as its session's admission sees it, prepared once per version.
+
+        Remembered per member until the member or the session's spec changes (their
+        resourceVersion and generation), so a session reconcile costs O(m) lookups,
+        not m validations.
+        """
+        metadata = body.get("metadata") or {}
+        session_meta = session.get("metadata") or {}
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        stamp = (
+            metadata.get("uid"),
+            metadata.get("resourceVersion"),
+            session_meta.get("uid"),
+            session_meta.get("generation"),
+            self.policy_present,
+        )
+        cached = self._member_views.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        view = self._member_view(body, session)
+        self._member_views[key] = (stamp, view)
+        return view
+
+    def _member_view(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
         metadata = body.get("metadata") or {}
         status = body.get("status") or {}
         prepared = prepare(body, self.config, session, policy_present=self.policy_present)
@@ -664,11 +751,16 @@ class Reconciler:
             }
         )
         meta = agent["metadata"]
-        written = await self.kube.patch_agent_owners(
-            meta["namespace"], meta["name"], refs, str(meta.get("resourceVersion") or "")
-        )
-        if not written:  # changed meanwhile: its watch event brings it back
-            self.poke((meta["namespace"], meta["name"]), 1.0)
+        key = (meta["namespace"], meta["name"])
+        base = str(meta.get("resourceVersion") or "")
+        ours = self._written.get(("agent", key))
+        if ours is not None and ours[0] == base:
+            base = ours[1]  # this reconcile wrote the status on top of `agent`
+        written = await self.kube.patch_agent_owners(key[0], key[1], refs, base)
+        if written is None:  # changed meanwhile: its watch event brings it back
+            self.poke(key, 1.0)
+        else:  # its echo needs no reconcile (:meth:`own_echo`)
+            self._wrote("agent", key, base, written)
 
     async def reconcile_session(self, key: AgentKey) -> None:
         """Observe session `key` and its members, admit, summarize, write its status."""
@@ -680,6 +772,7 @@ class Reconciler:
             return
         if session is None:
             self._written.pop(("session", key), None)
+            self._verdicts.pop(key, None)
             self.session_phases.pop(key, None)
             for usage_key in [k for k in self.budget_usage if k[:2] == key]:
                 del self.budget_usage[usage_key]
@@ -721,12 +814,18 @@ class Reconciler:
             self.budget_usage[(namespace, name, resource)] = ratio
         before = set(status.get("admittedAgents") or ())
         after = set(decision.status.get("admittedAgents") or ())
+        verdicts, previous = decision.admission.verdicts, self._verdicts.get(key) or {}
+        self._verdicts[key] = verdicts
+        changed_phase = status.get("phase") != decision.status.get("phase")
         for member in members:
             newly = member.name in after - before
-            if newly:
-                metrics.ADMISSION_WAIT.observe(max((obs.now - member.created).total_seconds(), 0.0))
-            changed_phase = status.get("phase") != decision.status.get("phase")
-            if newly or member.name in before - after or changed_phase:
+            verdict = verdicts.get(member.name)
+            if (
+                newly
+                or member.name in before - after
+                or changed_phase
+                or verdict != previous.get(member.name)
+            ):
                 self.poke((namespace, member.name))
         if decision.requeue_after is not None:
             self.poke_session(key, max(decision.requeue_after, 0.05))
@@ -817,30 +916,38 @@ class Reconciler:
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
         try:
             built = [
-                build_network_policy(ref, spec),
+                build_network_policy(ref, spec, self.config),
                 build_input_configmap(ref, spec),
                 build_workspace_pvc(ref, spec),
             ]
         except SpecError as exc:
             return str(exc)
         observed = self._observed_children((ref.namespace, ref.name))
+        started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [child for child in built if child is not None and self._expects(ref, child)]
         for step in plan(desired, observed, ref.name, ref.uid):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
-                try:
-                    created = await self.kube.create(manifest)
-                except ApiException as exc:
-                    rejection = classify_rejection(exc)
-                    if rejection is None:
-                        raise
-                    return rejection
-                if created:
-                    self._created[_created_key(ref, manifest)] = time.monotonic() + CREATED_GRACE
-                    continue
-                # 409: the watch has not shown it yet, or it is not ours.
                 name = manifest["metadata"]["name"]
-                found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                found = None
+                if started:
+                    # It was made with the first pod: most likely the watch has not
+                    # listed it yet (the operator just started). Look before writing.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                if found is None:
+                    try:
+                        created = await self.kube.create(manifest)
+                    except ApiException as exc:
+                        rejection = classify_rejection(exc)
+                        if rejection is None:
+                            raise
+                        return rejection
+                    if created:
+                        until = time.monotonic() + CREATED_GRACE
+                        self._created[_created_key(ref, manifest)] = until
+                        continue
+                    # 409: the watch has not shown it yet, or it is not ours.
+                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
                 if found is None:  # deleted in between: the next reconcile creates it
                     return _conflict(manifest, None, transient=True)
                 found.setdefault("kind", manifest["kind"])
@@ -899,6 +1006,7 @@ class Reconciler:
                 attempt=attempt,
                 runtime_class=prepared.runtime_class,
                 resources=prepared.resources,
+                config=self.config,
             )
         except SpecError as exc:
             return str(exc)
@@ -946,6 +1054,15 @@ class Reconciler:
                 self.poke(key, 1.0)
                 return False
         self.phases[key] = (key[0], str(decision.phase))
+        entered = metrics.phase_entered(decision.status, metadata.get("creationTimestamp"))
+        if entered is not None:
+            self.phase_entered[key] = (key[0], str(decision.phase), entered)
+        created = parse_time(metadata.get("creationTimestamp"))
+        now = datetime.now(UTC)
+        metrics.record(
+            metrics.observations(decision.transitions, view.status, decision.status, created, now)
+        )
+        tracing.record(agent, decision.status, decision.transitions)
         for step in decision.transitions:
             self._announce(agent, step, view)
         reason = decision.status.get("reason")
@@ -976,11 +1093,6 @@ class Reconciler:
         task.add_done_callback(self._events.discard)
 
     def _announce(self, agent: dict[str, Any], step: Transition, view: AgentView) -> None:
-        metrics.TRANSITIONS.labels(str(step.from_phase), str(step.to_phase), str(step.reason)).inc()
-        if step.to_phase == Phase.Running and int(view.status.get("attempts") or 1) <= 1:
-            created = parse_time(agent["metadata"].get("creationTimestamp"))
-            if created is not None:
-                metrics.CREATE_TO_RUNNING.observe((datetime.now(UTC) - created).total_seconds())
         text = f"{step.from_phase or 'New'} -> {step.to_phase}"
         if step.message:
             text = f"{text}: {step.message}"
@@ -993,7 +1105,10 @@ def _created_key(ref: AgentRef, child: Mapping[str, Any]) -> tuple[str, str, str
     return (ref.uid, str(child["kind"]), str(child["metadata"]["name"]))
 
 
-def _uid(body: Mapping[str, Any]) -> str:
+def _uid(body: Mapping[str, Any] | PodView | ChildView) -> str:
+    """The UID of an indexed object: a body, or the summary an index keeps of it."""
+    if isinstance(body, PodView | ChildView):
+        return body.uid
     return str((body.get("metadata") or {}).get("uid") or "")
 
 
@@ -1012,10 +1127,6 @@ def _conflict(
     else:
         message = f"{held} exists and is not owned by this Agent: delete or rename it"
     return Rejection(Reason.RESOURCE_CONFLICT, message, stalled=not transient)
-
-
-def _wants(member: MemberView) -> bool:
-    return not (member.finished or member.deleting or member.paused)
 
 
 def _budget(spec: Mapping[str, Any]) -> dict[str, Decimal] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -40,6 +41,7 @@ class WorkQueue(Generic[K]):
     _running: set[K] = field(default_factory=set)
     _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
     _errors: dict[K, int] = field(default_factory=dict)
+    _waiting: dict[K, float] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _slots: asyncio.Semaphore | None = None
 
@@ -55,6 +57,7 @@ class WorkQueue(Generic[K]):
                 timer.cancel()
             self._timers[key] = loop.call_at(due, self._fire, key)
             return
+        self._waiting.setdefault(key, time.monotonic())
         if key in self._running:
             self._dirty.add(key)
             return
@@ -70,6 +73,20 @@ class WorkQueue(Generic[K]):
             timer.cancel()
         self._errors.pop(key, None)
 
+    def waiting_since(self) -> list[float]:
+        """``time.monotonic()`` of the first poke of each key waiting for its run to start.
+
+        A key waits from its first poke (a watch event, a resync, a due timer) until its
+        handler starts: while a run of it is going on, or for a concurrency slot. The
+        queue-depth and oldest-key metrics read this (:class:`stockade.metrics.QueueCollector`),
+        from the scrape thread: a copy, taken in one step.
+        """
+        return list(self._waiting.values())
+
+    def clock(self) -> float:
+        """The clock of :meth:`waiting_since`: ``time.monotonic()``, in seconds."""
+        return time.monotonic()
+
     def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.poke(key)
@@ -81,6 +98,7 @@ class WorkQueue(Generic[K]):
             while True:
                 self._dirty.discard(key)
                 async with self._slots:
+                    self._waiting.pop(key, None)
                     await self._guarded(key)
                 if key not in self._dirty:
                     return
@@ -110,6 +128,7 @@ class WorkQueue(Generic[K]):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,7 +1,7 @@
 """Run the real operator (``python -m stockade``) against the local control plane.
 
 :class:`OperatorProcess` starts it as a subprocess with the test cluster's kubeconfig and
-fast retry settings, waits until kopf's liveness endpoint answers, and can stop or
+fast retry settings, waits until its liveness endpoint answers, and can stop or
 restart it (the restart test kills it mid-lifecycle). Its log goes to
 ``.cache/operator-<port>.log`` for post-mortems.
 """

@@ -9,9 +9,14 @@ the chart's ServiceAccount: what it may do is exactly the operator's API calls
 
 from __future__ import annotations
 
+import http.server
+import json
+import re
 import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +121,7 @@ def test_template(helm: Helm, mode: str) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Pod",  # the `helm test` hook
         "Role",  # the leader-election Lease's (and the namespaced mode's)
         "RoleBinding",
         "Service",
@@ -148,8 +154,8 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["runAsUser"] == 65532
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert env_of(objects) == {
@@ -168,6 +174,14 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_BACKOFF_MAX_SECONDS": "360",
         "STOCKADE_HISTORY_LIMIT": "20",
         "STOCKADE_LOG_FORMAT": "text",
+        "STOCKADE_LOG_LEVEL": "info",
+        "STOCKADE_TMP_SIZE_LIMIT": "1Gi",
+        "STOCKADE_HOME_SIZE_LIMIT": "1Gi",
+        "STOCKADE_EGRESS_DNS_PRESET": "kube-dns",
+        "STOCKADE_EGRESS_DNS_NAMESPACE_LABELS": "",
+        "STOCKADE_EGRESS_DNS_POD_LABELS": "",
+        "STOCKADE_EGRESS_DNS_CIDRS": "",
+        "STOCKADE_EGRESS_DNS_PORTS": "",
         "STOCKADE_METRICS_PORT": "8080",
         "STOCKADE_HEALTH_PORT": "8081",
         "STOCKADE_LEADER_ELECTION": "true",
@@ -188,6 +202,7 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
 
 
 def test_settings_become_operator_environment(helm: Helm) -> None:
+    from stockade.build.network import DnsPeer, dns_peer
     from stockade.config import load_config
 
     values = {
@@ -204,6 +219,18 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
             "logFormat": "json",
             "metricsPort": 9090,
             "healthPort": 9091,
+            "tmpSizeLimit": "256Mi",
+            "homeSizeLimit": "4Gi",
+        },
+        "logLevel": "debug",
+        "egress": {
+            "dns": {
+                "preset": "openshift",
+                "namespaceLabels": {"kubernetes.io/metadata.name": "dns"},
+                "podLabels": {"app": "dns", "tier": "infra"},
+                "cidrs": ["169.254.20.10/32", "fd00::a/128"],
+                "ports": [53, 1053],
+            }
         },
         "image.digest": "sha256:" + "a" * 64,
     }
@@ -224,6 +251,14 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
     assert config.namespaces == ()
     assert config.leader_election
     assert config.leader_election_namespace == "stockade-system"
+    assert config.log_level == "debug"
+    assert (config.tmp_size_limit, config.home_size_limit) == ("256Mi", "4Gi")
+    assert dns_peer(config) == DnsPeer(
+        namespace_labels={"kubernetes.io/metadata.name": "dns"},
+        pod_labels={"app": "dns", "tier": "infra"},
+        cidrs=("169.254.20.10/32", "fd00::a/128"),
+        ports=(53, 1053),
+    )
     (deployment,) = by_kind(objects, "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
         "@sha256:" + "a" * 64
@@ -433,12 +468,9 @@ def test_optional_objects(helm: Helm) -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     (rule,) = by_kind(objects, "PrometheusRule")
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {
-        "StockadeOperatorDown",
-        "StockadeInvalidTransition",
-        "StockadeReconcileErrors",
-        "StockadeAgentsFailing",
-    }
+    # Every alert and when it fires: tests/integration/test_alerts.py (promtool).
+    assert {"StockadeOperatorDown", "StockadeAgentStuckStarting"} <= set(alerts)
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert "stockade_agent_invalid_transitions_total" in alerts["StockadeInvalidTransition"]["expr"]
     assert "stockade_reconcile_errors_total" in alerts["StockadeReconcileErrors"]["expr"]
     assert 'to_phase="Failed"' in alerts["StockadeAgentsFailing"]["expr"]
@@ -453,6 +485,333 @@ def test_optional_objects(helm: Helm) -> None:
     (limits,) = by_kind(objects, "LimitRange")
     assert quota["metadata"]["namespace"] == limits["metadata"]["namespace"] == "agents"
     assert quota["spec"]["hard"]["requests.cpu"] == "8"
+
+
+SPREAD: dict[str, Any] = {
+    "maxSkew": 1,
+    "topologyKey": "topology.kubernetes.io/zone",
+    "whenUnsatisfiable": "ScheduleAnyway",
+    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "stockade"}},
+}
+AFFINITY: dict[str, Any] = {
+    "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "stockade"}},
+                },
+            }
+        ]
+    }
+}
+
+
+def test_operator_pod_values_are_top_level(helm: Helm) -> None:
+    """Issue 13: the conventional top-level values shape the operator's pod."""
+    values = {
+        "resources": {"requests": {"cpu": "50m"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": AFFINITY,
+        "topologySpreadConstraints": [SPREAD],
+        "priorityClassName": "system-cluster-critical",
+        "podAnnotations": {"example.com/scrape": "yes"},
+        "podLabels": {"team": "platform"},
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+    }
+    (deployment,) = by_kind(helm.render(values), "Deployment")
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    # Helm merges maps with the defaults: requests.memory stays.
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == values["tolerations"]
+    assert pod["affinity"] == AFFINITY
+    assert pod["topologySpreadConstraints"] == [SPREAD]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert template["metadata"]["annotations"] == {"example.com/scrape": "yes"}
+    assert template["metadata"]["labels"]["team"] == "platform"
+    # Selector labels stay (a pod label never replaces them).
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+        template["metadata"]["labels"].items()
+    )
+    assert container["env"][-1] == {"name": "EXTRA", "value": "1"}
+    # The defaults leave them out.
+    (default,) = by_kind(helm.render(), "Deployment")
+    default_pod = default["spec"]["template"]["spec"]
+    for absent in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints"):
+        assert absent not in default_pod
+    assert "priorityClassName" not in default_pod
+    assert "annotations" not in default["spec"]["template"]["metadata"]
+
+
+def test_security_contexts_can_drop_the_fixed_uid(helm: Helm) -> None:
+    """OpenShift's restricted-v2 assigns the uid: null leaves a key out."""
+    openshift = {
+        "podSecurityContext.runAsUser": None,
+        "podSecurityContext.runAsGroup": None,
+        "podSecurityContext.fsGroup": None,
+        "securityContext.runAsUser": None,
+        "securityContext.runAsGroup": None,
+    }
+    (deployment,) = by_kind(helm.render(openshift), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    changed = {"podSecurityContext.supplementalGroups": [1000], "securityContext.runAsUser": 1001}
+    (deployment,) = by_kind(helm.render(changed), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["supplementalGroups"] == [1000]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["containers"][0]["securityContext"]["runAsUser"] == 1001
+
+
+@pytest.mark.parametrize(
+    ("level", "python_level"), [("debug", 10), ("info", 20), ("warning", 30), ("error", 40)]
+)
+def test_log_level_reaches_the_operator(helm: Helm, level: str, python_level: int) -> None:
+    import logging
+
+    from stockade.__main__ import configure_logging
+    from stockade.config import load_config
+
+    config = load_config(env_of(helm.render({"logLevel": level})))
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        configure_logging(config)
+        assert logging.getLogger("stockade.reconcile").getEffectiveLevel() == python_level
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+
+
+@pytest.mark.parametrize("preset", ["kube-dns", "openshift", "nodelocal"])
+def test_dns_preset_reaches_the_operator(helm: Helm, preset: str) -> None:
+    from stockade.build.network import DNS_PRESETS, dns_peer
+    from stockade.config import load_config
+
+    env = env_of(helm.render({"egress.dns.preset": preset}))
+    assert env["STOCKADE_EGRESS_DNS_PRESET"] == preset
+    assert dns_peer(load_config(env)) == DNS_PRESETS[preset]
+
+
+def test_chart_readme_documents_every_top_level_value(helm: Helm) -> None:
+    readme = helm.run("show", "readme", str(CHART)).stdout
+    assert readme.startswith("# Stockade Helm chart")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert [key for key in values if f"`{key}" not in readme] == []
+
+
+# --- kubeVersion: the oldest API server that accepts the CRDs' CEL rules --------------
+
+CEL_BASE = (1, 25)
+"""x-kubernetes-validations (KEP-2876) are beta and on by default from 1.25 (GA 1.29).
+
+Standard CEL (has, all, exists, exists_one, map, filter, size, matches, startsWith,
+endsWith, contains, string, int, ...) and Kubernetes' list, regex and URL libraries
+and the strings extension (v0) are there from the start.
+"""
+_LIBRARIES: dict[tuple[int, int], str] = {
+    # Standard CEL, Kubernetes' list, regex and URL libraries, the strings extension v0.
+    CEL_BASE: "has all exists exists_one map filter size matches startsWith endsWith contains"
+    " string int uint double bool bytes duration timestamp type dyn isSorted sum min max"
+    " indexOf lastIndexOf find findAll url isURL getScheme getHost getHostname getPort"
+    " getEscapedPath getQuery charAt lowerAscii upperAscii replace split substring trim",
+    # Quantity library, optional types (IntroducedVersion 1.28).
+    (1, 29): "isQuantity quantity sign isGreaterThan isLessThan compareTo add sub asInteger"
+    " asApproximateFloat isInteger optMap optFlatMap orValue hasValue value",
+    # Strings extension v2 and sets (1.29).
+    (1, 30): "join quote",
+    # IP and CIDR libraries (1.30).
+    (1, 31): "isIP ip isCIDR cidr family isUnspecified isLoopback isLinkLocalMulticast"
+    " isLinkLocalUnicast isGlobalUnicast containsIP containsCIDR prefixLength masked"
+    " isCanonical",
+    # Format library (1.31).
+    (1, 32): "validate",
+    # Two-variable comprehensions (1.32).
+    (1, 33): "transformList transformMap transformMapEntry",
+    # Semver library (1.33).
+    (1, 34): "isSemver semver major minor patch",
+}
+CEL_SINCE: dict[str, tuple[int, int]] = {}
+for _version, _names in _LIBRARIES.items():
+    CEL_SINCE.update(dict.fromkeys(_names.split(), _version))
+"""The first Kubernetes minor whose API server accepts each CEL function in a new CRD rule.
+
+Source: the Kubernetes CEL reference (https://kubernetes.io/docs/reference/using-api/cel/)
+and k8s.io/apiserver pkg/cel/environment/base.go, where each library has an
+IntroducedVersion. A new expression (a CRD create, or a changed rule) is compiled against
+the environment of the API server's compatibility version, one minor behind its own
+(so that a rollback still understands it): a library introduced in 1.N is usable from
+1.N+1. Hence isCIDR/cidr() (the CIDR library, introduced in 1.30) need 1.31.
+"""
+
+_CEL_STRING = re.compile(r"""[rR]?'(?:\\.|[^'\\])*'|[rR]?"(?:\\.|[^"\\])*\"""")
+_CEL_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def cel_rules(documents: Iterable[Any]) -> Iterator[str]:
+    """Every CEL expression (rule, messageExpression) of x-kubernetes-validations."""
+    for doc in documents:
+        if isinstance(doc, dict):
+            for key, value in doc.items():
+                if key == "x-kubernetes-validations":
+                    for validation in value:
+                        yield validation["rule"]
+                        if "messageExpression" in validation:
+                            yield validation["messageExpression"]
+                else:
+                    yield from cel_rules([value])
+        elif isinstance(doc, list):
+            yield from cel_rules(doc)
+
+
+def minimum_kubernetes(rules: Iterable[str]) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """The oldest minor that accepts `rules`, and the version each function they call needs.
+
+    Raises:
+        AssertionError: a rule calls a function :data:`CEL_SINCE` does not know.
+
+    """
+    used: dict[str, tuple[int, int]] = {}
+    for rule in rules:
+        for name in _CEL_CALL.findall(_CEL_STRING.sub("''", rule)):
+            assert name in CEL_SINCE, f"CEL function {name}() is not in CEL_SINCE ({rule})"
+            used[name] = CEL_SINCE[name]
+    return max([CEL_BASE, *used.values()]), used
+
+
+def test_minimum_kubernetes_of_some_rules() -> None:
+    assert minimum_kubernetes(["self.size() <= 3"])[0] == (1, 25)
+    assert minimum_kubernetes(["quantity(self).isGreaterThan(quantity('0'))"])[0] == (1, 29)
+    assert minimum_kubernetes(["isCIDR(self) && cidr(self) == cidr(self).masked()"])[0] == (
+        1,
+        31,
+    )
+    assert minimum_kubernetes(["isSemver(self)", "self.size() > 0"])[0] == (1, 34)
+    # Names inside string literals are not calls.
+    assert minimum_kubernetes([r"self.matches(r'^semver(x)$') && self != 'cidr(1)'"])[0] == (
+        1,
+        25,
+    )
+    with pytest.raises(AssertionError, match="frobnicate"):
+        minimum_kubernetes(["frobnicate(self)"])
+
+
+def test_kube_version_is_true_to_the_crds_cel_rules() -> None:
+    from tests.integration.cluster import REPO_ROOT
+
+    documents = [
+        doc
+        for path in sorted((REPO_ROOT / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    rules = list(cel_rules(documents))
+    assert len(rules) > 50  # the scan found the CRDs' rules
+    (major, minor), used = minimum_kubernetes(rules)
+    assert {"isCIDR", "cidr", "masked", "quantity"} <= set(used)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={major}.{minor}.0-0", used
+
+
+# --- helm test ------------------------------------------------------------------------
+
+
+def hook_pod(objects: list[dict[str, Any]]) -> Any:
+    """The `helm test` pod among the rendered objects."""
+    (pod,) = by_kind(objects, "Pod")
+    return pod
+
+
+def run_check(pod: Any, url: str) -> subprocess.CompletedProcess[str]:
+    """Run the test pod's check here, with this Python, against `url`."""
+    (container,) = pod["spec"]["containers"]
+    command = container["command"]
+    assert command[:2] == ["python", "-c"]
+    return subprocess.run(
+        [sys.executable, "-c", command[2]],
+        env={"STOCKADE_METRICS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_helm_test_pod_asks_the_metrics_service(helm: Helm) -> None:
+    objects = helm.render()
+    pod = hook_pod(objects)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "ghcr.io/stockade-dev/stockade:0.1.0.dev0"
+    (service,) = by_kind(objects, "Service")
+    url = {e["name"]: e["value"] for e in container["env"]}["STOCKADE_METRICS_URL"]
+    name, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
+    assert url == f"http://{name}.stockade-system.svc:{port}/metrics"
+    assert restricted_violations(pod) == []
+    # No Service, no test; and it can be turned off.
+    assert not by_kind(helm.render({"metrics.service.enabled": False}), "Pod")
+    assert not by_kind(helm.render({"tests.enabled": False}), "Pod")
+
+
+def restricted_violations(pod: Any) -> list[str]:
+    """The checks of tests/unit/test_build_pod.py's Pod Security `restricted` checker."""
+    from tests.unit.test_build_pod import restricted_violations as check
+
+    return check(pod)
+
+
+def test_helm_test_check_passes_on_stockades_metrics_and_fails_elsewhere(helm: Helm) -> None:
+    from prometheus_client import start_http_server
+
+    import stockade.metrics  # noqa: F401  (registers Stockade's metrics)
+
+    pod = hook_pod(helm.render())
+    server, thread = start_http_server(0, addr="127.0.0.1")
+    try:
+        result = run_check(pod, f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert "stockade_* samples" in result.stdout
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        result = run_check(pod, f"http://127.0.0.1:{other.server_port}/metrics")
+    finally:
+        other.shutdown()
+    assert result.returncode == 1
+    assert "without stockade_* metrics" in result.stderr
 
 
 BAD_VALUES = [
@@ -473,6 +832,23 @@ BAD_VALUES = [
     ("replicas: two", "at '/replicas': got string, want integer"),
     ("leaderElection: {leaseDurationSeconds: 1.5}", "at '/leaderElection/leaseDurationSeconds'"),
     ("leaderElection: {ttl: 5}", "additional properties 'ttl' not allowed"),
+    # The operator pod's values moved to the top level: the old keys fail loudly.
+    ("operator: {resources: {}}", "additional properties 'resources' not allowed"),
+    ("resources: {limit: {cpu: 1}}", "additional properties 'limit' not allowed"),
+    ("resources: {limits: {cpu: lots}}", "'lots' does not match pattern"),
+    ("logLevel: verbose", "at '/logLevel': value must be one of 'debug', 'info'"),
+    ("podSecurityContext: {runAsUsr: 1}", "additional properties 'runAsUsr' not allowed"),
+    ("securityContext: {runAsUser: root}", "at '/securityContext/runAsUser'"),
+    ("affinity: {nodeAfinity: {}}", "additional properties 'nodeAfinity' not allowed"),
+    ("topologySpreadConstraints: {}", "at '/topologySpreadConstraints': got object, want array"),
+    ("priorityClassName: 5", "at '/priorityClassName': got number, want string"),
+    ("egress: {dns: {preset: coredns}}", "at '/egress/dns/preset': value must be one of"),
+    ("egress: {dns: {cidrs: [169.254.20.10]}}", "'169.254.20.10' does not match pattern"),
+    ("egress: {dns: {ports: [0]}}", "at '/egress/dns/ports/0': minimum: got 0, want 1"),
+    ("egress: {dns: {podLabels: {k8s-app: [a]}}}", "at '/egress/dns/podLabels/k8s-app'"),
+    ("egress: {dns: {server: 1.1.1.1}}", "additional properties 'server' not allowed"),
+    ("config: {homeSizeLimit: 1 GB}", "'1 GB' does not match pattern"),
+    ("tests: {enable: false}", "additional properties 'enable' not allowed"),
 ]
 
 
@@ -509,7 +885,7 @@ def test_install_yaml_is_the_default_chart(helm: Helm) -> None:
     )
     assert crds == expected
     rest = [d for d in docs[1:] if d["kind"] != "CustomResourceDefinition"]
-    assert rest == helm.render()
+    assert rest == helm.render(extra=["--skip-tests"])  # no one-shot test pod in it
 
 
 # --- in the cluster ------------------------------------------------------------------
@@ -660,9 +1036,14 @@ def test_optional_objects_are_accepted_server_side(
         "runtimeClasses.kata.name": f"kata-{suffix}",
         "agentNamespaces.resourceQuota.enabled": True,
         "agentNamespaces.limitRange.enabled": True,
-        "operator.podAnnotations": {"example.com/a": "b"},
-        "operator.extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "podAnnotations": {"example.com/a": "b"},
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "topologySpreadConstraints": [SPREAD],
+        "affinity": AFFINITY,
+        "podSecurityContext.runAsUser": None,
+        "securityContext.runAsUser": None,
         "imagePullSecrets": [{"name": "registry"}],
+        "dashboard.enabled": True,
     }
     rendered = helm.template(values, namespace=namespace, extra=["--include-crds"]).stdout
     out = cluster.kubectl(
@@ -672,6 +1053,7 @@ def test_optional_objects_are_accepted_server_side(
     for kind in ("runtimeclass", "resourcequota", "limitrange", "role", "rolebinding"):
         assert f"\n{kind}" in f"\n{out}", out
     assert "customresourcedefinition.apiextensions.k8s.io/agents.stockade.dev" in out
+    assert "configmap/stockade-dashboard" in out, out
 
 
 def test_wrong_values_fail_helm_install(
@@ -706,3 +1088,62 @@ def test_kind_e2e_samples_are_valid_agents(cluster: Cluster, crds: None) -> None
         str(REPO_ROOT / "hack/kind/samples.yaml"),
     )
     assert out.count("agent.stockade.dev/") == 3, out
+
+
+APPLY_DRY_RUN = ("apply", "--dry-run=server", "-f", "-")
+
+
+def test_helm_test_pod_is_admitted_under_restricted(cluster: Cluster, helm: Helm) -> None:
+    restricted = {"pod-security.kubernetes.io/enforce": "restricted"}
+    namespace = fresh_namespace(cluster, "t-helm-test", restricted)
+    try:
+        for values, admitted in (({}, True), ({"securityContext.runAsNonRoot": False}, False)):
+            pod = hook_pod(helm.render(values, namespace=namespace))
+            result = subprocess.run(
+                [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), *APPLY_DRY_RUN],
+                input=yaml.safe_dump(pod),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if admitted:
+                assert result.returncode == 0, result.stderr
+                assert "created (server dry run)" in result.stdout
+            else:
+                assert result.returncode != 0
+                assert 'violates PodSecurity "restricted' in result.stderr, result.stderr
+    finally:
+        cluster.delete_namespaces([namespace])
+
+
+@pytest.mark.parametrize("preset", ["kube-dns", "openshift", "nodelocal"])
+def test_dns_presets_make_policies_the_api_server_accepts(
+    cluster: Cluster, helm: Helm, namespaces: list[str], preset: str
+) -> None:
+    """From chart value to NetworkPolicy: each preset's policy passes server-side dry-run."""
+    from stockade.api.agent import AgentSpec
+    from stockade.build.names import AgentRef
+    from stockade.build.network import build_network_policy
+    from stockade.config import load_config
+
+    namespace = fresh_namespace(cluster, "t-helm-dns")
+    namespaces.append(namespace)
+    config = load_config(env_of(helm.render({"egress.dns.preset": preset})))
+    spec = AgentSpec.model_validate({"image": "busybox", "network": {"egress": "Internet"}})
+    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
+    assert "networkpolicy.networking.k8s.io/demo-egress created (server dry run)" in out
+
+
+def test_the_dashboard_configmap_is_optional_and_labelled_for_the_sidecar(helm: Helm) -> None:
+    assert not [
+        o
+        for o in by_kind(helm.render(), "ConfigMap")
+        if o["metadata"]["name"].endswith("dashboard")
+    ]
+    values = {"dashboard.enabled": True, "dashboard.annotations": {"grafana_folder": "Stockade"}}
+    (board,) = by_kind(helm.render(values), "ConfigMap")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "Stockade"}
+    shipped = (CHART.parent.parent / "manifests/monitoring/stockade-dashboard.json").read_text()
+    assert json.loads(board["data"]["stockade.json"]) == json.loads(shipped)

@@ -354,3 +354,64 @@ def test_children_as_built_are_never_rewritten(
 
 
 CUSTOM = {"egress": "Custom", "cidrs": ["203.0.113.0/24"], "ports": [{"port": 443}]}
+
+
+def test_a_restart_with_nothing_changed_writes_nothing(
+    agents: Agents, stockade_operator: OperatorProcess
+) -> None:
+    """Issue 11: a restarted operator re-observes every Agent and writes nothing.
+
+    Its watches list Agents and children in no set order: an Agent reconciled before its
+    NetworkPolicy is listed must not take the policy for missing (a create refused with
+    409 is a write all the same). Nothing else changes these Agents, so their status
+    and children keep their resourceVersions.
+    """
+    names = [f"steady-{i}" for i in range(8)]
+    for name in names:
+        agents.create(name, spec(task="t"))
+    for name in names:
+        agents.wait_phase(name, "Running")
+    core = agents.cluster.core
+    networking = client.NetworkingV1Api(agents.cluster.api)
+
+    def versions() -> dict[str, str]:
+        out = {}
+        for name in names:
+            out[f"agent {name}"] = agents.get(name)["metadata"]["resourceVersion"]
+            out[f"configmap {name}"] = str(
+                core.read_namespaced_config_map(
+                    f"{name}-input", agents.namespace
+                ).metadata.resource_version
+            )
+            out[f"policy {name}"] = str(
+                networking.read_namespaced_network_policy(
+                    f"{name}-egress", agents.namespace
+                ).metadata.resource_version
+            )
+        return out
+
+    time.sleep(2)  # the last status writes' echoes
+    before = versions()
+    stockade_operator.restart()
+
+    def sample(prefix: str) -> float:
+        return sum(
+            float(line.split()[-1])
+            for line in stockade_operator.metrics().splitlines()
+            if line.startswith(prefix)
+        )
+
+    wait_for(
+        lambda: sample("stockade_reconcile_duration_seconds_count") >= len(names),
+        what="the restarted operator's first reconciles",
+    )
+    time.sleep(3)
+    refused_creates = sum(
+        float(line.split()[-1])
+        for line in stockade_operator.metrics().splitlines()
+        if line.startswith("stockade_api_writes_total")
+        and 'verb="create"' in line
+        and 'code="409"' in line
+    )
+    assert refused_creates == 0
+    assert versions() == before

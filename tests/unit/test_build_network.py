@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from stockade.api.agent import AgentSpec, EgressMode, Network, NetworkPort
 from stockade.build.errors import SpecError
 from stockade.build.names import AgentRef, labels_for
-from stockade.build.network import build_network_policy, egress_rules
+from stockade.build.network import (
+    DNS_PRESETS,
+    DnsPeer,
+    build_network_policy,
+    dns_peer,
+    dns_rule,
+    egress_rules,
+)
+from stockade.config import DNS_PRESETS as CONFIG_DNS_PRESETS
+from stockade.config import OperatorConfig, load_config
 
 REF = AgentRef("demo", "team-a", "uid-1")
 
@@ -237,3 +246,108 @@ def test_deterministic_and_dns_first(
     if mode == EgressMode.CUSTOM:
         assert [p["ipBlock"]["cidr"] for p in egress[1]["to"]] == cidrs
         assert ("ports" in egress[1]) == bool(ports)
+
+
+# --- where the cluster DNS is: presets and overrides --------------------------------
+
+KUBE_DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+PORT_53 = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+PRESET_RULES: dict[str, dict[str, Any]] = {
+    "kube-dns": {"to": [KUBE_DNS_PEER], "ports": PORT_53},
+    "openshift": {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}
+                },
+                "podSelector": {
+                    "matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}
+                },
+            }
+        ],
+        "ports": [*PORT_53, {"protocol": "UDP", "port": 5353}, {"protocol": "TCP", "port": 5353}],
+    },
+    "nodelocal": {
+        "to": [KUBE_DNS_PEER, {"ipBlock": {"cidr": "169.254.20.10/32"}}],
+        "ports": PORT_53,
+    },
+}
+
+
+def test_every_preset_the_config_accepts_has_a_peer() -> None:
+    assert set(DNS_PRESETS) == set(CONFIG_DNS_PRESETS) == set(PRESET_RULES)
+
+
+def test_the_default_preset_is_todays_kube_dns_rule() -> None:
+    assert PRESET_RULES["kube-dns"] == DNS_RULE
+    assert build_network_policy(REF, spec(network={"egress": "DNS"}), OperatorConfig()) == (
+        build_network_policy(REF, spec(network={"egress": "DNS"}))
+    )
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RULES))
+@pytest.mark.parametrize("mode", ["DNS", "Internet", "Custom"])
+def test_each_preset_renders_its_dns_peers(preset: str, mode: str) -> None:
+    config = load_config({"STOCKADE_EGRESS_DNS_PRESET": preset})
+    network: dict[str, Any] = {"egress": mode}
+    if mode == "Custom":
+        network["cidrs"] = ["203.0.113.0/24"]
+    np = build_network_policy(REF, spec(network=network), config)
+    egress = np["spec"]["egress"]
+    assert egress[0] == PRESET_RULES[preset]
+    assert len(egress) == (1 if mode == "DNS" else 2)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RULES))
+def test_no_egress_has_no_dns_whatever_the_preset(preset: str) -> None:
+    config = load_config({"STOCKADE_EGRESS_DNS_PRESET": preset})
+    assert build_network_policy(REF, spec(), config)["spec"]["egress"] == []
+
+
+def test_nodelocal_address_is_reachable_only_on_dns_ports() -> None:
+    # Internet mode excepts 169.254.0.0/16; the DNS rule lets 169.254.20.10:53 through.
+    config = load_config({"STOCKADE_EGRESS_DNS_PRESET": "nodelocal"})
+    dns, internet = egress_rules(Network(egress=EgressMode.INTERNET), dns_peer(config))
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+    assert dns["ports"] == PORT_53
+    assert "169.254.0.0/16" in internet["to"][0]["ipBlock"]["except"]
+
+
+def test_overrides_replace_labels_and_ports_and_add_cidrs() -> None:
+    config = load_config(
+        {
+            "STOCKADE_EGRESS_DNS_PRESET": "nodelocal",
+            "STOCKADE_EGRESS_DNS_NAMESPACE_LABELS": "kubernetes.io/metadata.name=dns",
+            "STOCKADE_EGRESS_DNS_POD_LABELS": "app.kubernetes.io/name=coredns",
+            "STOCKADE_EGRESS_DNS_CIDRS": "10.96.0.10/32,169.254.20.10/32",
+            "STOCKADE_EGRESS_DNS_PORTS": "1053",
+        }
+    )
+    assert dns_rule(dns_peer(config)) == {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "coredns"}},
+            },
+            {"ipBlock": {"cidr": "169.254.20.10/32"}},  # the preset's, not repeated
+            {"ipBlock": {"cidr": "10.96.0.10/32"}},
+        ],
+        "ports": [{"protocol": "UDP", "port": 1053}, {"protocol": "TCP", "port": 1053}],
+    }
+
+
+def test_cidrs_only_dns_peer() -> None:
+    rule = dns_rule(DnsPeer(cidrs=("192.0.2.53/32",)))
+    assert rule["to"] == [{"ipBlock": {"cidr": "192.0.2.53/32"}}]
+
+
+def test_a_dns_peer_that_selects_nothing_is_refused() -> None:
+    # A rule without peers would allow every destination on the DNS ports.
+    with pytest.raises(SpecError):
+        dns_rule(DnsPeer())
+    empty = OperatorConfig(egress_dns_namespace_labels={}, egress_dns_pod_labels={})
+    with pytest.raises(SpecError):
+        build_network_policy(REF, spec(network={"egress": "DNS"}), empty)

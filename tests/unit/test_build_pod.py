@@ -252,12 +252,67 @@ def test_minimal_pod() -> None:
     assert c["env"] == [
         {"name": "STOCKADE_AGENT_NAME", "value": "demo"},
         {"name": "STOCKADE_ATTEMPT", "value": "3"},
+        {"name": "HOME", "value": "/home/agent"},
+        {"name": "XDG_CACHE_HOME", "value": "/home/agent/.cache"},
     ]
     assert c["resources"] == RESOURCES
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert s["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
-    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert s["volumes"] == [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    assert c["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": "/home/agent"},
+    ]
+
+
+# --- the agent contract: a writable HOME and cache on a read-only root ---------------
+
+
+def writable_mount_paths(p: dict[str, Any]) -> set[str]:
+    return {m["mountPath"] for m in container(p)["volumeMounts"] if not m.get("readOnly")}
+
+
+def test_home_is_an_emptydir_without_a_workspace() -> None:
+    p = pod()
+    env = env_of(p)
+    assert env["HOME"] == "/home/agent"
+    assert env["XDG_CACHE_HOME"] == "/home/agent/.cache"
+    assert "/home/agent" in writable_mount_paths(p)
+    assert volume(p, "home") == {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def test_home_is_the_workspace_when_there_is_one() -> None:
+    p = pod(spec(workspace={"size": "5Gi"}))
+    env = env_of(p)
+    assert env["HOME"] == "/workspace"
+    assert env["XDG_CACHE_HOME"] == "/workspace/.cache"
+    assert "/workspace" in writable_mount_paths(p)
+    assert volume(p, "home") is None
+    assert mount(p, "home") is None
+
+
+def test_size_limits_come_from_the_operator_config() -> None:
+    config = OperatorConfig(tmp_size_limit="256Mi", home_size_limit="3Gi")
+    p = pod(config=config)
+    assert volume(p, "tmp") == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+    assert volume(p, "home") == {"name": "home", "emptyDir": {"sizeLimit": "3Gi"}}
+
+
+def test_the_agents_env_may_set_home_and_cache() -> None:
+    agent = spec(
+        env=[{"name": "HOME", "value": "/tmp/h"}, {"name": "XDG_CACHE_HOME", "value": "/tmp/c"}]
+    )
+    env = container(pod(agent))["env"]
+    names = [e["name"] for e in env]
+    assert names.count("HOME") == names.count("XDG_CACHE_HOME") == 1
+    assert env_of(pod(agent))["HOME"] == "/tmp/h"
+    assert env_of(pod(agent))["XDG_CACHE_HOME"] == "/tmp/c"
+    # Only HOME set: the cache stays in Stockade's (still mounted, writable) home.
+    only_home = env_of(pod(spec(env=[{"name": "HOME", "value": "/tmp/h"}])))
+    assert only_home["XDG_CACHE_HOME"] == "/home/agent/.cache"
 
 
 def test_runtime_class_and_resources_are_used_as_given() -> None:
@@ -286,7 +341,7 @@ def test_container_fields() -> None:
     assert c["command"] == ["python", "-m", "agent"]
     assert c["args"] == ["--fast"]
     assert c["workingDir"] == "/workspace"
-    assert c["env"][2:] == [
+    assert c["env"][4:] == [
         {"name": "A", "value": "1"},
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
     ]
@@ -546,6 +601,9 @@ def test_every_pod_is_restricted_owned_and_deterministic(
     assert env_of(p)["STOCKADE_ATTEMPT"] == str(attempt)
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert "/tmp" in mounts
+    user_env = {e["name"] for e in fields.get("env", [])}
+    if "HOME" not in user_env:  # the agent always gets a writable HOME
+        assert env_of(p)["HOME"] in writable_mount_paths(p)
     assert ("/workspace" in mounts) == ("workspace" in fields)
     assert ("/etc/stockade" in mounts) == ("task" in fields or bool(fields.get("config")))
     assert {m["name"] for m in c["volumeMounts"]} == {v["name"] for v in s["volumes"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from stockade.config import ConfigError, OperatorConfig, load_config, matches
@@ -16,6 +18,13 @@ def test_defaults() -> None:
     assert config.allowed_priority_classes == ()
     assert config.operator_namespace is None
     assert config.default_requests["cpu"] == "250m"
+    assert config.log_level == "info"
+    assert (config.tmp_size_limit, config.home_size_limit) == ("1Gi", "1Gi")
+    assert config.egress_dns_preset == "kube-dns"
+    assert config.egress_dns_namespace_labels is None
+    assert config.egress_dns_pod_labels is None
+    assert config.egress_dns_cidrs == ()
+    assert config.egress_dns_ports is None
 
 
 @pytest.mark.parametrize("name", ["gvisor", "kata", "kata-qemu", "kata-clh", "kata-qemu-tdx"])
@@ -112,6 +121,16 @@ def test_environment_values() -> None:
         ({"STOCKADE_ALLOWED_RUNTIME_CLASSES": "ka*ta"}, "STOCKADE_ALLOWED_RUNTIME_CLASSES"),
         ({"STOCKADE_ALLOWED_POD_LABEL_KEYS": "*x"}, "STOCKADE_ALLOWED_POD_LABEL_KEYS"),
         ({"STOCKADE_DEFAULT_RUNTIME_CLASS": "runc"}, "STOCKADE_ALLOWED_RUNTIME_CLASSES"),
+        ({"STOCKADE_LOG_LEVEL": "trace"}, "STOCKADE_LOG_LEVEL"),
+        ({"STOCKADE_LOG_LEVEL": "INFO"}, "STOCKADE_LOG_LEVEL"),
+        ({"STOCKADE_TMP_SIZE_LIMIT": "1 GB"}, "STOCKADE_TMP_SIZE_LIMIT"),
+        ({"STOCKADE_HOME_SIZE_LIMIT": "-1Gi"}, "STOCKADE_HOME_SIZE_LIMIT"),
+        ({"STOCKADE_EGRESS_DNS_PRESET": "coredns"}, "STOCKADE_EGRESS_DNS_PRESET"),
+        ({"STOCKADE_EGRESS_DNS_POD_LABELS": "k8s-app"}, "STOCKADE_EGRESS_DNS_POD_LABELS"),
+        ({"STOCKADE_EGRESS_DNS_CIDRS": "169.254.20.10"}, "STOCKADE_EGRESS_DNS_CIDRS"),
+        ({"STOCKADE_EGRESS_DNS_CIDRS": "10.0.0.1/8"}, "STOCKADE_EGRESS_DNS_CIDRS"),
+        ({"STOCKADE_EGRESS_DNS_PORTS": "dns"}, "STOCKADE_EGRESS_DNS_PORTS"),
+        ({"STOCKADE_EGRESS_DNS_PORTS": "0"}, "STOCKADE_EGRESS_DNS_PORTS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -185,3 +204,60 @@ ELECTION = {"STOCKADE_LEADER_ELECTION": "true", "STOCKADE_LEADER_ELECTION_NAMESP
 def test_bad_leader_election_settings(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_config(env)
+
+
+def test_agent_pod_and_dns_settings_from_the_environment() -> None:
+    config = load_config(
+        {
+            "STOCKADE_LOG_LEVEL": "debug",
+            "STOCKADE_TMP_SIZE_LIMIT": "512Mi",
+            "STOCKADE_HOME_SIZE_LIMIT": "4Gi",
+            "STOCKADE_EGRESS_DNS_PRESET": "openshift",
+            "STOCKADE_EGRESS_DNS_NAMESPACE_LABELS": "dns=yes, tier=infra",
+            "STOCKADE_EGRESS_DNS_POD_LABELS": "app=dns",
+            "STOCKADE_EGRESS_DNS_CIDRS": "169.254.20.10/32, fd00::a/128",
+            "STOCKADE_EGRESS_DNS_PORTS": "53,5353",
+        }
+    )
+    assert config.log_level == "debug"
+    assert (config.tmp_size_limit, config.home_size_limit) == ("512Mi", "4Gi")
+    assert config.egress_dns_preset == "openshift"
+    assert config.egress_dns_namespace_labels == {"dns": "yes", "tier": "infra"}
+    assert config.egress_dns_pod_labels == {"app": "dns"}
+    assert config.egress_dns_cidrs == ("169.254.20.10/32", "fd00::a/128")
+    assert config.egress_dns_ports == (53, 5353)
+
+
+def test_empty_dns_variables_keep_the_presets() -> None:
+    config = load_config(
+        {"STOCKADE_EGRESS_DNS_NAMESPACE_LABELS": "", "STOCKADE_EGRESS_DNS_PORTS": ""}
+    )
+    assert config.egress_dns_namespace_labels is None
+    assert config.egress_dns_ports is None
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("debug", logging.DEBUG),
+        ("info", logging.INFO),
+        ("warning", logging.WARNING),
+        ("error", logging.ERROR),
+    ],
+)
+def test_log_level_sets_the_operators_loggers(level: str, expected: int) -> None:
+    from stockade.__main__ import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        configure_logging(load_config({"STOCKADE_LOG_LEVEL": level}))
+        for name in ("stockade", "stockade.reconcile"):
+            assert logging.getLogger(name).getEffectiveLevel() == expected
+        # kopf's per-object "Handler ... succeeded" lines only when debugging (issue 11).
+        objects = expected if level == "debug" else max(expected, logging.WARNING)
+        assert logging.getLogger("kopf.objects").getEffectiveLevel() == objects
+        assert logging.getLogger("stockade").isEnabledFor(logging.DEBUG) is (level == "debug")
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

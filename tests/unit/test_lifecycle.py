@@ -134,6 +134,46 @@ def test_running_then_succeeded_with_result_and_usage() -> None:
     assert d3.actions == ()  # the finished pod stays for its logs
 
 
+def test_plain_lifecycle_costs_three_status_writes() -> None:
+    """Every kubelet update is observed, but only Starting, Running, Succeeded are writes.
+
+    The pod appearing, being scheduled (nodeName) and ContainerCreating are ordinary
+    progress of Starting: recording each would be a status write per pod update
+    (issue 11's budget: the pod and at most 3 status patches per one-shot Agent).
+    """
+    updates = [
+        pod(1),  # the watch shows the created pod
+        pod(1, node_name="n1"),  # scheduled
+        pod(1, node_name="n1", waiting_reason="ContainerCreating"),  # the kubelet starts it
+        running(),
+        exited(1, 0),
+    ]
+    view, writes = agent(), 0
+    d = decide(Observation(agent=view, now=T0))
+    for n, observed in enumerate([None, *updates]):
+        pods = {} if observed is None else {1: observed}
+        d = decide(Observation(agent=view, now=at(n), pods=pods))
+        if d.status != view.status:
+            writes += 1
+            view = step(view, d)
+    assert d.phase == Phase.Succeeded
+    assert writes == 3
+    assert view.status["nodeName"] == "n1"  # recorded with the Running write
+
+
+def test_a_problem_while_starting_is_still_written() -> None:
+    view = agent(status={"phase": "Starting", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(
+        Observation(
+            agent=step(view, decide(Observation(agent=view, now=T0, pods={1: pod(1)}))),
+            now=at(1),
+            pods={1: pod(1, node_name="n1", waiting_reason="ImagePullBackOff")},
+        )
+    )
+    assert d.status["reason"] == Reason.IMAGE_PULL_BACK_OFF
+    assert d.status["nodeName"] == "n1"
+
+
 def test_plain_text_termination_message_is_the_result() -> None:
     view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
     d = decide(Observation(agent=view, now=at(6), pods={1: exited(1, 0, message="all done\n")}))

@@ -275,19 +275,26 @@ def test_prepare_accepts_a_plain_agent() -> None:
 
 
 def _sample_agents() -> list[Any]:
+    """Each sample Agent with the sample AgentSession it names (None for the others)."""
     docs = []
     for path in sorted(SAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "Agent":
-                docs.append(pytest.param(doc, id=f"{path.stem}/{doc['metadata']['name']}"))
+        found = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        sessions = {d["metadata"]["name"]: d for d in found if d.get("kind") == "AgentSession"}
+        for doc in found:
+            if doc.get("kind") == "Agent":
+                session = sessions.get((doc["spec"].get("sessionRef") or {}).get("name"))
+                docs.append(pytest.param(doc, session, id=f"{path.stem}/{doc['metadata']['name']}"))
     return docs
 
 
-@pytest.mark.parametrize("body", _sample_agents())
-def test_samples_pass_the_default_policy(body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("body", "session"), _sample_agents())
+def test_samples_pass_the_default_policy(
+    body: dict[str, Any], session: dict[str, Any] | None
+) -> None:
+    """The samples need no setting beyond the chart's defaults, which include the
+    admission policy (the model samples reference a Secret)."""
     body = {**body, "metadata": {**body["metadata"], "namespace": "demo"}}
-    session = {"spec": {"agentDefaults": {"image": "registry.example/agent:1"}}}
-    prepared = prepare(body, DEFAULT, session)
+    prepared = prepare(body, DEFAULT, session, policy_present=True)
     assert prepared.error is None, prepared.error
 
 

@@ -89,3 +89,39 @@ def test_an_entry_whose_deletion_event_arrives_meanwhile_is_no_ghost() -> None:
         return found
 
     assert asyncio.run(scenario()) == 0 and r._ghosts == set()
+
+
+def test_a_listed_object_the_watch_never_delivers_marks_the_watch_stuck() -> None:
+    """In the LIST, not indexed a grace period later, and no event of its kind: stuck."""
+    from stockade import metrics
+
+    agents: dict[Any, list[Any]] = {("ns", "a"): [agent("a", "u1")]}
+    checked: list[tuple[str, int]] = []
+    r = Reconciler(Listing(agents={"u1", "u-new"}), OperatorConfig(), ghost_grace=0.05)  # type: ignore[arg-type]
+    r.bind(agents, {}, {}, {})
+    r.on_watch_checked = lambda resource, missed: checked.append((resource, missed))
+    metrics.LAST_EVENT.pop("agents", None)
+    before = metrics.WATCH_MISSED.labels("agents")._value.get()
+    asyncio.run(r.resync())
+    assert ("agents", 1) in checked
+    assert metrics.WATCH_MISSED.labels("agents")._value.get() == before + 1
+
+    # The same, but events of that kind keep arriving (the object came and went within
+    # the grace period, or its event is queued behind others): the watch is alive.
+    checked.clear()
+
+    async def with_events() -> None:
+        async def event_arrives() -> None:
+            await asyncio.sleep(0.01)
+            metrics.watch_event("agents")
+
+        await asyncio.gather(r.resync(), event_arrives())
+
+    asyncio.run(with_events())
+    assert ("agents", 0) in checked
+    # Delivered meanwhile: not missed either.
+    checked.clear()
+    metrics.LAST_EVENT.pop("agents", None)
+    agents[("ns", "b")] = [agent("b", "u-new")]
+    asyncio.run(r.resync())
+    assert ("agents", 0) in checked

@@ -56,6 +56,11 @@ app.kubernetes.io/part-of: stockade
 {{- join "," $pairs }}
 {{- end }}
 
+{{/* key=value pairs, comma-separated, sorted by key (STOCKADE_EGRESS_DNS_POD_LABELS). */}}
+{{- define "stockade.pairs" -}}
+{{- include "stockade.resourceList" . }}
+{{- end }}
+
 {{/* The namespaces that get a ResourceQuota / LimitRange. */}}
 {{- define "stockade.agentNamespaces" -}}
 {{- $namespaces := .Values.agentNamespaces.namespaces | default .Values.watchNamespaces }}

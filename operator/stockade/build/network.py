@@ -5,8 +5,11 @@ policy types, so ingress is denied outright and egress is allowed only by the ru
 the mode (https://kubernetes.io/docs/concepts/services-networking/network-policies/):
 
 - ``None``: no egress at all (not even DNS);
-- ``DNS``: UDP and TCP port 53 to the cluster DNS (pods ``k8s-app=kube-dns`` in
-  ``kube-system``, the label CoreDNS keeps for compatibility);
+- ``DNS``: UDP and TCP to the cluster DNS: its pods, selected by namespace and pod
+  labels, and any extra CIDRs, on its ports; where that is comes from the operator's
+  configuration (:class:`DnsPeer`, :data:`DNS_PRESETS`; default ``kube-dns``: pods
+  ``k8s-app=kube-dns`` in ``kube-system``, the label CoreDNS keeps for compatibility,
+  port 53);
 - ``Internet``: DNS, plus every public address: ``0.0.0.0/0`` and ``::/0`` minus the
   private, shared, loopback and link-local ranges (which include the cloud metadata
   endpoint 169.254.169.254 and the cluster's pod and service networks when they use
@@ -21,6 +24,9 @@ A NetworkPolicy only takes effect with a network plugin that enforces it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from stockade.api.agent import AgentSpec, EgressMode, Network
@@ -32,10 +38,88 @@ from stockade.build.names import (
     networkpolicy_name,
     session_of,
 )
+from stockade.config import OperatorConfig
 
-DNS_NAMESPACE = "kube-system"
-DNS_POD_LABELS: dict[str, str] = {"k8s-app": "kube-dns"}
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""The label the API server sets on every namespace to its name (Kubernetes >= 1.22)."""
+NODELOCAL_DNS_ADDRESS = "169.254.20.10"
+"""NodeLocal DNSCache's usual link-local listen address (``__PILLAR__LOCAL__DNS__`` in
+https://kubernetes.io/docs/tasks/administer-cluster/nodelocaldns/)."""
+
+
+@dataclass(frozen=True)
+class DnsPeer:
+    """Where the cluster DNS answers, as NetworkPolicy peers of the DNS egress rule.
+
+    Attributes:
+        namespace_labels: ``matchLabels`` of the DNS pods' namespace; empty together
+            with `pod_labels` means no pod peer (only `cidrs`).
+        pod_labels: ``matchLabels`` of the DNS pods.
+        cidrs: ``ipBlock`` peers, e.g. NodeLocal DNSCache's ``169.254.20.10/32`` (its
+            pods use the host network, so no pod selector reaches them).
+        ports: destination ports, each allowed over UDP and TCP. A NetworkPolicy sees
+            the pod's own port after Service translation: OpenShift's DNS pods listen
+            on 5353 behind the Service's 53.
+
+    """
+
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    cidrs: tuple[str, ...] = ()
+    ports: tuple[int, ...] = (53,)
+
+
+_KUBE_DNS = DnsPeer(
+    namespace_labels={NAMESPACE_NAME_LABEL: "kube-system"}, pod_labels={"k8s-app": "kube-dns"}
+)
+DNS_PRESETS: Mapping[str, DnsPeer] = MappingProxyType(
+    {
+        # kube-dns, and CoreDNS, which keeps the k8s-app=kube-dns label for compatibility
+        # (kubeadm, kind, GKE, EKS, AKS).
+        "kube-dns": _KUBE_DNS,
+        # OpenShift's cluster DNS operator: a daemonset in openshift-dns whose pods listen
+        # on 5353 (the dns-default Service maps 53 to it).
+        "openshift": DnsPeer(
+            namespace_labels={NAMESPACE_NAME_LABEL: "openshift-dns"},
+            pod_labels={"dns.operator.openshift.io/daemonset-dns": "default"},
+            ports=(53, 5353),
+        ),
+        # NodeLocal DNSCache in front of kube-dns/CoreDNS: pods query the node-local
+        # cache at its link-local address, which the cache forwards to kube-dns.
+        "nodelocal": DnsPeer(
+            namespace_labels=_KUBE_DNS.namespace_labels,
+            pod_labels=_KUBE_DNS.pod_labels,
+            cidrs=(f"{NODELOCAL_DNS_ADDRESS}/32",),
+        ),
+    }
+)
+"""The DNS peers of the presets ``STOCKADE_EGRESS_DNS_PRESET`` names
+(:data:`stockade.config.DnsPreset`)."""
+
+
+def dns_peer(config: OperatorConfig) -> DnsPeer:
+    """The DNS peer `config` describes: its preset, with the overrides it sets.
+
+    ``egress_dns_namespace_labels`` / ``egress_dns_pod_labels`` / ``egress_dns_ports``
+    replace the preset's; ``egress_dns_cidrs`` are added to the preset's CIDRs.
+    """
+    preset = DNS_PRESETS[config.egress_dns_preset]
+    extra = tuple(c for c in config.egress_dns_cidrs if c not in preset.cidrs)
+    return DnsPeer(
+        namespace_labels=dict(
+            preset.namespace_labels
+            if config.egress_dns_namespace_labels is None
+            else config.egress_dns_namespace_labels
+        ),
+        pod_labels=dict(
+            preset.pod_labels
+            if config.egress_dns_pod_labels is None
+            else config.egress_dns_pod_labels
+        ),
+        cidrs=preset.cidrs + extra,
+        ports=preset.ports if config.egress_dns_ports is None else config.egress_dns_ports,
+    )
+
 
 PRIVATE_IPV4: tuple[str, ...] = (
     "10.0.0.0/8",  # RFC 1918
@@ -52,17 +136,32 @@ PRIVATE_IPV6: tuple[str, ...] = (
 )
 
 
-def dns_rule() -> dict[str, Any]:
-    """Return the egress rule to the cluster DNS: UDP and TCP 53 to kube-dns in kube-system."""
-    return {
-        "to": [
+def dns_rule(dns: DnsPeer = _KUBE_DNS) -> dict[str, Any]:
+    """Return the egress rule to the cluster DNS `dns` (default: kube-dns in kube-system).
+
+    Returns:
+        ``{"to": peers, "ports": ...}``: one peer selecting the DNS pods (namespace and
+        pod ``matchLabels``; left out when both are empty), one ``ipBlock`` per CIDR;
+        UDP then TCP for each port.
+
+    Raises:
+        SpecError: `dns` has no peer at all (a rule without ``to`` would allow every
+            destination on those ports).
+
+    """
+    peers: list[dict[str, Any]] = []
+    if dns.namespace_labels or dns.pod_labels:
+        peers.append(
             {
-                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: DNS_NAMESPACE}},
-                "podSelector": {"matchLabels": dict(DNS_POD_LABELS)},
+                "namespaceSelector": {"matchLabels": dict(dns.namespace_labels)},
+                "podSelector": {"matchLabels": dict(dns.pod_labels)},
             }
-        ],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
+        )
+    peers.extend({"ipBlock": {"cidr": cidr}} for cidr in dns.cidrs)
+    if not peers:
+        raise SpecError("egress.dns", "the operator's DNS peer selects nothing")
+    ports = [{"protocol": proto, "port": port} for port in dns.ports for proto in ("UDP", "TCP")]
+    return {"to": peers, "ports": ports}
 
 
 def _ports(network: Network) -> list[dict[str, Any]]:
@@ -108,8 +207,12 @@ def custom_peers(network: Network) -> list[dict[str, Any]]:
     return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
 
 
-def egress_rules(network: Network) -> list[dict[str, Any]]:
+def egress_rules(network: Network, dns: DnsPeer = _KUBE_DNS) -> list[dict[str, Any]]:
     """Return the ``spec.egress`` rules of the policy for `network` (see the module doc).
+
+    Args:
+        network: the Agent's ``spec.network``.
+        dns: where the cluster DNS answers (:func:`dns_peer` of the operator's config).
 
     Raises:
         SpecError: Custom without valid CIDRs (see :func:`custom_peers`).
@@ -119,16 +222,21 @@ def egress_rules(network: Network) -> list[dict[str, Any]]:
     if mode == EgressMode.NONE:
         return []
     if mode == EgressMode.DNS:
-        return [dns_rule()]
+        return [dns_rule(dns)]
     if mode == EgressMode.INTERNET:
-        return [dns_rule(), _rule(internet_peers(), network)]
+        return [dns_rule(dns), _rule(internet_peers(), network)]
     if mode == EgressMode.CUSTOM:
-        return [dns_rule(), _rule(custom_peers(network), network)]
+        return [dns_rule(dns), _rule(custom_peers(network), network)]
     raise SpecError("spec.network.egress", f"unknown egress mode {mode!r}")
 
 
-def build_network_policy(agent_meta: AgentRef, spec: AgentSpec) -> dict[str, Any]:
+def build_network_policy(
+    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig | None = None
+) -> dict[str, Any]:
     """Build the Agent's NetworkPolicy ``<agent>-egress`` (networking.k8s.io/v1).
+
+    `config` says where the cluster DNS is (:func:`dns_peer`); None: the defaults
+    (kube-dns in kube-system).
 
     Returns:
         A manifest selecting the Agent's pods (``stockade.dev/agent`` and the managed-by
@@ -150,6 +258,8 @@ def build_network_policy(agent_meta: AgentRef, spec: AgentSpec) -> dict[str, Any
             "podSelector": {"matchLabels": agent_selector(agent_meta.name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": egress_rules(spec.network or Network()),
+            "egress": egress_rules(
+                spec.network or Network(), dns_peer(config) if config else _KUBE_DNS
+            ),
         },
     }

@@ -18,8 +18,16 @@ Layout inside the container:
 - ``/etc/stockade/config/<key>``: each ``spec.config`` entry (env
   ``STOCKADE_CONFIG_DIR``), read-only;
 - ``/workspace``: the workspace claim, when ``spec.workspace`` is set;
-- ``/tmp``: a scratch emptyDir of at most 1 GiB;
+- ``HOME``: ``/workspace`` when there is a workspace, else ``/home/agent``, an emptyDir;
+  ``XDG_CACHE_HOME`` is ``$HOME/.cache``, so git, npm, pip and most CLIs find a
+  writable home and cache (an Agent's own ``env`` may set either instead);
+- ``/tmp``: a scratch emptyDir;
 - ``/dev/termination-log``: where the agent writes its result (at most 4 KiB).
+
+The emptyDirs' ``sizeLimit`` comes from the operator's configuration
+(``tmp_size_limit``, ``home_size_limit``: 1Gi each by default); all of them count
+against the container's ``ephemeral-storage`` limit
+(https://kubernetes.io/docs/concepts/storage/volumes/#emptydir).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from stockade.build.names import (
     pvc_name,
     session_of,
 )
+from stockade.config import OperatorConfig
 
 CONTAINER_NAME = "agent"
 NONROOT_ID = 65532
@@ -48,7 +57,7 @@ TASK_FILE = f"{INPUT_DIR}/task"
 CONFIG_DIR = f"{INPUT_DIR}/config"
 WORKSPACE_DIR = "/workspace"
 TMP_DIR = "/tmp"
-TMP_SIZE_LIMIT = "1Gi"
+HOME_DIR = "/home/agent"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 ENV_AGENT_NAME = "STOCKADE_AGENT_NAME"
@@ -56,6 +65,12 @@ ENV_ATTEMPT = "STOCKADE_ATTEMPT"
 ENV_TASK_FILE = "STOCKADE_TASK_FILE"
 ENV_CONFIG_DIR = "STOCKADE_CONFIG_DIR"
 RESERVED_ENV = frozenset({ENV_AGENT_NAME, ENV_ATTEMPT, ENV_TASK_FILE, ENV_CONFIG_DIR})
+"""Variables Stockade always sets: an Agent's ``env`` entry of the same name is dropped."""
+ENV_HOME = "HOME"
+ENV_XDG_CACHE_HOME = "XDG_CACHE_HOME"
+"""Variables Stockade sets unless the Agent's ``env`` names them (the user's wins)."""
+
+_DEFAULT_CONFIG = OperatorConfig()
 
 SECCOMP_RUNTIME_DEFAULT: dict[str, str] = {"type": "RuntimeDefault"}
 
@@ -94,11 +109,17 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
+def home_dir(spec: AgentSpec) -> str:
+    """The agent's ``HOME``: the workspace when it has one, else :data:`HOME_DIR`."""
+    return WORKSPACE_DIR if spec.workspace is not None else HOME_DIR
+
+
 def _env(agent_meta: AgentRef, spec: AgentSpec, attempt: int) -> list[dict[str, Any]]:
     """List Stockade's variables, then the user's env (minus the names Stockade sets).
 
     Stockade's come first so that the user's values may refer to them (``$(VAR)`` only
-    expands variables defined earlier).
+    expands variables defined earlier). ``HOME`` and ``XDG_CACHE_HOME`` are left to
+    the user's env when it sets them.
     """
     env: list[dict[str, Any]] = [
         {"name": ENV_AGENT_NAME, "value": agent_meta.name},
@@ -108,18 +129,27 @@ def _env(agent_meta: AgentRef, spec: AgentSpec, attempt: int) -> list[dict[str, 
         env.append({"name": ENV_TASK_FILE, "value": TASK_FILE})
     if spec.config:
         env.append({"name": ENV_CONFIG_DIR, "value": CONFIG_DIR})
+    users = {var.name for var in spec.env or ()}
+    home = home_dir(spec)
+    if ENV_HOME not in users:
+        env.append({"name": ENV_HOME, "value": home})
+    if ENV_XDG_CACHE_HOME not in users:
+        env.append({"name": ENV_XDG_CACHE_HOME, "value": f"{home}/.cache"})
     env.extend(_dump(var) for var in spec.env or () if var.name not in RESERVED_ENV)
     return env
 
 
 def _volumes(
-    agent_meta: AgentRef, spec: AgentSpec
+    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(volumes, volumeMounts)``: /tmp, the input ConfigMap, the workspace claim."""
+    """``(volumes, volumeMounts)``: /tmp, home (without a workspace), input, workspace."""
     volumes: list[dict[str, Any]] = [
-        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": config.tmp_size_limit}},
     ]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
+    if spec.workspace is None:
+        volumes.append({"name": "home", "emptyDir": {"sizeLimit": config.home_size_limit}})
+        mounts.append({"name": "home", "mountPath": HOME_DIR})
     if has_input(spec):
         items: list[dict[str, str]] = []
         if spec.task is not None:
@@ -155,6 +185,7 @@ def build_pod(
     runtime_class: str,
     resources: dict[str, dict[str, str]],
     session: str | None = None,
+    config: OperatorConfig | None = None,
 ) -> dict[str, Any]:
     """Build the core/v1 Pod of attempt `attempt` of the Agent (pure, deterministic).
 
@@ -169,6 +200,8 @@ def build_pod(
             (:func:`~stockade.build.resources.effective_resources`), used as given.
         session: the AgentSession name for the ``stockade.dev/session`` label; default
             ``spec.sessionRef.name``.
+        config: the operator configuration (the emptyDirs' size limits); None: the
+            defaults.
 
     Returns:
         The Pod manifest; see the module docstring for what it holds.
@@ -192,7 +225,7 @@ def build_pod(
     if pod_meta and pod_meta.annotations:
         metadata["annotations"] = dict(pod_meta.annotations)
 
-    volumes, mounts = _volumes(agent_meta, spec)
+    volumes, mounts = _volumes(agent_meta, spec, config or _DEFAULT_CONFIG)
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
     if spec.command:
         container["command"] = list(spec.command)

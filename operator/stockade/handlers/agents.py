@@ -13,11 +13,13 @@ from typing import Any
 
 import kopf
 
+from stockade import metrics
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
 from stockade.children import ChildView
-from stockade.reconcile import AgentKey, Reconciler, session_name, to_plain
+from stockade.observe import PodView, observe_pod
+from stockade.reconcile import AgentKey, Reconciler, indexed_body, session_name
 
 CHILD_RESOURCES = (
     ("v1", "configmaps"),
@@ -32,7 +34,7 @@ async def agents(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[AgentKey, Any] | None:
     """Index: ``(namespace, name)`` -> the Agent, as last seen by the watch."""
-    return {(namespace, name): to_plain(body)} if namespace else None
+    return {(namespace, name): indexed_body(body)} if namespace else None
 
 
 @kopf.index(GROUP, VERSION, AGENT_PLURAL)
@@ -52,16 +54,27 @@ async def agent_sessions(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[AgentKey, Any] | None:
     """Index: ``(namespace, name)`` -> the AgentSession, as last seen by the watch."""
-    return {(namespace, name): to_plain(body)} if namespace else None
+    return {(namespace, name): indexed_body(body)} if namespace else None
 
 
 @kopf.index("v1", "pods", labels=MANAGED_LABELS)
 async def agent_pods(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[AgentKey, Any] | None:
-    """Index: ``(namespace, agent)`` -> that Agent's pods, as last seen by the watch."""
+) -> dict[AgentKey, PodView] | None:
+    """Index: ``(namespace, agent)`` -> that Agent's pods, as last seen by the watch.
+
+    Each pod is kept as its :class:`~stockade.observe.PodView` (what the lifecycle
+    reads), summarized once per watch event rather than on every reconcile; the body
+    itself (spec, managedFields) is not kept. A pod without a valid attempt label is
+    not an attempt of any Agent and is not indexed.
+    """
     agent = labels.get(AGENT_LABEL)
-    return {(namespace, agent): to_plain(body)} if agent and namespace else None
+    if not agent or not namespace:
+        return None
+    try:
+        return {(namespace, agent): observe_pod(body)}
+    except ValueError:
+        return None
 
 
 async def agent_children(
@@ -105,7 +118,8 @@ async def agent_changed(
     """
     if namespace:
         reconciler = _reconciler(memo, kwargs)
-        reconciler.poke((namespace, name))
+        if not reconciler.own_echo((namespace, name), body):
+            reconciler.poke((namespace, name))
         session = session_name(body)
         if session:
             reconciler.poke_session((namespace, session))
@@ -143,6 +157,9 @@ async def session_changed(
 
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
+    """The reconciler, bound to kopf's indexes; counts the watch event being handled."""
+    resource = kwargs.get("resource")
+    metrics.watch_event(resource.plural if resource is not None else "unknown")
     reconciler: Reconciler = memo["reconciler"]
     reconciler.bind(
         kwargs["agents"],

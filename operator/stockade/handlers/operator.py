@@ -6,10 +6,12 @@ writes (several replicas: one leader, the others warm standbys).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -18,9 +20,10 @@ from kubernetes.aio import config as aconfig
 from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
-from stockade import metrics
+from stockade import metrics, tracing
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
+from stockade.health import Health, HealthServer
 from stockade.k8s import Kube
 from stockade.leader import LeaderElector
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
@@ -29,12 +32,43 @@ log = logging.getLogger("stockade")
 
 
 async def api_client() -> aclient.ApiClient:
-    """An asyncio API client: in-cluster credentials if present, else the kubeconfig."""
+    """An asyncio API client: in-cluster credentials if present, else the kubeconfig.
+
+    Like kopf's own connection (``settings.networking.trust_env`` is False by default),
+    it reads no proxy or netrc settings from the environment: aiohttp would otherwise
+    look them up in a worker thread on every request.
+    """
+    configuration = aclient.Configuration()
     try:
-        aconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+        aconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except ConfigException:
-        await aconfig.load_kube_config()  # type: ignore[no-untyped-call]
-    return aclient.ApiClient()
+        await aconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.client_session_kwargs = {"trust_env": False}
+    return aclient.ApiClient(configuration)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps and builds nothing.
+
+    kopf computes an object's "essence" (a deep copy of its body) and a diff on every
+    watch event, for its on.create/update/delete handlers
+    (https://kopf.readthedocs.io/en/stable/configuration/#change-detection). Stockade
+    has none (event and index handlers only), so this is pure overhead: the empty
+    essence makes it free.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        """The empty essence (no change-detecting handler reads it)."""
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """Nothing was stored."""
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Store nothing (kopf writes no annotation to the objects)."""
 
 
 @kopf.on.startup()
@@ -57,6 +91,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ):
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
     # No CRD or namespace scanning: the watched resources are known at start (one
     # discovery call) and the namespaces are the configured ones, so the operator needs
     # no cluster-scoped read access to customresourcedefinitions or namespaces (the
@@ -64,8 +99,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
+    if tracing.configure():
+        log.info(
+            "tracing: one trace per Agent attempt to %s", os.environ[tracing.ENDPOINT_VARIABLE]
+        )
     reconciler = Reconciler(Kube(await api_client()), config)
     memo["reconciler"] = reconciler
+    health = start_health(config, memo)
+    if health is not None:
+        reconciler.on_watch_checked = health.watch_checked
     if config.leader_election:
         reconciler.set_leading(False)
         metrics.LEADER.set(0)
@@ -81,10 +123,42 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             lambda: phase_samples(memo["reconciler"]),
             lambda: session_phase_samples(memo["reconciler"]),
             lambda: dict(memo["reconciler"].budget_usage),
+            lambda: memo["reconciler"].queues(),
+            lambda: list(memo["reconciler"].phase_entered.values()),
         )
         start_http_server(config.metrics_port)
         memo["metrics_started"] = True
         log.info("metrics on :%d/metrics", config.metrics_port)
+    if health is not None:
+        # The endpoints answer from now on (the Deployment's startupProbe waits for them);
+        # ready once the API answers the operator's LIST of Agents (its initial listing).
+        if not memo.get("health_served"):
+            HealthServer(health, config.health_port).start()
+            memo["health_served"] = True
+
+        async def become_ready() -> None:
+            while await reconciler.kube.list_uids("agents", config.namespaces) is None:
+                await asyncio.sleep(5)
+            health.set_ready()
+
+        memo["ready"] = asyncio.get_running_loop().create_task(become_ready())
+
+
+def start_health(config: OperatorConfig, memo: kopf.Memo) -> Health | None:
+    """The liveness state, with its heartbeat started (served at the end of start-up).
+
+    See :mod:`stockade.health`; None when ``health_port`` is 0. The state and its server
+    thread outlive an operator restart within the process (tests): made once.
+    """
+    if not config.health_port:
+        return None
+    health: Health | None = memo.get("health")
+    if health is None:
+        health = Health(stall_seconds=config.liveness_stall_seconds)
+        memo["health"] = health
+    health.ready = False
+    memo["heartbeat"] = asyncio.get_running_loop().create_task(health.beat())
+    return health
 
 
 def elector_for(
@@ -135,9 +209,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     The Lease is released only after the last write, so a standby that takes over at
     once never overlaps with this replica.
     """
-    resync = memo.get("resync")
-    if resync is not None:
-        resync.cancel()
+    for task in (memo.get("resync"), memo.get("heartbeat"), memo.get("ready")):
+        if task is not None:
+            task.cancel()
     reconciler: Reconciler | None = memo.get("reconciler")
     elector: LeaderElector | None = memo.get("elector")
     if reconciler is not None:

@@ -1,0 +1,131 @@
+"""What keeps a reconcile cheap at scale (issue 11), as pure bookkeeping.
+
+- the indexes hold trimmed bodies (Agents, sessions) and summaries (pods);
+- the watch's echo of the operator's own status write is not reconciled again;
+- a session member is prepared once per version, and its admission verdict is the one
+  the session's last reconcile found (no admission over all members per member).
+
+The end-to-end counterparts (writes and CPU per Agent) are measured by ``bench/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import stockade.reconcile as reconcile_module
+from stockade.admission import Verdict
+from stockade.config import OperatorConfig
+from stockade.handlers.agents import agent_pods
+from stockade.observe import PodView
+from stockade.reconcile import LAST_APPLIED, Reconciler, indexed_body
+
+
+def reconciler() -> Reconciler:
+    r = Reconciler(None, OperatorConfig())
+    r.bind({}, {}, {}, {})
+    return r
+
+
+def body(rv: str, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "stockade.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {
+            "name": "a",
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": rv,
+            "creationTimestamp": "2026-11-21T12:00:00Z",
+            **meta,
+        },
+        "spec": {"image": "i", "task": "t" * 1000},
+    }
+
+
+def test_indexed_bodies_drop_managed_fields_and_the_last_applied_copy() -> None:
+    raw = body(
+        "1",
+        managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        annotations={LAST_APPLIED: '{"spec": "..."}', "team": "x"},
+    )
+    kept = indexed_body(raw)
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["annotations"] == {"team": "x"}
+    assert kept["spec"] == raw["spec"]
+    assert kept["metadata"]["resourceVersion"] == "1"
+    assert LAST_APPLIED in raw["metadata"]["annotations"]  # the input is not changed
+
+
+def test_the_pod_index_keeps_a_summary_and_skips_pods_without_an_attempt() -> None:
+    index: Any = agent_pods  # the plain coroutine under kopf's decorator
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "a-1",
+            "namespace": "ns",
+            "uid": "p1",
+            "labels": {"stockade.dev/agent": "a", "stockade.dev/attempt": "1"},
+            "managedFields": [{"manager": "kubelet"}],
+        },
+        "spec": {"nodeName": "n1", "containers": [{"name": "agent", "image": "i"}]},
+        "status": {"phase": "Running"},
+    }
+    labels = pod["metadata"]["labels"]
+    entry = asyncio.run(index(namespace="ns", labels=labels, body=pod))
+    assert entry is not None
+    (view,) = entry.values()
+    assert isinstance(view, PodView)
+    assert (view.name, view.attempt, view.node_name, view.uid) == ("a-1", 1, "n1", "p1")
+    forged = {**pod, "metadata": {**pod["metadata"], "labels": {"stockade.dev/agent": "a"}}}
+    assert (
+        asyncio.run(index(namespace="ns", labels=forged["metadata"]["labels"], body=forged)) is None
+    )
+
+
+def test_the_echo_of_our_own_status_write_is_not_reconciled() -> None:
+    r, key = reconciler(), ("ns", "a")
+    assert not r.own_echo(key, body("2"))  # nothing written yet
+    r._wrote("agent", key, "1", "2")
+    assert r.own_echo(key, body("2"))
+    assert not r.own_echo(key, body("3"))  # someone else's change
+
+
+def test_an_echo_a_reconcile_waited_for_is_reconciled() -> None:
+    r, key = reconciler(), ("ns", "a")
+    r._wrote("agent", key, "1", "2")
+    # A pod event made a reconcile read the body it had written over (the watch lags):
+    # it stood back, counting on the echo.
+    assert r._stale("agent", key, body("1"))
+    assert not r.own_echo(key, body("2"))
+
+
+def test_a_member_is_prepared_once_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = reconcile_module.prepare
+
+    def counting(agent: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(agent["metadata"]["resourceVersion"])
+        return real(agent, *args, **kwargs)
+
+    monkeypatch.setattr(reconcile_module, "prepare", counting)
+    r = reconciler()
+    session = {"metadata": {"name": "s", "uid": "s1", "generation": 1}, "spec": {}}
+    member = {**body("1"), "spec": {"image": "i", "sessionRef": {"name": "s"}}}
+    for _ in range(3):
+        r._member(member, session)
+    assert calls == ["1"]
+    r._member({**member, "metadata": {**member["metadata"], "resourceVersion": "2"}}, session)
+    r._member(member, {**session, "metadata": {**session["metadata"], "generation": 2}})
+    assert calls == ["1", "2", "1"]
+
+
+def test_a_members_verdict_is_the_sessions_last_one() -> None:
+    r = reconciler()
+    agent = body("1")
+    session: dict[str, Any] = {"metadata": {"name": "s"}, "spec": {}, "status": {}}
+    assert r._verdict(agent, "s", session) is None  # the session has not decided yet
+    full = Verdict(False, "SessionFull", "8 of 8 agents admitted")
+    r._verdicts[("ns", "s")] = {"a": full}
+    assert r._verdict(agent, "s", session) == full
