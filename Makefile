@@ -66,8 +66,8 @@ lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, hadolint, shellcheck wh
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/hadolint Dockerfile
-	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh hack/node/agent/*.sh .ci/run; \
+	$(VENV)/bin/hadolint Dockerfile examples/agent/Dockerfile
+	@if command -v shellcheck >/dev/null; then shellcheck -x -P SCRIPTDIR hack/*.sh hack/kind/*.sh hack/node/agent/*.sh examples/agent/*.sh .ci/run; \
 	else echo "shellcheck not installed; skipped"; fi
 
 node-binaries: ## find or build kubelet, containerd, ctr, runsc and its shim (no-op when cached)
@@ -79,10 +79,8 @@ node-up: ## a real node (kubelet + containerd + gVisor) beside the local control
 node-down: ## stop the real node and undo what node-up changed (sysctls, bridge, cgroups)
 	bash hack/node-down.sh
 
-e2e: $(VENV_STAMP) ## node-up, the end-to-end tests on the real node (tests/e2e), node-down
-	bash hack/node-up.sh
-	status=0; $(PY) -m pytest tests/e2e -v --durations=0 || status=$$?; \
-	  bash hack/node-down.sh; exit $$status
+e2e: $(VENV_STAMP) ## node-up, the end-to-end tests on the real node (tests/e2e), node-down (always)
+	bash hack/e2e.sh
 
 e2e-kind: ## kind + gVisor end to end (needs Docker): build, load, helm install, samples
 	bash hack/e2e-kind.sh

@@ -85,3 +85,4 @@ NODE_HOST_PATHS=(/var/lib/kubelet /run/containerd /var/lib/cni /run/mount)
 # The images node-up builds and imports (pods use imagePullPolicy IfNotPresent/Never).
 NODE_PAUSE_IMAGE=localhost/stockade/pause:1
 NODE_AGENT_IMAGE=localhost/stockade/e2e-agent:1
+NODE_EXAMPLE_AGENT_IMAGE=localhost/stockade/example-agent:1  # examples/agent on busybox

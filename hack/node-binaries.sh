@@ -10,15 +10,16 @@
 #     a copy of the module with hack/node/patches/*.patch applied (see the patch: the shim
 #     must not fail where lowering its OOM score is not permitted).
 # Also installs, idempotently, the Debian packages the node needs (CNI plugins, iptables,
-# busybox-static, umoci, skopeo). With a warm cache it builds nothing. Prints build times.
+# busybox-static, umoci, skopeo, ...). With a warm cache it builds nothing. Prints build times.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Debian packages: CNI plugins (bridge, host-local, loopback), iptables (the bridge
 # plugin's masquerade rules), the agent image's busybox, and umoci + skopeo to pack images.
-# nftables: node-down drops the nf_tables tables the kubelet's iptables calls registered.
-NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables nftables busybox-static umoci skopeo patch)
+# nftables: node-down drops the nf_tables tables the kubelet's iptables calls registered;
+# iproute2 (ip: the bridge) and procps (pgrep: node-down's leftovers), usually present.
+NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables nftables iproute2 procps busybox-static umoci skopeo patch)
 
 ensure_debian_packages() {
   local missing=() pkg

@@ -15,8 +15,9 @@
 #     $NODE_CGROUP, label stockade.dev/real-node=true and the taint
 #     stockade.dev/real-node=true:NoSchedule (only pods that tolerate it run here), plus
 #     the label sandbox.stockade.dev/gvisor=true that the RuntimeClass gvisor selects;
-#   - images: a pause image (hack/node/pause) and the e2e agent (busybox-static with
-#     hack/node/agent/agent.sh), packed with umoci and skopeo, imported with ctr.
+#   - images: a pause image (hack/node/pause), the e2e agent (busybox-static with
+#     hack/node/agent/agent.sh) and the example agent (busybox-static with
+#     examples/agent/agent.sh), packed with umoci and skopeo, imported with ctr.
 # Before changing anything it saves the sysctls in NODE_SYSCTLS; hack/node-down.sh undoes
 # it all. Needs root. Prints how long it took.
 set -euo pipefail
@@ -179,25 +180,37 @@ pause_rootfs() {
   CGO_ENABLED=0 GOFLAGS=-trimpath go build -ldflags "-s -w" -o "$1/pause" \
     "${HACK_DIR}/node/pause/main.go"
 }
-agent_rootfs() {
+busybox_rootfs() {  # busybox_rootfs ROOTFS: busybox's applets, users root and nonroot
   mkdir -p "$1"/{bin,agent,tmp,etc/stockade,proc,sys,dev}
   cp /bin/busybox "$1/bin/busybox"
   "$1/bin/busybox" --list | while read -r applet; do
     [[ "${applet}" == busybox ]] || ln -sf busybox "$1/bin/${applet}"
   done
-  install -m 0755 "${HACK_DIR}/node/agent/agent.sh" "$1/agent/agent.sh"
   printf 'root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$1/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$1/etc/group"
 }
-images_stamp="$(cat "${BASH_SOURCE[0]}" "${HACK_DIR}/node/agent/agent.sh" "${HACK_DIR}/node/pause/main.go" |
-  sha256sum | cut -c1-16)"
+agent_rootfs() {
+  busybox_rootfs "$1"
+  install -m 0755 "${HACK_DIR}/node/agent/agent.sh" "$1/agent/agent.sh"
+}
+# The example agent (examples/agent) as its Dockerfile lays it out, on busybox instead of
+# Alpine: no curl, so it calls the model over plain HTTP with busybox wget.
+example_agent_rootfs() {
+  busybox_rootfs "$1"
+  install -m 0755 "${REPO_ROOT}/examples/agent/agent.sh" "$1/agent/example-agent.sh"
+}
+images_stamp="$(cat "${BASH_SOURCE[0]}" "${HACK_DIR}/node/agent/agent.sh" "${HACK_DIR}/node/pause/main.go" \
+  "${REPO_ROOT}/examples/agent/agent.sh" | sha256sum | cut -c1-16)"
 if [[ "$(cat "${NODE_ROOT}/images.stamp" 2>/dev/null)" != "${images_stamp}" ]] ||
   ! ctr images ls -q | grep -qx "${NODE_PAUSE_IMAGE}" ||
-  ! ctr images ls -q | grep -qx "${NODE_AGENT_IMAGE}"; then
+  ! ctr images ls -q | grep -qx "${NODE_AGENT_IMAGE}" ||
+  ! ctr images ls -q | grep -qx "${NODE_EXAMPLE_AGENT_IMAGE}"; then
   [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) is missing"
-  log "building images ${NODE_PAUSE_IMAGE} and ${NODE_AGENT_IMAGE}"
+  log "building images ${NODE_PAUSE_IMAGE}, ${NODE_AGENT_IMAGE} and ${NODE_EXAMPLE_AGENT_IMAGE}"
   image pause "${NODE_PAUSE_IMAGE}" /pause 65535:65535 pause_rootfs
   image agent "${NODE_AGENT_IMAGE}" /agent/agent.sh 65532:65532 agent_rootfs
+  image example-agent "${NODE_EXAMPLE_AGENT_IMAGE}" /agent/example-agent.sh 65532:65532 \
+    example_agent_rootfs
   echo "${images_stamp}" >"${NODE_ROOT}/images.stamp"
 fi
 

@@ -348,9 +348,12 @@ def _stop(d: _Draft, pod: PodView | None) -> None:
     """Delete `pod` if anything in it may still run.
 
     A pod in a terminal phase stays, with its logs, until a newer attempt's pod exists
-    or the Agent goes.
+    or the Agent goes; so does a pod whose agent container has exited while nothing
+    else runs in it (a real kubelet marks such a pod terminal a moment later).
     """
     if pod is None or pod.deleting or pod.phase in ("Succeeded", "Failed"):
+        return
+    if pod.terminated is not None and not pod.others_running:
         return
     if DeletePod(pod.name) not in d.actions:
         d.actions.append(DeletePod(pod.name))

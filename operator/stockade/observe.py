@@ -61,6 +61,11 @@ class PodView:
             the pod belongs to the Agent with that UID and to no other (DESIGN.md 4).
         deletion_deadline: ``metadata.deletionTimestamp``, the end of the grace period.
         uid: ``metadata.uid``.
+        others_running: a container other than the agent's (one of ``spec.containers``,
+            or a native sidecar: an init container with ``restartPolicy: Always``) has
+            no terminated state, so something besides the agent may still run. A real
+            kubelet reports the agent container terminated a moment before it moves
+            the pod to Succeeded/Failed; without other containers nothing runs then.
 
     """
 
@@ -81,6 +86,7 @@ class PodView:
     owner_uid: str | None = None
     deletion_deadline: datetime | None = None
     uid: str = ""
+    others_running: bool = False
 
     @property
     def finished(self) -> bool:
@@ -110,6 +116,22 @@ def _agent_container_status(pod: Mapping[str, Any]) -> dict[str, Any]:
         if status.get("name") == "agent":
             return dict(status)
     return dict(statuses[0]) if statuses else {}
+
+
+def _others_running(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether a container besides the agent's may still run (see PodView.others_running)."""
+    states = {
+        s.get("name"): s.get("state") or {}
+        for s in (status.get("containerStatuses") or [])
+        + (status.get("initContainerStatuses") or [])
+    }
+    others = [c.get("name") for c in spec.get("containers") or () if c.get("name") != "agent"]
+    others += [
+        c.get("name")
+        for c in spec.get("initContainers") or ()
+        if c.get("restartPolicy") == "Always"
+    ]
+    return any("terminated" not in states.get(name, {}) for name in others)
 
 
 def observe_pod(pod: Mapping[str, Any]) -> PodView:
@@ -165,6 +187,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         owner_uid=owner_uid,
         deletion_deadline=parse_time(metadata.get("deletionTimestamp")),
         uid=str(metadata.get("uid") or ""),
+        others_running=_others_running(spec, status),
     )
 
 

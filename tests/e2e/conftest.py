@@ -6,7 +6,9 @@
   STOCKADE_KEEP_NODE=1). If the node cannot come up the session FAILS; it is skipped,
   with the reason, only when STOCKADE_E2E_SKIP_WITHOUT_NODE=1 asks for that.
 - `e2e_operator` (session): the real operator, allowed to tolerate the node's taint
-  (STOCKADE_ALLOWED_TOLERATION_KEYS), which it refuses by default.
+  (STOCKADE_ALLOWED_TOLERATION_KEYS), which it refuses by default, with the chart's
+  ValidatingAdmissionPolicy installed (without it the operator refuses Agents that
+  reference Secrets, as the example agent's API key is).
 - `agents` (per test): Agent helpers in a fresh namespace.
 
 The cluster, namespace and CRD fixtures are tests/conftest.py's (every suite shares
@@ -17,12 +19,15 @@ them). Timings (node-up, first gVisor pod) are printed at the end of the session
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.integration.admission import install_admission_policy
 from tests.integration.auth import OperatorAuth
 from tests.integration.cluster import HACK, Cluster
 from tests.integration.operator import Agents, OperatorProcess
@@ -30,12 +35,29 @@ from tests.integration.operator import Agents, OperatorProcess
 NODE_NAME = "stockade-node-0"
 TAINT_KEY = "stockade.dev/real-node"
 AGENT_IMAGE = "localhost/stockade/e2e-agent:1"
+EXAMPLE_AGENT_IMAGE = "localhost/stockade/example-agent:1"
+NODE_IP = "10.88.77.1"
+"""The node's address on its pod bridge (hack/lib.sh NODE_IP): pods reach the host here."""
 NODE_RUN = "/run/stockade-node"
 NODE_ROOT = "/var/lib/stockade-node"
 STORAGE_CLASS = "stockade-node"
 SKIP_ENV = "STOCKADE_E2E_SKIP_WITHOUT_NODE"
 
 TIMINGS: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the session as Ctrl-C does, so that fixtures still tear down.
+
+    Without it a terminated pytest (CI's timeout, ``hack/e2e.sh`` stopped) leaves the
+    operator subprocess running: it keeps the leader Lease, and the next session's
+    operator only stands by while the stale one reconciles with old code.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -77,7 +99,12 @@ def real_node(cluster: Cluster) -> Iterator[str]:
 def e2e_operator(
     cluster: Cluster, crds: None, operator_auth: OperatorAuth, real_node: str
 ) -> Iterator[OperatorProcess]:
-    env = {**operator_auth.operator_env, "STOCKADE_ALLOWED_TOLERATION_KEYS": TAINT_KEY}
+    binding = install_admission_policy(cluster)
+    env = {
+        "STOCKADE_ADMISSION_POLICY_BINDING": binding,
+        **operator_auth.operator_env,
+        "STOCKADE_ALLOWED_TOLERATION_KEYS": TAINT_KEY,
+    }
     process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
     process.start()
     try:
@@ -89,6 +116,31 @@ def e2e_operator(
 @pytest.fixture
 def agents(cluster: Cluster, namespace: str, e2e_operator: OperatorProcess) -> Agents:
     return Agents(cluster, namespace)
+
+
+def real_node_placement() -> dict[str, Any]:
+    """The Agent spec fields that put its pod on the real node under gVisor."""
+    return {
+        "runtimeClassName": "gvisor",
+        "nodeSelector": {TAINT_KEY: "true"},
+        "tolerations": [
+            {"key": TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+        ],
+    }
+
+
+def workspace(size: str = "64Mi") -> dict[str, Any]:
+    """A workspace on the real node: a local PV of hack/node-up.sh's StorageClass."""
+    return {"size": size, "storageClassName": STORAGE_CLASS}
+
+
+def workspace_dir(cluster: Cluster, namespace: str, claim: str) -> str:
+    """The host directory of the local PV bound to the PVC `claim` (the pod's /workspace)."""
+    pvc = cluster.core.read_namespaced_persistent_volume_claim(claim, namespace)
+    assert pvc.spec.volume_name, f"PVC {claim} is not bound"
+    pv = cluster.core.read_persistent_volume(pvc.spec.volume_name)
+    path: str = pv.spec.local.path
+    return path
 
 
 def host_leftovers() -> list[str]:

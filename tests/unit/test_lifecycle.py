@@ -690,13 +690,26 @@ def test_a_pod_stuck_terminating_is_force_deleted_after_the_bound() -> None:
 def test_agent_container_exit_ends_the_attempt_despite_a_sidecar() -> None:
     view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
     term = Terminated(0, "Completed", '{"result": "done"}', at(5))
-    sidecar_keeps_running = pod(1, "Running", terminated=term, node_name="n1")
+    sidecar_keeps_running = pod(1, "Running", terminated=term, node_name="n1", others_running=True)
     d = decide(Observation(agent=view, now=at(6), pods={1: sidecar_keeps_running}))
     assert (d.phase, d.status["result"]) == (Phase.Succeeded, "done")
     assert d.actions == (DeletePod("a-1"),)  # stop the sidecar
     term = Terminated(2, "Error", "", at(5))
     d = decide(Observation(agent=view, now=at(400), pods={1: pod(1, "Running", terminated=term)}))
     assert (d.phase, d.status["reason"], d.status["exitCode"]) == (Phase.Failed, Reason.ERROR, 2)
+
+
+def test_a_finished_pod_not_yet_marked_terminal_stays_for_its_logs() -> None:
+    """A real kubelet reports the agent container terminated a moment before the pod's
+    phase: with nothing else running in it, the pod is not deleted (found on the real
+    node, where finished pods vanished with their logs; kwok changes both at once)."""
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    term = Terminated(0, "Completed", '{"result": "done"}', at(5))
+    d = decide(Observation(agent=view, now=at(6), pods={1: pod(1, "Running", terminated=term)}))
+    assert (d.phase, d.status["result"], d.actions) == (Phase.Succeeded, "done", ())
+    term = Terminated(2, "Error", "", at(5))
+    d = decide(Observation(agent=view, now=at(6), pods={1: pod(1, "Running", terminated=term)}))
+    assert (d.phase, d.status["exitCode"], d.actions) == (Phase.Failed, 2, ())
 
 
 def test_an_adopted_pod_starts_the_deadline_clock() -> None:

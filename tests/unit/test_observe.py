@@ -387,3 +387,35 @@ def test_fuzz_ordinary_usage_is_kept_as_written(usage: dict[str, int]) -> None:
     out = check(json.dumps({"result": "ok", "usage": usage}))
     if len(usage) <= USAGE_MAX_KEYS:
         assert out == ("ok", usage, None)
+
+
+def test_other_containers_still_running_are_seen() -> None:
+    """A real kubelet reports the agent container terminated while the pod is still
+    Running for a moment; only another container (a sidecar) may still run in it."""
+    done = {"name": "agent", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    alone = pod(phase="Running", containerStatuses=[done])
+    alone["spec"] = {"containers": [{"name": "agent"}]}
+    assert observe_pod(alone).others_running is False
+    sidecar = {"name": "mesh", "state": {"running": {"startedAt": "2026-11-21T04:50:01Z"}}}
+    meshed = pod(phase="Running", containerStatuses=[done, sidecar])
+    meshed["spec"] = {"containers": [{"name": "agent"}, {"name": "mesh"}]}
+    assert observe_pod(meshed).others_running is True
+    # A container of the spec without a status yet may still run.
+    unreported = pod(phase="Running", containerStatuses=[done])
+    unreported["spec"] = {"containers": [{"name": "agent"}, {"name": "mesh"}]}
+    assert observe_pod(unreported).others_running is True
+    # A native sidecar (an init container with restartPolicy Always) counts; a plain
+    # init container does not.
+    native = pod(
+        phase="Running",
+        containerStatuses=[done],
+        initContainerStatuses=[{**sidecar, "name": "proxy"}],
+    )
+    native["spec"] = {
+        "containers": [{"name": "agent"}],
+        "initContainers": [{"name": "setup"}, {"name": "proxy", "restartPolicy": "Always"}],
+    }
+    assert observe_pod(native).others_running is True
+    stopped = {**sidecar, "state": {"terminated": {"exitCode": 0}}}
+    native["status"]["initContainerStatuses"] = [{**stopped, "name": "proxy"}]  # type: ignore[index]
+    assert observe_pod(native).others_running is False
