@@ -415,3 +415,8 @@ def test_a_restart_with_nothing_changed_writes_nothing(
     )
     assert refused_creates == 0
     assert versions() == before
+    # Agents first, so that the namespace's teardown does not take their pods from
+    # under them (PodLost failures in the counters later tests read).
+    for name in names:
+        agents.delete(name)
+    wait_for(lambda: not any(agents.exists(name) for name in names), what="the Agents deleted")
