@@ -137,6 +137,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.log(f"{name} took {scenario['wall_seconds']} s")
     finally:
         await kube.close()
+    for name, extra in stats.cpu_ratios(scenarios).items():
+        next(s for s in scenarios if s["name"] == name)["extra"].update(extra)
     machine["loadavg_end"] = list(os.getloadavg())
     return {
         "schema": stats.SCHEMA_VERSION,

@@ -227,6 +227,7 @@ class Tracker:
 
     t0: float = field(default_factory=time.monotonic)
     objects: dict[str, Tracked] = field(default_factory=dict)
+    ignore: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def now(self) -> float:
@@ -234,7 +235,9 @@ class Tracker:
         return time.monotonic() - self.t0
 
     def observe(self, name: str, phase: str | None) -> None:
-        """Record what the watch showed for `name`."""
+        """Record what the watch showed for `name` (unless it is in ``ignore``)."""
+        if name in self.ignore:
+            return
         entry = self.objects.setdefault(name, Tracked())
         now = self.now()
         if phase in RUNNING_OR_LATER and entry.running is None:
@@ -283,7 +286,7 @@ class ApiError(Exception):
         self.status = status
 
 
-def _path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+def path_of(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     """The REST path of a collection or an object of `kind` (Pod, Agent, ...)."""
     plural = {
         "Pod": "pods",
@@ -356,10 +359,10 @@ class Kube:
 
     async def create_namespace(self, name: str) -> None:
         """Create namespace `name` and wait for its default ServiceAccount."""
-        await self.request("POST", _path("Namespace"), {"metadata": {"name": name}})
+        await self.request("POST", path_of("Namespace"), {"metadata": {"name": name}})
         while True:
             try:
-                await self.request("GET", _path("ServiceAccount", name, "default"))
+                await self.request("GET", path_of("ServiceAccount", name, "default"))
                 return
             except ApiError:
                 await asyncio.sleep(0.2)
@@ -368,10 +371,10 @@ class Kube:
         """Delete namespace `name`; return seconds until it is gone (None: timeout)."""
         start = time.monotonic()
         with contextlib.suppress(ApiError):
-            await self.request("DELETE", _path("Namespace", None, name))
+            await self.request("DELETE", path_of("Namespace", None, name))
         while time.monotonic() - start < timeout:
             try:
-                await self.request("GET", _path("Namespace", None, name))
+                await self.request("GET", path_of("Namespace", None, name))
             except ApiError as exc:
                 if exc.status == 404:
                     return time.monotonic() - start
@@ -382,7 +385,7 @@ class Kube:
         """Create each Node and write its status (capacity), or leave an existing one."""
         for node in nodes:
             try:
-                await self.request("POST", _path("Node"), node)
+                await self.request("POST", path_of("Node"), node)
             except ApiError as exc:
                 if exc.status != 409:
                     raise
@@ -391,7 +394,7 @@ class Kube:
             # the object, so write the status subresource once.
             await self.request(
                 "PATCH",
-                _path("Node", None, node["metadata"]["name"]) + "/status",
+                path_of("Node", None, node["metadata"]["name"]) + "/status",
                 {"status": node["status"]},
             )
 
@@ -401,7 +404,7 @@ class Kube:
         pending = set(names)
         while pending:
             listed = await self.request(
-                "GET", _path("Node"), params={"labelSelector": f"{BENCH_NODE_LABEL}=true"}
+                "GET", path_of("Node"), params={"labelSelector": f"{BENCH_NODE_LABEL}=true"}
             )
             for node in listed["items"]:
                 for cond in (node.get("status") or {}).get("conditions") or ():
@@ -415,12 +418,12 @@ class Kube:
     async def create(self, manifest: Mapping[str, Any]) -> None:
         """Create a namespaced object (Pod, Agent, AgentSession) as given."""
         await self.request(
-            "POST", _path(manifest["kind"], manifest["metadata"]["namespace"]), manifest
+            "POST", path_of(manifest["kind"], manifest["metadata"]["namespace"]), manifest
         )
 
     async def list(self, kind: str, namespace: str) -> dict[str, Any]:
         """LIST `kind` in `namespace` (raw JSON)."""
-        listed: dict[str, Any] = await self.request("GET", _path(kind, namespace))
+        listed: dict[str, Any] = await self.request("GET", path_of(kind, namespace))
         return listed
 
     async def watch(self, kind: str, namespace: str, tracker: Tracker) -> None:
@@ -444,7 +447,7 @@ class Kube:
                     "allowWatchBookmarks": "true",
                     "timeoutSeconds": "300",
                 }
-                url = self.server + _path(kind, namespace)
+                url = self.server + path_of(kind, namespace)
                 async with self.session.get(url, params=params) as response:
                     if response.status >= 300:
                         raise ApiError(response.status, await response.text())
@@ -465,7 +468,7 @@ class Kube:
 
     async def count_events(self, namespace: str, component: str) -> int:
         """Events in `namespace` whose ``reportingComponent`` is `component` (API-side count)."""
-        listed = await self.request("GET", _path("Event", namespace))
+        listed = await self.request("GET", path_of("Event", namespace))
         return sum(1 for e in listed["items"] if e.get("reportingComponent") == component)
 
 

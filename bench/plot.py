@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 
 def plot(result: Mapping[str, Any], path: Path) -> None:
-    """Write a two-panel PNG of the burst scenarios to `path`.
+    """Write a two-panel PNG of the scenarios that have a floor (else all) to `path`.
 
     Left: Agents (pods, for the floor) Running over time since the burst started.
     Right: the empirical CDF of create-to-Running latency. Stockade solid, floor dashed,
@@ -21,7 +21,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, scenario in enumerate(result["scenarios"]):
+    scenarios = [s for s in result["scenarios"] if s.get("floor")] or result["scenarios"]
+    for i, scenario in enumerate(scenarios):
         colour = colours[i % len(colours)]
         sides = [("Stockade", scenario["stockade"], "-")]
         if scenario.get("floor"):

@@ -197,6 +197,35 @@ def ratios(stockade: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, f
     }
 
 
+CPU_BASELINE = "burst-fixed"
+"""The scenario whose operator CPU the session scenarios are compared with (same size,
+plain Agents that run to Succeeded)."""
+CPU_COMPARED = ("session-one", "sessions-many")
+
+
+def cpu_ratios(scenarios: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Operator CPU of each session scenario over that of :data:`CPU_BASELINE` in the run.
+
+    Returns ``{scenario name: {"operator CPU / burst-fixed's": ratio}}`` for the scenarios
+    of :data:`CPU_COMPARED` present (empty without the baseline). Issue 11's target: a
+    session of 1000 members costs at most 2x the CPU of 1000 Agents without one.
+    """
+    by_name = {s["name"]: s for s in scenarios}
+    base = by_name.get(CPU_BASELINE)
+    if base is None:
+        return {}
+    base_cpu = lookup(base["stockade"], "operator.cpu_seconds")
+    return {
+        name: {
+            f"operator CPU / {CPU_BASELINE}'s": ratio(
+                lookup(by_name[name]["stockade"], "operator.cpu_seconds"), base_cpu
+            )
+        }
+        for name in CPU_COMPARED
+        if name in by_name
+    }
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"

@@ -119,6 +119,15 @@ def test_ratios_against_the_floor() -> None:
     assert stats.ratio(1.0, None) is None
 
 
+def test_cpu_ratios_compare_sessions_with_the_plain_burst() -> None:
+    def scenario(name: str, cpu: float) -> dict[str, Any]:
+        return {"name": name, "stockade": {"operator": {"cpu_seconds": cpu}}}
+
+    run = [scenario("burst-fixed", 20.0), scenario("session-one", 50.0), scenario("restart", 1)]
+    assert stats.cpu_ratios(run) == {"session-one": {"operator CPU / burst-fixed's": 2.5}}
+    assert stats.cpu_ratios(run[1:]) == {}
+
+
 def figures(running: float, operator: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "agents": 2,
