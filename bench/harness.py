@@ -220,15 +220,23 @@ FINISHED = frozenset({"Succeeded", "Failed"})
 class Tracker:
     """Timelines by name, filled by a watch and by the creator.
 
+    ``t0`` is the scenario's start (monotonic clock), ``cpu0`` the bench process's CPU
+    time then (:func:`time.process_time`), so the harness's own cost is reported too.
+
     An object counts as Running when the watch first shows ``status.phase`` Running, or
     already finished (an Agent may go from Starting straight to Succeeded when its short
     run ended between two reconciles).
     """
 
     t0: float = field(default_factory=time.monotonic)
+    cpu0: float = field(default_factory=time.process_time)
     objects: dict[str, Tracked] = field(default_factory=dict)
     ignore: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self) -> None:
+        """Start the clocks now (wall and the bench process's CPU)."""
+        self.t0, self.cpu0 = time.monotonic(), time.process_time()
 
     def now(self) -> float:
         """Seconds since t0."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -139,6 +140,8 @@ def figures_of(
     to_finished = sorted(lat for _sent, lat in tracker.latencies("finished"))
     return {
         "agents": n,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "bench_cpu_seconds": round(time.process_time() - tracker.cpu0, 2),
         "created_seconds": round(created, 3),
         "all_running_seconds": None if running is None else round(running, 3),
         "all_finished_seconds": None if finished is None else round(finished, 3),
@@ -252,7 +255,7 @@ class Bench:
         try:
             pods = [floor_pod(agent_manifest(f"a{i:05d}", namespace, run_time)) for i in range(n)]
             await asyncio.sleep(0.5)
-            tracker.t0 = time.monotonic()
+            tracker.start()
             created = await create_all(self.kube, pods, tracker, self.options.concurrency)
             running = await tracker.wait_for("running", n, self.options.timeout)
             finished = None
@@ -290,7 +293,8 @@ class Bench:
             manifests = [make(i, namespace) for i in range(n)]
             await asyncio.sleep(0.5)
             before, cpu0 = await asyncio.to_thread(operator.scrape), operator.cpu()
-            tracker.t0 = pods.t0 = time.monotonic()
+            tracker.start()
+            pods.t0 = tracker.t0
             created = await create_all(self.kube, manifests, tracker, self.options.concurrency)
             for name, entry in tracker.objects.items():
                 pods.objects.setdefault(f"{name}-1", type(entry)()).sent = entry.sent
@@ -300,9 +304,12 @@ class Bench:
                 finished = await tracker.wait_for("finished", n, self.options.timeout)
             after = await settle(operator)
             cpu = operator.cpu() - cpu0
+            wall = tracker.now()
             events_api = await self.kube.count_events(namespace, EVENT_COMPONENT)
             out = figures_of(tracker, n, created, running, finished)
             out["operator"] = operator_figures(operator, n, before, after, cpu, events_api)
+            out["operator"]["measured_seconds"] = round(wall, 2)
+            out["operator"]["cpu_share"] = round(cpu / wall, 3) if wall > 0 else None
             pod_running = sorted(lat for _s, lat in pods.latencies("running"))
             out["pod_running"] = stats.summarize(pod_running)
         finally:
@@ -409,7 +416,7 @@ class Bench:
         try:
             rss_start = memory_mib(operator.pid, "VmRSS")
             before, cpu0 = await asyncio.to_thread(operator.scrape), operator.cpu()
-            tracker.t0 = time.monotonic()
+            tracker.start()
             n = await create_at_rate(
                 self.kube,
                 lambda i: agent_manifest(f"a{i:05d}", namespace, o.run_time, ttl=5),
@@ -422,9 +429,12 @@ class Bench:
             finished = await tracker.wait_for("finished", n, o.timeout)
             after = await settle(operator)
             cpu = operator.cpu() - cpu0
+            wall = tracker.now()
             out = figures_of(tracker, n, created, running, finished)
             events_api = await self.kube.count_events(namespace, EVENT_COMPONENT)
             out["operator"] = operator_figures(operator, n, before, after, cpu, events_api)
+            out["operator"]["measured_seconds"] = round(wall, 2)
+            out["operator"]["cpu_share"] = round(cpu / wall, 3) if wall > 0 else None
             out["operator"]["rss_start_mib"] = rss_start
             out["per_minute"] = stats.per_minute(tracker.latencies("running"))
         finally:
@@ -469,7 +479,7 @@ class Bench:
         second: Operator | None = None
         try:
             manifests = [agent_manifest(f"a{i:05d}", namespace, None) for i in range(n)]
-            tracker.t0 = time.monotonic()
+            tracker.start()
             created = await create_all(self.kube, manifests, tracker, o.concurrency)
             running = await tracker.wait_for("running", n, o.timeout)
             first_after = await settle(operator)

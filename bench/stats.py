@@ -172,6 +172,7 @@ RATIO_FIGURES: tuple[tuple[str, str], ...] = (
 OPERATOR_FIGURES: tuple[tuple[str, str], ...] = (
     ("operator CPU (s)", "operator.cpu_seconds"),
     ("operator CPU per agent (ms)", "operator.cpu_ms_per_agent"),
+    ("operator CPU share (CPU s per wall s)", "operator.cpu_share"),
     ("operator peak RSS (MiB)", "operator.peak_rss_mib"),
     ("writes per agent, Events excluded", "operator.writes_per_agent_excluding_events"),
     ("Events per agent", "operator.events_per_agent"),
