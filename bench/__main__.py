@@ -92,8 +92,38 @@ def write_results(result: dict[str, Any], directory: Path) -> Path:
     return path
 
 
+def document(
+    args: argparse.Namespace,
+    started: str,
+    machine: dict[str, Any],
+    scenarios: list[dict[str, Any]],
+    failed: dict[str, str],
+) -> dict[str, Any]:
+    """The result document (:func:`bench.stats.check_result` shape) of what ran so far."""
+    for name, extra in stats.cpu_ratios(scenarios).items():
+        next(s for s in scenarios if s["name"] == name)["extra"].update(extra)
+    return {
+        "schema": stats.SCHEMA_VERSION,
+        "started": started,
+        "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_info(),
+        "machine": {**machine, "loadavg_end": list(os.getloadavg())},
+        "options": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k != "output"
+        },
+        "scenarios": scenarios,
+        "failed": failed,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Set up the cluster, run the scenarios, return the result document."""
+    """Set up the cluster, run the scenarios, return the result document.
+
+    The results are written after each scenario, so an interrupted run keeps what it
+    measured; a scenario that raises is recorded under ``failed`` and the next one runs.
+    """
     kubeconfig = os.environ.get("STOCKADE_KUBECONFIG", str(ROOT / ".cache/cluster/kubeconfig"))
     machine = machine_info()
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -113,6 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
     )
     scenarios: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     try:
         # Memory and ephemeral storage: the operator's default request (256Mi, 1Gi) times
         # the pods per node, with room to spare.
@@ -131,28 +162,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for name in args.scenarios.split(","):
             begin = time.monotonic()
-            scenario = await runners[name]()
+            try:
+                scenario = await runners[name]()
+            except Exception as exc:  # record it, run the next one
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                bench.log(f"{name} FAILED: {failed[name]}")
+                continue
             scenario["wall_seconds"] = round(time.monotonic() - begin, 1)
             scenarios.append(scenario)
             bench.log(f"{name} took {scenario['wall_seconds']} s")
+            write_results(document(args, started, machine, scenarios, failed), args.output)
     finally:
         await kube.close()
-    for name, extra in stats.cpu_ratios(scenarios).items():
-        next(s for s in scenarios if s["name"] == name)["extra"].update(extra)
-    machine["loadavg_end"] = list(os.getloadavg())
-    return {
-        "schema": stats.SCHEMA_VERSION,
-        "started": started,
-        "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git": git_info(),
-        "machine": machine,
-        "options": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k != "output"
-        },
-        "scenarios": scenarios,
-    }
+    return document(args, started, machine, scenarios, failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results(result, args.output)
     print(stats.markdown(result))
     print(f"results: {path}, {args.output}/latest.md, {args.output}/latest.png")
-    return 0
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

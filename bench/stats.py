@@ -282,6 +282,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             listed = "; ".join(f"{k}: {_fmt(v)}" for k, v in writes.items())
             lines += ["", f"Operator writes per agent (verb resource: count): {listed}."]
         lines.append("")
+    for name, error in (result.get("failed") or {}).items():
+        lines += [f"## {name}: FAILED", "", error, ""]
     return "\n".join(lines)
 
 

@@ -184,6 +184,7 @@ def result() -> dict[str, Any]:
                 "extra": {"writes after restart": 0.0},
             },
         ],
+        "failed": {"steady": "TimeoutError: nodes not Ready"},
     }
 
 
@@ -215,6 +216,7 @@ def test_markdown_table() -> None:
     assert "| writes after restart | 0.00 |" in text
     assert "create pods: 1.00; create events: 3.00." in text
     assert "load average at start 1.00 / 2.00 / 3.00" in text
+    assert "## steady: FAILED\n\nTimeoutError: nodes not Ready" in text
 
 
 def test_sim_annotations() -> None:
