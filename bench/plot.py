@@ -16,15 +16,19 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     """Write a two-panel PNG of the scenarios that have a floor (else all) to `path`.
 
     Left: Agents (pods, for the floor) Running over time since the burst started.
-    Right: the empirical CDF of create-to-Running latency. Stockade solid, floor dashed,
-    one colour per scenario.
+    Right: the empirical CDF of create-to-Running latency. Stockade's Agents solid, their
+    pods dotted, the floor dashed; one colour per scenario.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     scenarios = [s for s in result["scenarios"] if s.get("floor")] or result["scenarios"]
     for i, scenario in enumerate(scenarios):
         colour = colours[i % len(colours)]
-        sides = [("Stockade", scenario["stockade"], "-")]
+        stockade = scenario["stockade"]
+        sides = [("Stockade", stockade, "-")]
+        if stockade.get("pod_curve"):
+            pods = {"curve": stockade["pod_curve"], "latencies": stockade.get("pod_latencies")}
+            sides.append(("Stockade's pods", pods, ":"))
         if scenario.get("floor"):
             sides.append(("floor", scenario["floor"], "--"))
         for label, figures, style in sides:

@@ -312,6 +312,10 @@ class Bench:
             out["operator"]["cpu_share"] = round(cpu / wall, 3) if wall > 0 else None
             pod_running = sorted(lat for _s, lat in pods.latencies("running"))
             out["pod_running"] = stats.summarize(pod_running)
+            out["pod_latencies"] = [round(x, 3) for x in pod_running]
+            out["pod_curve"] = stats.completion_curve(
+                e.running for e in pods.objects.values() if e.running is not None
+            )
         finally:
             for watch in watches:
                 watch.cancel()
