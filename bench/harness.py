@@ -342,7 +342,10 @@ class Kube:
             headers["Authorization"] = token
         connector = aiohttp.TCPConnector(limit=pool, ssl=context)
         session = aiohttp.ClientSession(
-            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=2**22,  # a watch event is one line; allow large objects
         )
         return cls(configuration.host, session)
 
@@ -471,7 +474,8 @@ class Kube:
                             tracker.observe(
                                 obj["metadata"]["name"], (obj.get("status") or {}).get("phase")
                             )
-            except (aiohttp.ClientError, ApiError, OSError):
+            except Exception as exc:  # a dead watch would stall the scenario: retry
+                print(f"watch {kind} {namespace}: {exc!r}; again", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.5)
 
     async def count_events(self, namespace: str, component: str) -> int:
