@@ -23,6 +23,7 @@ from bench import stats
 from bench.harness import (
     BENCH_NODE_LABEL,
     BENCH_TAINT_KEY,
+    ApiError,
     Kube,
     Operator,
     Tracker,
@@ -223,6 +224,21 @@ class Bench:
         self.log(f"  {namespace} deleted in {gone if gone is None else round(gone, 1)} s")
         return None if gone is None else round(gone, 1)
 
+    async def _sample_pod(self, namespace: str) -> dict[str, Any] | None:
+        """The first Agent's pod as stored (defaults applied), minus what differs by run.
+
+        The burst compares the floor's with Stockade's, so the floor provably has the
+        same spec, labels and annotations (ownerReferences, names of the node and
+        namespace, uid and times left out).
+        """
+        try:
+            pod = await self.kube.request("GET", path_of("Pod", namespace, "a00000-1"))
+        except ApiError:
+            return None
+        spec = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
+        meta = pod["metadata"]
+        return {"spec": spec, "labels": meta.get("labels"), "annotations": meta.get("annotations")}
+
     async def _start_operator(self, namespace: str, warm_up: bool = True) -> Operator:
         """Start an operator for `namespace`; with `warm_up`, wait until it has served one.
 
@@ -262,6 +278,7 @@ class Bench:
             if run_time is not None:
                 finished = await tracker.wait_for("finished", n, self.options.timeout)
             out = figures_of(tracker, n, created, running, finished)
+            out["sample_pod"] = await self._sample_pod(namespace)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -312,6 +329,7 @@ class Bench:
             out["operator"]["cpu_share"] = round(cpu / wall, 3) if wall > 0 else None
             pod_running = sorted(lat for _s, lat in pods.latencies("running"))
             out["pod_running"] = stats.summarize(pod_running)
+            out["sample_pod"] = await self._sample_pod(namespace)
             out["pod_latencies"] = [round(x, 3) for x in pod_running]
             out["pod_curve"] = stats.completion_curve(
                 e.running for e in pods.objects.values() if e.running is not None
@@ -348,7 +366,10 @@ class Bench:
             "stockade": stockade,
             "floor": floor,
             "ratios": stats.ratios(stockade, floor),
-            "extra": {},
+            "extra": {
+                "floor pod = Stockade's pod (spec, labels, annotations)": stockade.pop("sample_pod")
+                == floor.pop("sample_pod")
+            },
         }
 
     async def session_one(self) -> dict[str, Any]:
