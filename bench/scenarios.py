@@ -114,7 +114,8 @@ def floor_pod(agent: Mapping[str, Any]) -> dict[str, Any]:
 
     """
     body = {**agent, "metadata": {**agent["metadata"], "uid": str(uuid.uuid4())}}
-    prepared = prepare(body, load_config(OPERATOR_ENV))
+    config = load_config(OPERATOR_ENV)
+    prepared = prepare(body, config)
     if prepared.spec is None or prepared.runtime_class is None or prepared.resources is None:
         raise ValueError(f"the operator would refuse the Agent: {prepared.error}")
     meta = body["metadata"]
@@ -124,6 +125,7 @@ def floor_pod(agent: Mapping[str, Any]) -> dict[str, Any]:
         attempt=1,
         runtime_class=prepared.runtime_class,
         resources=prepared.resources,
+        config=config,
     )
     pod["metadata"].pop("ownerReferences", None)
     return pod
