@@ -88,7 +88,10 @@ def git_info() -> dict[str, Any]:
             ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "-s"))}
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "-s", "--untracked-files=no")),
+    }
 
 
 def machine_info() -> dict[str, Any]:
