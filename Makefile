@@ -52,9 +52,17 @@ promtool: ## find or build the pinned promtool (no-op when cached)
 test: $(VENV_STAMP) binaries ## every test suite; then Agents and sessions as the chart's ServiceAccount (2 RBAC modes)
 	bash hack/test.sh
 
-bench: $(VENV_STAMP) binaries ## benchmarks (outside `make test`): 100 agents, then 100 in a session of 8
-	$(PY) bench/lifecycle.py --agents 100
-	$(PY) bench/lifecycle.py --agents 100 --session
+# make bench: the standard set with BENCH_AGENTS Agents (default 1000); BENCH_SCENARIOS
+# picks scenarios (e.g. burst-forever,steady), BENCH_RATE / BENCH_DURATION shape `steady`,
+# BENCH_ARGS passes anything else (`python -m bench --help`). Results in bench/results/.
+BENCH_AGENTS ?= 1000
+BENCH_SCENARIOS ?= burst-forever,burst-fixed,session-one,sessions-many,restart
+BENCH_RATE ?= 5
+BENCH_DURATION ?= 120
+BENCH_ARGS ?=
+bench: $(VENV_STAMP) binaries ## benchmarks vs bare pods (outside `make test`); BENCH_AGENTS=1000, BENCH_SCENARIOS, BENCH_RATE
+	$(PY) -m bench --agents $(BENCH_AGENTS) --scenarios $(BENCH_SCENARIOS) \
+	  --rate $(BENCH_RATE) --duration $(BENCH_DURATION) $(BENCH_ARGS)
 
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit

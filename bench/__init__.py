@@ -1,0 +1,1 @@
+"""Stockade's performance harness (``make bench``; ``python -m bench --help``)."""
