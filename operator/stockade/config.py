@@ -118,6 +118,9 @@ class OperatorConfig(BaseModel):
         history_limit: transitions kept in ``status.history``.
         terminating_timeout_seconds: how long past its deletionTimestamp a pod may stay
             terminating (its node is lost) before it is force-deleted and replaced.
+        reconcile_concurrency: most Agent reconciles in flight at once (each holds its
+            slot through its API requests, so this bounds the operator's throughput
+            while the API server is slow to answer, as in a burst).
         resync_seconds: how often the operator LISTs what it watches and forgets what
             its watch-fed indexes still hold but the API no longer has (0 disables).
         metrics_port: port of the Prometheus endpoint (0 disables it).
@@ -186,6 +189,7 @@ class OperatorConfig(BaseModel):
     backoff_max_seconds: float = Field(default=360.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     terminating_timeout_seconds: float = Field(default=60.0, ge=0)
+    reconcile_concurrency: int = Field(default=64, ge=1, le=1000)
     resync_seconds: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
@@ -337,6 +341,7 @@ _ENV = {
     "backoff_max_seconds": "STOCKADE_BACKOFF_MAX_SECONDS",
     "history_limit": "STOCKADE_HISTORY_LIMIT",
     "terminating_timeout_seconds": "STOCKADE_TERMINATING_TIMEOUT_SECONDS",
+    "reconcile_concurrency": "STOCKADE_RECONCILE_CONCURRENCY",
     "resync_seconds": "STOCKADE_RESYNC_SECONDS",
     "metrics_port": "STOCKADE_METRICS_PORT",
     "health_port": "STOCKADE_HEALTH_PORT",

@@ -330,7 +330,9 @@ class Reconciler:
     _session_queue: WorkQueue[AgentKey] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._agent_queue = WorkQueue(self.reconcile, transient=is_transient)
+        self._agent_queue = WorkQueue(
+            self.reconcile, concurrency=self.config.reconcile_concurrency, transient=is_transient
+        )
         self._session_queue = WorkQueue(self.reconcile_session, transient=is_transient)
 
     def bind(
