@@ -930,30 +930,16 @@ class Reconciler:
         for step in plan(desired, observed, ref.name, ref.uid):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
-                name = manifest["metadata"]["name"]
-                found = None
-                if started:
-                    # It was made with the first pod: most likely the watch has not
-                    # listed it yet (the operator just started). Look before writing.
-                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
+                # Made with the first pod, it most likely exists and the watch has not
+                # listed it yet (the operator just started): look before writing.
+                found = await self._create_or_find(manifest, look_first=started)
                 if found is None:
-                    try:
-                        created = await self.kube.create(manifest)
-                    except ApiException as exc:
-                        rejection = classify_rejection(exc)
-                        if rejection is None:
-                            raise
-                        return rejection
-                    if created:
-                        until = time.monotonic() + CREATED_GRACE
-                        self._created[_created_key(ref, manifest)] = until
-                        continue
-                    # 409: the watch has not shown it yet, or it is not ours.
-                    found = await self.kube.read(manifest["kind"], ref.namespace, name)
-                if found is None:  # deleted in between: the next reconcile creates it
-                    return _conflict(manifest, None, transient=True)
-                found.setdefault("kind", manifest["kind"])
-                view = ChildView.of(found)
+                    until = time.monotonic() + CREATED_GRACE
+                    self._created[_created_key(ref, manifest)] = until
+                    continue
+                if isinstance(found, Rejection):
+                    return found
+                view = found
                 retained = RETAINED_ANNOTATION in (manifest["metadata"].get("annotations") or {})
                 whose = ownership(view, ref.name, ref.uid, retained)
                 if whose is not Ownership.OURS:
@@ -968,6 +954,38 @@ class Reconciler:
             elif step.write is Write.WAIT:
                 return _conflict(manifest, step.found, transient=True)
         return None
+
+    async def _create_or_find(
+        self, manifest: dict[str, Any], *, look_first: bool = False
+    ) -> ChildView | Rejection | None:
+        """Create `manifest`, or find what holds its name (for the caller to judge).
+
+        Returns None when it was created now; a Rejection when the API server refused
+        it (quota, admission, 422) or its holder vanished between the 409 and the GET
+        (transient: the next reconcile creates it); else the summary of the object that
+        holds the name, whoever owns it. With `look_first`, a GET comes first: a
+        refused create (409) is a write too.
+        """
+        kind, meta = manifest["kind"], manifest["metadata"]
+        found = await self.kube.read(kind, meta["namespace"], meta["name"]) if look_first else None
+        if found is None:
+            try:
+                if await self.kube.create(manifest):
+                    return None
+            except ApiException as exc:
+                rejection = classify_rejection(exc)
+                if rejection is None:
+                    raise
+                log.info(
+                    "%s %s/%s refused: %s", kind, meta["namespace"], meta["name"], api_message(exc)
+                )
+                return rejection
+            # 409: the watch has not shown it yet, or it is not ours.
+            found = await self.kube.read(kind, meta["namespace"], meta["name"])
+        if found is None:
+            return _conflict(manifest, None, transient=True)
+        found.setdefault("kind", kind)
+        return ChildView.of(found)
 
     def _expects(self, ref: AgentRef, child: Mapping[str, Any]) -> bool:
         """Whether to plan `child`: not if created a moment ago and not yet watched.
@@ -1012,20 +1030,9 @@ class Reconciler:
             )
         except SpecError as exc:
             return str(exc)
-        try:
-            created = await self.kube.create(pod)
-        except ApiException as exc:
-            rejection = classify_rejection(exc)
-            if rejection is None:
-                raise
-            log.info("pod for %s/%s refused: %s", ref.namespace, ref.name, api_message(exc))
-            return rejection
-        if created:
-            return None
-        found = await self.kube.read("Pod", ref.namespace, pod["metadata"]["name"])
-        if found is None:  # gone in between: the next reconcile creates it
-            return _conflict(pod, None, transient=True)
-        view = ChildView.of(found)
+        view = await self._create_or_find(pod)
+        if view is None or isinstance(view, Rejection):
+            return view
         whose = ownership(view, ref.name, ref.uid, False)
         if whose is Ownership.OURS:
             return None
