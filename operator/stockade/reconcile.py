@@ -1034,8 +1034,10 @@ class Reconciler:
         if view is None or isinstance(view, Rejection):
             return view
         whose = ownership(view, ref.name, ref.uid, False)
-        if whose is Ownership.OURS:
-            return None
+        if whose is Ownership.OURS and not view.deleting:
+            return None  # created before, but not recorded (the operator stopped)
+        # Ours but terminating (a suspended attempt's pod, its deletion not yet watched:
+        # the pods may be listed after the Agents at start-up) is no new attempt: wait.
         return _conflict(pod, view, transient=whose is Ownership.PREDECESSOR or view.deleting)
 
     async def _record(self, agent: dict[str, Any], view: AgentView, decision: Decision) -> bool:

@@ -129,3 +129,51 @@ def test_a_members_verdict_is_the_sessions_last_one() -> None:
     full = Verdict(False, "SessionFull", "8 of 8 agents admitted")
     r._verdicts[("ns", "s")] = {"a": full}
     assert r._verdict(agent, "s", session) == full
+
+
+class HeldName:
+    """An API whose create is refused with 409: the name holds `pod` (a plain dict)."""
+
+    def __init__(self, pod: dict[str, Any]) -> None:
+        self.pod = pod
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        return False
+
+    async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return dict(self.pod)
+
+
+def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> None:
+    """After a restart the pods may be listed after the Agents: a resumed Agent then asks
+    for its pod's name while the suspended attempt's pod still terminates. That pod is
+    the Agent's own but is going away: taking it for created made the attempt PodLost
+    once it was gone (found by tests/reliability/test_crash.py under kills)."""
+    from stockade.api.agent import AgentSpec
+    from stockade.lifecycle import Reason, Rejection
+    from stockade.reconcile import Prepared
+
+    agent = body("1")
+    owner = {"kind": "Agent", "name": "a", "uid": "u1", "controller": True}
+    terminating: dict[str, Any] = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "a-1",
+            "namespace": "ns",
+            "uid": "p1",
+            "resourceVersion": "9",
+            "ownerReferences": [owner],
+            "deletionTimestamp": "2026-11-21T12:00:00Z",
+        },
+    }
+    r = Reconciler(HeldName(terminating), OperatorConfig())  # type: ignore[arg-type]
+    spec = AgentSpec.model_validate(agent["spec"])
+    prepared = Prepared(spec, "gvisor", {"requests": {}, "limits": {}}, None)
+    refused = asyncio.run(r._create_pod(agent, prepared, 1))
+    assert isinstance(refused, Rejection)
+    assert refused.reason == Reason.RESOURCE_CONFLICT and not refused.stalled
+    # The same pod, not terminating, is the attempt's (its creation was not recorded).
+    alive: dict[str, Any] = {**terminating, "metadata": dict(terminating["metadata"])}
+    del alive["metadata"]["deletionTimestamp"]
+    r = Reconciler(HeldName(alive), OperatorConfig())  # type: ignore[arg-type]
+    assert asyncio.run(r._create_pod(agent, prepared, 1)) is None
