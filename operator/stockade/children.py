@@ -19,9 +19,37 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from stockade.build.names import AGENT_LABEL, MANAGED_BY_LABEL, RETAINED_ANNOTATION, SESSION_LABEL
+from stockade.build.names import (
+    AGENT_LABEL,
+    EGRESS_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RETAINED_ANNOTATION,
+    SESSION_LABEL,
+)
 
-_OUR_LABELS = (MANAGED_BY_LABEL, AGENT_LABEL, SESSION_LABEL)
+_OUR_LABELS = (MANAGED_BY_LABEL, AGENT_LABEL, SESSION_LABEL, EGRESS_LABEL)
+
+SHARED = ""
+"""The name part of the index key ``(namespace, SHARED)`` under which the children that
+belong to no single Agent (the namespace's shared NetworkPolicies) are kept; no Agent
+has an empty name."""
+
+
+def shared_label(obj: Mapping[str, Any]) -> str | None:
+    """The egress label of a namespace's shared NetworkPolicy, or None for anything else.
+
+    Shared: a NetworkPolicy labelled managed-by Stockade and ``stockade.dev/egress``,
+    without ``stockade.dev/agent`` (:func:`stockade.build.network.build_shared_network_policy`).
+    Whether it is really Stockade's (no controller owner) is :func:`ownership`'s call.
+    """
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if obj.get("kind") != "NetworkPolicy" or AGENT_LABEL in labels:
+        return None
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return None
+    label = labels.get(EGRESS_LABEL)
+    return str(label) if label else None
 
 
 def digest(obj: Mapping[str, Any]) -> str:
@@ -87,6 +115,7 @@ class ChildView:
         deleting: it has a deletionTimestamp (a PVC in use waits for its pod).
         retained_for: the Agent name of a retained workspace (no owner, by design).
         digest: :func:`digest` of the object.
+        shared: the egress label of a shared NetworkPolicy (:func:`shared_label`).
 
     """
 
@@ -98,6 +127,7 @@ class ChildView:
     deleting: bool
     retained_for: str | None
     digest: str
+    shared: str | None = None
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> ChildView:
@@ -115,6 +145,7 @@ class ChildView:
             deleting=meta.get("deletionTimestamp") is not None,
             retained_for=labels.get(AGENT_LABEL) if retained else None,
             digest=digest(obj),
+            shared=shared_label(obj),
         )
 
     @property
@@ -139,15 +170,23 @@ class Ownership(StrEnum):
 
 
 def ownership(
-    found: ChildView | Mapping[str, Any], agent_name: str, agent_uid: str, retained_ok: bool
+    found: ChildView | Mapping[str, Any],
+    agent_name: str,
+    agent_uid: str,
+    retained_ok: bool,
+    shared: str | None = None,
 ) -> Ownership:
     """Judge an object found under the name of one of an Agent's children.
 
     `agent_name` and `agent_uid` identify the Agent; `retained_ok`: it has a retained
     workspace, whose PVC has no owner by design and is mounted again by an Agent of
-    the same name.
+    the same name; `shared`: the name is that of the namespace's shared policy with
+    this egress label, which is Stockade's when it has that label and no controller.
     """
     view = found if isinstance(found, ChildView) else ChildView.of(found)
+    if shared is not None:
+        ours = view.owner is None and view.shared == shared
+        return Ownership.OURS if ours else Ownership.FOREIGN
     if view.owner_uid == agent_uid:
         return Ownership.OURS
     if retained_ok and view.owner_uid is None and view.retained_for == agent_name:

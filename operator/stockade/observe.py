@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-ATTEMPT_LABEL = "stockade.dev/attempt"
+from stockade.build.names import ATTEMPT_LABEL, EGRESS_LABEL
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -66,6 +66,8 @@ class PodView:
             no terminated state, so something besides the agent may still run. A real
             kubelet reports the agent container terminated a moment before it moves
             the pod to Succeeded/Failed; without other containers nothing runs then.
+        egress: the pod's ``stockade.dev/egress`` label: which NetworkPolicy fences it
+            (:func:`stockade.build.network.egress_label`; None on pods made before it).
 
     """
 
@@ -87,6 +89,7 @@ class PodView:
     deletion_deadline: datetime | None = None
     uid: str = ""
     others_running: bool = False
+    egress: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -188,6 +191,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         deletion_deadline=parse_time(metadata.get("deletionTimestamp")),
         uid=str(metadata.get("uid") or ""),
         others_running=_others_running(spec, status),
+        egress=(metadata.get("labels") or {}).get(EGRESS_LABEL),
     )
 
 

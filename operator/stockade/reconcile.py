@@ -35,12 +35,25 @@ from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
 from stockade.build.names import RETAINED_ANNOTATION, AgentRef, pod_name
-from stockade.build.network import build_network_policy
+from stockade.build.network import (
+    SHARED_MODES,
+    build_network_policy,
+    build_shared_network_policy,
+)
 from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources, quantity_value
 from stockade.build.runtime import resolve_runtime_class
 from stockade.build.workspace import build_workspace_pvc
-from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
+from stockade.children import (
+    SHARED,
+    ChildView,
+    Ownership,
+    Write,
+    digest,
+    ownership,
+    plan,
+    shared_label,
+)
 from stockade.config import OperatorConfig
 from stockade.k8s import Kube, api_message, classify_rejection, is_transient
 from stockade.lifecycle import (
@@ -325,15 +338,19 @@ class Reconciler:
     _verdicts: dict[AgentKey, Mapping[str, admission.Verdict]] = field(default_factory=dict)
     _member_views: dict[AgentKey, tuple[tuple[Any, ...], MemberView]] = field(default_factory=dict)
     _events: set[asyncio.Task[None]] = field(default_factory=set)
+    _shared_writes: dict[AgentKey, asyncio.Task[Rejection | None]] = field(default_factory=dict)
+    _shared_created: dict[AgentKey, float] = field(default_factory=dict)
     on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
+    _policy_queue: WorkQueue[AgentKey] = field(init=False)
 
     def __post_init__(self) -> None:
         self._agent_queue = WorkQueue(
             self.reconcile, concurrency=self.config.reconcile_concurrency, transient=is_transient
         )
         self._session_queue = WorkQueue(self.reconcile_session, transient=is_transient)
+        self._policy_queue = WorkQueue(self.reconcile_shared_policy, transient=is_transient)
 
     def bind(
         self,
@@ -363,8 +380,15 @@ class Reconciler:
                 self.poke_session(key, 0.0)
 
     def queues(self) -> dict[str, WorkQueue[AgentKey]]:
-        """The work queues by name (``agents``, ``agentsessions``), for the queue metrics."""
-        return {"agents": self._agent_queue, "agentsessions": self._session_queue}
+        """The work queues by name, for the queue metrics.
+
+        ``agents``, ``agentsessions`` and ``networkpolicies`` (the shared policies).
+        """
+        return {
+            "agents": self._agent_queue,
+            "agentsessions": self._session_queue,
+            "networkpolicies": self._policy_queue,
+        }
 
     def poke(self, key: AgentKey, delay: float = 0.0) -> None:
         """Reconcile Agent `key` now (or after `delay` seconds); coalesces pokes."""
@@ -374,10 +398,15 @@ class Reconciler:
         """Reconcile session `key` soon: a short delay coalesces bursts of member events."""
         self._session_queue.poke(key, delay)
 
+    def poke_shared_policy(self, key: AgentKey) -> None:
+        """Check the namespace's shared NetworkPolicy `key` (it changed or went away)."""
+        self._policy_queue.poke(key)
+
     async def close(self) -> None:
         """Cancel timers and running reconciles (operator shutdown)."""
         await self._agent_queue.close()
         await self._session_queue.close()
+        await self._policy_queue.close()
         await asyncio.gather(*self._events, return_exceptions=True)
 
     def _stale(self, kind: str, key: AgentKey, body: Mapping[str, Any]) -> bool:
@@ -458,6 +487,10 @@ class Reconciler:
         return pods
 
     def _observed_children(self, key: AgentKey) -> dict[tuple[str, str], ChildView]:
+        """``(kind, name) -> ChildView`` of Agent `key`'s children.
+
+        With the name :data:`~stockade.children.SHARED`: its namespace's shared policies.
+        """
         store = self._children.get(key) if self._children is not None else None
         return {
             (child.kind, child.name): child
@@ -917,13 +950,15 @@ class Reconciler:
         metadata = agent["metadata"]
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
         try:
-            built = [
-                build_network_policy(ref, spec, self.config),
-                build_input_configmap(ref, spec),
-                build_workspace_pvc(ref, spec),
-            ]
+            fence = build_network_policy(ref, spec, self.config)
+            built = [fence, build_input_configmap(ref, spec), build_workspace_pvc(ref, spec)]
         except SpecError as exc:
             return str(exc)
+        if shared_label(fence) is not None:
+            built.remove(fence)
+            problem = await self._ensure_shared(fence)
+            if problem is not None:
+                return problem
         observed = self._observed_children((ref.namespace, ref.name))
         started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [child for child in built if child is not None and self._expects(ref, child)]
@@ -953,6 +988,98 @@ class Reconciler:
                 return _conflict(manifest, step.found, transient=False)
             elif step.write is Write.WAIT:
                 return _conflict(manifest, step.found, transient=True)
+        return None
+
+    async def reconcile_shared_policy(self, key: AgentKey) -> None:
+        """Restore the namespace's shared NetworkPolicy `key` if a live pod needs it.
+
+        Poked by the policy's watch events: a deletion or an edit (anyone's) is put
+        back while a pod labelled with its mode may still run; an unneeded one is left
+        alone (and one deleted then is not made again until a pod needs it).
+        """
+        namespace, name = key
+        label = name.removeprefix("stockade-egress-")
+        if not self.leading or label not in SHARED_MODES:
+            return
+        pods = self._pods
+        needed = pods is not None and any(
+            isinstance(view, PodView)
+            and view.egress == label
+            and not view.finished
+            and view.uid not in self._ghosts
+            for (ns, _), views in pods.items()
+            if ns == namespace
+            for view in views
+        )
+        if needed:
+            manifest = build_shared_network_policy(namespace, label, self.config)
+            problem = await self._ensure_shared(manifest, trust_watch=True)
+            if problem is not None:
+                log.warning("%s/%s: %s", namespace, name, problem.message)
+
+    async def _ensure_shared(
+        self, manifest: dict[str, Any], *, trust_watch: bool = False
+    ) -> Rejection | None:
+        """Make sure the shared policy `manifest` exists as built (before a pod needs it).
+
+        One write at a time per policy: concurrent reconciles of the namespace's Agents
+        wait for the same create (or restore) rather than racing to a 409. A policy
+        created a moment ago and not yet watched is taken as there, unless
+        `trust_watch` (the caller acts on the policy's own watch event, which is newer).
+
+        Returns None when it is there and as built; a Rejection when another object
+        holds its name (ResourceConflict), it is being deleted (transient: its DELETED
+        event restores it), or the API server refused it.
+        """
+        meta = manifest["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        running = self._shared_writes.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        found = self._observed_children((key[0], SHARED)).get(("NetworkPolicy", key[1]))
+        if found is None:
+            until = self._shared_created.get(key, 0.0)
+            if not trust_watch and until > time.monotonic():
+                return None
+        else:
+            self._shared_created.pop(key, None)
+            problem = self._shared_problem(manifest, found)
+            if problem is not None or found.digest == digest(manifest):
+                return problem
+        task = asyncio.create_task(self._write_shared(manifest, found))
+        self._shared_writes[key] = task
+        task.add_done_callback(lambda _: self._shared_writes.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _write_shared(
+        self, manifest: dict[str, Any], found: ChildView | None
+    ) -> Rejection | None:
+        """Create the shared policy `manifest`, or put `found` (ours) back to it."""
+        meta = manifest["metadata"]
+        if found is None:
+            view = await self._create_or_find(manifest)
+            if view is None:
+                key = (str(meta["namespace"]), str(meta["name"]))
+                self._shared_created[key] = time.monotonic() + CREATED_GRACE
+                return None
+            if isinstance(view, Rejection):
+                return view
+            problem = self._shared_problem(manifest, view)
+            if problem is not None or view.digest == digest(manifest):
+                return problem
+            found = view
+        log.info("restoring NetworkPolicy %s/%s", meta["namespace"], meta["name"])
+        await self.kube.replace(manifest, found.resource_version)
+        return None
+
+    @staticmethod
+    def _shared_problem(manifest: Mapping[str, Any], found: ChildView) -> Rejection | None:
+        """Why the policy `found` under the shared policy's name will not do, or None."""
+        label = shared_label(manifest)
+        if ownership(found, "", "", False, shared=label) is not Ownership.OURS:
+            return _conflict(manifest, found, transient=False)
+        if found.deleting:
+            return _conflict(manifest, found, transient=True)
         return None
 
     async def _create_or_find(

@@ -1132,7 +1132,9 @@ def test_dns_presets_make_policies_the_api_server_accepts(
     spec = AgentSpec.model_validate({"image": "busybox", "network": {"egress": "Internet"}})
     policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
     out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
-    assert "networkpolicy.networking.k8s.io/demo-egress created (server dry run)" in out
+    assert (
+        "networkpolicy.networking.k8s.io/stockade-egress-internet created (server dry run)" in out
+    )
 
 
 def test_the_dashboard_configmap_is_optional_and_labelled_for_the_sidecar(helm: Helm) -> None:

@@ -30,6 +30,8 @@ from tests.integration.test_sessions import Sessions
 pytestmark = pytest.mark.integration
 
 HOLD = "test.stockade.dev/hold"
+OWN_POLICY = {"egress": "Custom", "cidrs": ["203.0.113.0/24"]}
+"""Egress that gets the Agent a NetworkPolicy of its own (the other modes share one)."""
 
 
 def owner_uid(obj: Any) -> str | None:
@@ -64,13 +66,16 @@ def test_orphaned_pod_of_a_predecessor_is_never_adopted(
 ) -> None:
     """Delete an Agent leaving its pod behind, apply it again: the old result never
     becomes the new Agent's (on main it jumped to Succeeded with "OLD")."""
-    old = agents.create("twin", spec({SIM_EXIT_CODE: "0", SIM_TERMINATION_MESSAGE: "OLD"}))
+    old = agents.create(
+        "twin",
+        spec({SIM_EXIT_CODE: "0", SIM_TERMINATION_MESSAGE: "OLD"}, network=OWN_POLICY),
+    )
     agents.wait_phase("twin", "Succeeded")
     agents.api.delete_namespaced_custom_object(
         "stockade.dev", "v1alpha1", namespace, "agents", "twin", propagation_policy="Orphan"
     )
     wait_for(lambda: not agents.exists("twin"), timeout=30, what="old twin gone")
-    new = agents.create("twin", spec(task="new work"))
+    new = agents.create("twin", spec(task="new work", network=OWN_POLICY))
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
 
     def refused() -> dict[str, Any] | None:
@@ -98,7 +103,7 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
     """The old NetworkPolicy and ConfigMap linger (slow garbage collection: a finalizer
     holds them): the new Agent must not run under them (on main their 409 was taken as
     success, leaving the agent without a policy once the old one went)."""
-    old = agents.create("again", spec(task="first"))
+    old = agents.create("again", spec(task="first", network=OWN_POLICY))
     agents.wait_phase("again", "Running")
     net = client.NetworkingV1Api(cluster.api)
     hold = {"metadata": {"finalizers": [HOLD]}}
@@ -111,7 +116,7 @@ def test_children_of_a_predecessor_are_waited_for_not_taken(
         timeout=120,  # the GC pauses while it resyncs its monitors (CRD changes)
         what="the garbage collector deleting the old policy",
     )
-    new = agents.create("again", spec(task="second"))
+    new = agents.create("again", spec(task="second", network=OWN_POLICY))
     uid = new["metadata"]["uid"]
     time.sleep(5)
     status = agents.status("again")
@@ -157,7 +162,7 @@ def test_a_forged_pod_with_stockade_labels_is_ignored(
 def test_deleted_and_edited_children_are_restored(
     agents: Agents, cluster: Cluster, namespace: str
 ) -> None:
-    agents.create("keep", spec(task="the task", network={"egress": "DNS"}))
+    agents.create("keep", spec(task="the task", network=OWN_POLICY))
     agents.wait_phase("keep", "Running")
     uid = agents.get("keep")["metadata"]["uid"]
     net = client.NetworkingV1Api(cluster.api)
@@ -367,8 +372,9 @@ def test_a_restart_with_nothing_changed_writes_nothing(
     and children keep their resourceVersions.
     """
     names = [f"steady-{i}" for i in range(8)]
+    own = set(names[::2])  # with a policy of their own; the others share one
     for name in names:
-        agents.create(name, spec(task="t"))
+        agents.create(name, spec(task="t", network=CUSTOM) if name in own else spec(task="t"))
     for name in names:
         agents.wait_phase(name, "Running")
     core = agents.cluster.core
@@ -383,9 +389,10 @@ def test_a_restart_with_nothing_changed_writes_nothing(
                     f"{name}-input", agents.namespace
                 ).metadata.resource_version
             )
+            fence = f"{name}-egress" if name in own else "stockade-egress-none"
             out[f"policy {name}"] = str(
                 networking.read_namespaced_network_policy(
-                    f"{name}-egress", agents.namespace
+                    fence, agents.namespace
                 ).metadata.resource_version
             )
         return out

@@ -190,14 +190,22 @@ class Reader:
         )
 
     def leftovers(self, namespace: str, selector: str = MANAGED) -> dict[str, list[str]]:
-        """Stockade's children left in `namespace` (retained workspaces excluded)."""
+        """Stockade's children left in `namespace`.
+
+        Retained workspaces and the namespace's shared NetworkPolicies (which stay with
+        the namespace by design) excluded.
+        """
         kw: dict[str, Any] = {"label_selector": selector, "_preload_content": False}
         found = {
             "pods": self._items(self.core.list_namespaced_pod(namespace, **kw)),
             "configmaps": self._items(self.core.list_namespaced_config_map(namespace, **kw)),
-            "networkpolicies": self._items(
-                self.networking.list_namespaced_network_policy(namespace, **kw)
-            ),
+            "networkpolicies": [
+                policy
+                for policy in self._items(
+                    self.networking.list_namespaced_network_policy(namespace, **kw)
+                )
+                if "stockade.dev/agent" in (policy["metadata"].get("labels") or {})
+            ],
             "pvcs": [
                 pvc
                 for pvc in self._items(

@@ -44,12 +44,6 @@ def test_label_keys_and_selector() -> None:
     assert MANAGED_LABELS == {"app.kubernetes.io/managed-by": "stockade"}
 
 
-def test_attempt_label_matches_the_observer() -> None:
-    from stockade.observe import ATTEMPT_LABEL as observed
-
-    assert observed == ATTEMPT_LABEL
-
-
 def test_labels_without_session() -> None:
     assert labels_for("demo", None) == {
         "app.kubernetes.io/managed-by": "stockade",

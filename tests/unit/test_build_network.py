@@ -1,4 +1,8 @@
-"""The per-Agent NetworkPolicy: ingress denied, egress by mode."""
+"""The NetworkPolicies that fence agent pods: ingress denied, egress by mode.
+
+One shared policy per namespace and mode (None, DNS, Internet); a policy of its own
+for an Agent with Custom egress.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ from stockade.build.errors import SpecError
 from stockade.build.names import AgentRef, labels_for
 from stockade.build.network import (
     DNS_PRESETS,
+    OWN_POLICY,
+    SHARED_MODES,
     DnsPeer,
     build_network_policy,
+    build_shared_network_policy,
     dns_peer,
     dns_rule,
+    egress_label,
     egress_rules,
 )
+from stockade.build.pod import build_pod
 from stockade.config import DNS_PRESETS as CONFIG_DNS_PRESETS
 from stockade.config import OperatorConfig, load_config
 
@@ -61,23 +70,14 @@ def policy(network: dict[str, Any] | None = None) -> dict[str, Any]:
     return build_network_policy(REF, spec(**fields))
 
 
-def test_default_is_none_mode() -> None:
+def test_default_is_the_namespaces_shared_none_policy() -> None:
+    shared = {"app.kubernetes.io/managed-by": "stockade", "stockade.dev/egress": "none"}
     assert policy() == {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": "demo-egress",
-            "namespace": "team-a",
-            "labels": labels_for("demo"),
-            "ownerReferences": [REF.owner_reference()],
-        },
+        "metadata": {"name": "stockade-egress-none", "namespace": "team-a", "labels": shared},
         "spec": {
-            "podSelector": {
-                "matchLabels": {
-                    "app.kubernetes.io/managed-by": "stockade",
-                    "stockade.dev/agent": "demo",
-                }
-            },
+            "podSelector": {"matchLabels": shared},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": [],
@@ -85,17 +85,88 @@ def test_default_is_none_mode() -> None:
     }
 
 
-@pytest.mark.parametrize("mode", list(EgressMode))
-def test_every_mode_denies_ingress(mode: EgressMode) -> None:
+def test_custom_egress_gets_a_policy_of_its_own() -> None:
+    np = policy({"egress": "Custom", "cidrs": ["203.0.113.0/24"]})
+    assert np["metadata"] == {
+        "name": "demo-egress",
+        "namespace": "team-a",
+        "labels": labels_for("demo"),
+        "ownerReferences": [REF.owner_reference()],
+    }
+    assert np["spec"]["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "stockade", "stockade.dev/agent": "demo"}
+    }
+
+
+def network_of(mode: EgressMode) -> dict[str, Any]:
     network: dict[str, Any] = {"egress": mode.value}
     if mode == EgressMode.CUSTOM:
         network["cidrs"] = ["203.0.113.0/24"]
-    np = policy(network)
+    return network
+
+
+def selects(np: dict[str, Any], pod: dict[str, Any]) -> bool:
+    labels = pod["metadata"]["labels"]
+    match = np["spec"]["podSelector"]["matchLabels"]
+    return np["metadata"]["namespace"] == pod["metadata"]["namespace"] and all(
+        labels.get(k) == v for k, v in match.items()
+    )
+
+
+def pod_of(ref: AgentRef, network: dict[str, Any]) -> dict[str, Any]:
+    resources = {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}
+    return build_pod(
+        ref, spec(network=network), attempt=1, runtime_class="gvisor", resources=resources
+    )
+
+
+@pytest.mark.parametrize("mode", list(EgressMode))
+def test_every_mode_denies_ingress(mode: EgressMode) -> None:
+    np = policy(network_of(mode))
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert np["spec"]["ingress"] == []
-    assert np["spec"]["podSelector"]["matchLabels"]["stockade.dev/agent"] == "demo"
     for rule in np["spec"]["egress"]:
         assert rule.get("to"), "a rule without peers would allow every destination"
+
+
+@pytest.mark.parametrize("mode", list(EgressMode))
+def test_an_agents_pod_is_selected_by_its_policy_and_by_no_other(mode: EgressMode) -> None:
+    """Policies add up: a pod selected by a wider one would get its egress too."""
+    other = AgentRef("other", REF.namespace, "uid-2")
+    others = [
+        *(build_shared_network_policy(REF.namespace, label) for label in SHARED_MODES),
+        build_network_policy(other, spec(network=network_of(EgressMode.CUSTOM))),
+        build_shared_network_policy("elsewhere", "internet"),
+    ]
+    pod = pod_of(REF, network_of(mode))
+    mine = policy(network_of(mode))
+    assert selects(mine, pod)
+    assert [np["metadata"]["name"] for np in others if selects(np, pod) and np != mine] == []
+
+
+def test_egress_labels() -> None:
+    assert [egress_label(Network(egress=m)) for m in EgressMode if m != EgressMode.CUSTOM] == [
+        "none",
+        "dns",
+        "internet",
+    ]
+    assert egress_label(None) == "none"
+    assert egress_label(Network(egress=EgressMode.CUSTOM, cidrs=["10.0.0.0/8"])) == OWN_POLICY
+    # Ports (which the API admits only with Custom) need a policy of the Agent's own.
+    slipped = Network.model_construct(
+        egress=EgressMode.INTERNET, cidrs=None, ports=[NetworkPort(port=443)]
+    )
+    assert egress_label(slipped) == OWN_POLICY
+    np = build_network_policy(REF, AgentSpec.model_construct(image="x", network=slipped))
+    assert np["metadata"]["name"] == "demo-egress"
+    assert np["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 443}]
+
+
+def test_shared_policies_of_a_namespace_are_the_same_for_every_agent() -> None:
+    a = build_network_policy(REF, spec(network={"egress": "DNS"}))
+    b = build_network_policy(AgentRef("b", REF.namespace, "uid-2"), spec(network={"egress": "DNS"}))
+    assert a == b == build_shared_network_policy(REF.namespace, "dns")
+    assert "ownerReferences" not in a["metadata"]
 
 
 def test_none_mode() -> None:
@@ -202,7 +273,8 @@ def test_custom_with_a_bad_cidr_is_a_spec_error(bad: str) -> None:
 
 
 def test_session_label() -> None:
-    np = build_network_policy(REF, spec(sessionRef={"name": "s"}))
+    custom = {"egress": "Custom", "cidrs": ["203.0.113.0/24"]}
+    np = build_network_policy(REF, spec(sessionRef={"name": "s"}, network=custom))
     assert np["metadata"]["labels"]["stockade.dev/session"] == "s"
     # The pod selector stays per Agent (not per session).
     assert "stockade.dev/session" not in np["spec"]["podSelector"]["matchLabels"]

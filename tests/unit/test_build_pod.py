@@ -225,7 +225,11 @@ def test_minimal_pod() -> None:
     assert p["metadata"] == {
         "name": "demo-3",
         "namespace": "team-a",
-        "labels": {**labels_for("demo"), "stockade.dev/attempt": "3"},
+        "labels": {
+            **labels_for("demo"),
+            "stockade.dev/attempt": "3",
+            "stockade.dev/egress": "none",
+        },
         "ownerReferences": [
             {
                 "apiVersion": "stockade.dev/v1alpha1",
@@ -480,6 +484,7 @@ def test_pod_metadata_merges_under_stockade_labels() -> None:
                 "stockade.dev/agent": "forged",
                 "stockade.dev/attempt": "7",
                 "stockade.dev/session": "not-mine",
+                "stockade.dev/egress": "internet",  # a wider shared policy's label
                 "app.kubernetes.io/managed-by": "helm",
             },
             "annotations": {"example.com/owner": "alice"},
@@ -491,13 +496,18 @@ def test_pod_metadata_merges_under_stockade_labels() -> None:
         "app.kubernetes.io/managed-by": "stockade",
         "stockade.dev/agent": "demo",
         "stockade.dev/attempt": "1",
+        "stockade.dev/egress": "none",
     }
     assert meta["annotations"] == {"example.com/owner": "alice"}
 
 
 def test_empty_pod_metadata() -> None:
     meta = pod(spec(podMetadata={}))["metadata"]
-    assert meta["labels"] == {**labels_for("demo"), "stockade.dev/attempt": "1"}
+    assert meta["labels"] == {
+        **labels_for("demo"),
+        "stockade.dev/attempt": "1",
+        "stockade.dev/egress": "none",
+    }
     assert "annotations" not in meta
 
 

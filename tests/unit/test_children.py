@@ -7,7 +7,7 @@ from typing import Any
 from stockade.api.agent import AgentSpec
 from stockade.build.configmap import build_input_configmap
 from stockade.build.names import AgentRef
-from stockade.build.network import build_network_policy
+from stockade.build.network import build_network_policy, build_shared_network_policy
 from stockade.build.workspace import build_workspace_pvc
 from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
 
@@ -61,12 +61,28 @@ def test_nothing_to_do_when_everything_is_ours_and_as_built() -> None:
 
 def test_a_deny_all_policy_reads_back_without_its_empty_lists() -> None:
     """The API server omits empty lists: built ``egress: []``, read back without it."""
-    spec = SPEC.model_copy(update={"network": None})
-    (policy,) = [c for c in children(spec=spec) if c["kind"] == "NetworkPolicy"]
-    assert policy["spec"].get("egress") == [] or "egress" not in policy["spec"]
+    policy = build_shared_network_policy("ns", "none")
+    assert policy["spec"].get("egress") == []
     stored = as_read_back(policy)
     stored["spec"] = {k: v for k, v in policy["spec"].items() if v != []}
-    assert plan([policy], observed([stored]), "a", "uid-new") == []
+    assert ChildView.of(stored).digest == digest(policy)
+
+
+def test_a_shared_policy_is_ours_only_with_its_labels_and_no_controller() -> None:
+    policy = build_shared_network_policy("ns", "dns")
+    assert ChildView.of(as_read_back(policy)).shared == "dns"
+    assert ownership(as_read_back(policy), "", "", False, shared="dns") is Ownership.OURS
+    assert ownership(as_read_back(policy), "", "", False, shared="none") is Ownership.FOREIGN
+    unlabelled = {**policy, "metadata": {k: v for k, v in policy["metadata"].items()}}
+    unlabelled["metadata"]["labels"] = {"team": "a"}
+    assert ChildView.of(unlabelled).shared is None
+    assert ownership(unlabelled, "", "", False, shared="dns") is Ownership.FOREIGN
+    held = as_read_back(policy)
+    held["metadata"]["ownerReferences"] = [REF.owner_reference()]
+    assert ownership(held, "", "", False, shared="dns") is Ownership.FOREIGN
+    # An Agent's own policy (agent label) is never taken for a shared one.
+    own = build_network_policy(REF, SPEC)
+    assert ChildView.of(own).shared is None
 
 
 def test_missing_children_are_created() -> None:

@@ -177,3 +177,48 @@ def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> N
     del alive["metadata"]["deletionTimestamp"]
     r = Reconciler(HeldName(alive), OperatorConfig())  # type: ignore[arg-type]
     assert asyncio.run(r._create_pod(agent, prepared, 1)) is None
+
+
+class CountingKube:
+    """Records writes; a create takes a moment, as over the network."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str]] = []
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        self.writes.append(("create", manifest["metadata"]["name"]))
+        await asyncio.sleep(0.01)
+        return True
+
+    async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
+        self.writes.append(("replace", manifest["metadata"]["name"]))
+        return True
+
+
+def test_a_namespaces_agents_share_one_policy_write() -> None:
+    """A burst of Agents in one namespace: one create of the shared policy, whatever the
+    concurrency; none while it is known created but not yet watched; one restore when
+    it drifted."""
+    from stockade.build.network import build_shared_network_policy
+    from stockade.children import SHARED, ChildView
+
+    kube = CountingKube()
+    r = Reconciler(kube, OperatorConfig())  # type: ignore[arg-type]
+    children: dict[Any, list[ChildView]] = {}
+    r.bind({}, {}, {}, {}, children)
+    policy = build_shared_network_policy("ns", "none")
+
+    async def burst(n: int) -> list[Any]:
+        return await asyncio.gather(*(r._ensure_shared(policy) for _ in range(n)))
+
+    assert asyncio.run(burst(50)) == [None] * 50
+    assert asyncio.run(burst(50)) == [None] * 50  # created, not yet watched
+    assert kube.writes == [("create", "stockade-egress-none")]
+    stored = {**policy, "metadata": {**policy["metadata"], "uid": "np1", "resourceVersion": "5"}}
+    children[("ns", SHARED)] = [ChildView.of(stored)]
+    assert asyncio.run(burst(50)) == [None] * 50
+    assert len(kube.writes) == 1
+    opened = {**stored, "spec": {**stored["spec"], "policyTypes": ["Ingress"]}}
+    children[("ns", SHARED)] = [ChildView.of(opened)]
+    assert asyncio.run(burst(50)) == [None] * 50
+    assert kube.writes[1:] == [("replace", "stockade-egress-none")]

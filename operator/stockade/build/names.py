@@ -9,7 +9,8 @@ child              name
 Pod                ``<agent>-<attempt>``
 ConfigMap          ``<agent>-input``
 PVC                ``<agent>-workspace``
-NetworkPolicy      ``<agent>-egress``
+NetworkPolicy      ``stockade-egress-<mode>`` (one per namespace and egress mode,
+                   shared by the Agents of that mode), or ``<agent>-egress`` (Custom)
 =================  ==========================
 
 Agent names are DNS-1123 labels of at most 52 characters (enforced by the CRD), so every
@@ -18,7 +19,10 @@ derived name is a valid DNS label (at most 63 characters) as well.
 Labels (recommended labels, https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/):
 every child carries ``app.kubernetes.io/managed-by: stockade`` and
 ``stockade.dev/agent: <agent>``, plus ``stockade.dev/session: <session>`` for members of an
-AgentSession; pods also carry ``stockade.dev/attempt: "<n>"``.
+AgentSession; pods also carry ``stockade.dev/attempt: "<n>"`` and
+``stockade.dev/egress: <mode>`` (what the namespace's shared policy of that mode
+selects). A shared NetworkPolicy carries the managed-by and egress labels and no
+``stockade.dev/agent``: it belongs to no single Agent.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ MANAGED_BY = "stockade"
 AGENT_LABEL = "stockade.dev/agent"
 SESSION_LABEL = "stockade.dev/session"
 ATTEMPT_LABEL = "stockade.dev/attempt"
+EGRESS_LABEL = "stockade.dev/egress"
 RETAINED_ANNOTATION = "stockade.dev/retained"
 RESERVED_LABEL_PREFIX = "stockade.dev/"
 
@@ -121,6 +126,15 @@ def pvc_name(agent: str) -> str:
 def networkpolicy_name(agent: str) -> str:
     """Name `agent`'s NetworkPolicy (``<agent>-egress``)."""
     return f"{agent}-egress"
+
+
+def shared_networkpolicy_name(mode: str) -> str:
+    """Name the namespace's shared NetworkPolicy of egress `mode` (``stockade-egress-<mode>``).
+
+    `mode` is the lower-case value of the ``stockade.dev/egress`` label (``none``,
+    ``dns``, ``internet``). No per-Agent name can collide: those end in ``-egress``.
+    """
+    return f"stockade-egress-{mode}"
 
 
 def owner_reference(

@@ -1,8 +1,15 @@
 """The NetworkPolicy that fences an Agent's pods: no ingress, egress by ``spec.network``.
 
-One policy ``<agent>-egress`` per Agent selects its pods (every attempt) and lists both
-policy types, so ingress is denied outright and egress is allowed only by the rules of
-the mode (https://kubernetes.io/docs/concepts/services-networking/network-policies/):
+The rules of the modes ``None``, ``DNS`` and ``Internet`` depend on nothing but the mode
+(and the operator's DNS settings), so one policy per namespace and mode,
+``stockade-egress-<mode>``, fences the pods of every Agent of that mode there: it
+selects the pod label ``stockade.dev/egress: <mode>`` (:func:`egress_label`), and it
+belongs to no Agent (no ownerReference; it stays while the namespace does and selects
+nothing but Stockade's pods). An Agent with ``Custom`` egress (or, should any slip past
+the API, ``ports`` on another mode) gets its own policy ``<agent>-egress``, owned by
+the Agent and selecting its pods (every attempt). Every policy lists both policy
+types, so ingress is denied outright and egress is allowed only by the rules of the
+mode (https://kubernetes.io/docs/concepts/services-networking/network-policies/):
 
 - ``None``: no egress at all (not even DNS);
 - ``DNS``: UDP and TCP to the cluster DNS: its pods, selected by namespace and pod
@@ -32,11 +39,15 @@ from typing import Any
 from stockade.api.agent import AgentSpec, EgressMode, Network
 from stockade.build.errors import SpecError
 from stockade.build.names import (
+    EGRESS_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
     AgentRef,
     agent_selector,
     child_metadata,
     networkpolicy_name,
     session_of,
+    shared_networkpolicy_name,
 )
 from stockade.config import OperatorConfig
 
@@ -230,10 +241,91 @@ def egress_rules(network: Network, dns: DnsPeer = _KUBE_DNS) -> list[dict[str, A
     raise SpecError("spec.network.egress", f"unknown egress mode {mode!r}")
 
 
+OWN_POLICY = "custom"
+"""The ``stockade.dev/egress`` label of pods fenced by a policy of their Agent's own."""
+SHARED_MODES: Mapping[str, EgressMode] = MappingProxyType(
+    {mode.value.lower(): mode for mode in (EgressMode.NONE, EgressMode.DNS, EgressMode.INTERNET)}
+)
+"""``stockade.dev/egress`` label values of the shared policies, and their modes."""
+
+
+def egress_label(network: Network | None) -> str:
+    """The ``stockade.dev/egress`` label of a pod whose Agent has ``spec.network`` `network`.
+
+    Returns:
+        ``none``, ``dns`` or ``internet``: the namespace's shared policy of that mode
+        fences the pod; :data:`OWN_POLICY` (``custom``): the Agent's own policy does
+        (Custom egress, or ports, which only an Agent's own policy can hold).
+
+    """
+    network = network or Network()
+    if network.egress == EgressMode.CUSTOM or network.ports:
+        return OWN_POLICY
+    return network.egress.value.lower()
+
+
+def build_shared_network_policy(
+    namespace: str, label: str, config: OperatorConfig | None = None
+) -> dict[str, Any]:
+    """Build namespace `namespace`'s shared policy ``stockade-egress-<label>``.
+
+    Args:
+        namespace: where it lives.
+        label: one of :data:`SHARED_MODES` (``none``, ``dns``, ``internet``).
+        config: where the cluster DNS is (:func:`dns_peer`); None: kube-dns.
+
+    Returns:
+        A manifest selecting the pods labelled ``stockade.dev/egress: <label>`` (and
+        managed by Stockade), both policy types, no ingress, the mode's egress rules;
+        labelled with the managed-by and egress labels; no ownerReference.
+
+    Raises:
+        KeyError: `label` is not a shared mode.
+
+    """
+    mode = SHARED_MODES[label]
+    selector = {MANAGED_BY_LABEL: MANAGED_BY, EGRESS_LABEL: label}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": shared_networkpolicy_name(label),
+            "namespace": namespace,
+            "labels": dict(selector),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": egress_rules(Network(egress=mode), dns_peer(config) if config else _KUBE_DNS),
+        },
+    }
+
+
 def build_network_policy(
     agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig | None = None
 ) -> dict[str, Any]:
-    """Build the Agent's NetworkPolicy ``<agent>-egress`` (networking.k8s.io/v1).
+    """Build the NetworkPolicy that fences the Agent's pods (see the module doc).
+
+    Returns:
+        The namespace's shared policy of the Agent's mode
+        (:func:`build_shared_network_policy`), or, for Custom egress, the Agent's own
+        (:func:`build_agent_network_policy`).
+
+    Raises:
+        SpecError: ``spec.network`` is Custom without valid CIDRs.
+
+    """
+    label = egress_label(spec.network)
+    if label == OWN_POLICY:
+        return build_agent_network_policy(agent_meta, spec, config)
+    return build_shared_network_policy(agent_meta.namespace, label, config)
+
+
+def build_agent_network_policy(
+    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig | None = None
+) -> dict[str, Any]:
+    """Build the Agent's own NetworkPolicy ``<agent>-egress`` (networking.k8s.io/v1).
 
     `config` says where the cluster DNS is (:func:`dns_peer`); None: the defaults
     (kube-dns in kube-system).

@@ -41,6 +41,7 @@ from stockade.build.configmap import TASK_KEY, config_items, has_input
 from stockade.build.errors import SpecError
 from stockade.build.names import (
     ATTEMPT_LABEL,
+    EGRESS_LABEL,
     AgentRef,
     child_metadata,
     configmap_name,
@@ -48,6 +49,7 @@ from stockade.build.names import (
     pvc_name,
     session_of,
 )
+from stockade.build.network import egress_label
 from stockade.config import OperatorConfig
 
 CONTAINER_NAME = "agent"
@@ -193,7 +195,9 @@ def build_pod(
         agent_meta: the owning Agent.
         spec: its validated spec (session defaults already merged in).
         attempt: the attempt number (>= 1); part of the name ``<agent>-<attempt>``, the
-            label ``stockade.dev/attempt`` and the env ``STOCKADE_ATTEMPT``.
+            label ``stockade.dev/attempt`` and the env ``STOCKADE_ATTEMPT``. The label
+            ``stockade.dev/egress`` says which NetworkPolicy fences the pod
+            (:func:`~stockade.build.network.egress_label`).
         runtime_class: the resolved RuntimeClass
             (:func:`~stockade.build.runtime.resolve_runtime_class`).
         resources: the container's ``{"requests": ..., "limits": ...}``
@@ -222,6 +226,7 @@ def build_pod(
         extra_labels=dict(pod_meta.labels or {}) if pod_meta else None,
     )
     metadata["labels"][ATTEMPT_LABEL] = str(attempt)
+    metadata["labels"][EGRESS_LABEL] = egress_label(spec.network)
     if pod_meta and pod_meta.annotations:
         metadata["annotations"] = dict(pod_meta.annotations)
 

@@ -17,7 +17,7 @@ from stockade import metrics
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
-from stockade.children import ChildView
+from stockade.children import SHARED, ChildView, shared_label
 from stockade.observe import PodView, observe_pod
 from stockade.reconcile import AgentKey, Reconciler, indexed_body, session_name
 
@@ -83,23 +83,37 @@ async def agent_children(
     """Index: ``(namespace, agent)`` -> summaries of the Agent's ConfigMap, PVC, policy.
 
     Name, owner UID and digest (:class:`~stockade.children.ChildView`): never the body,
-    which may hold the task text.
+    which may hold the task text. The namespace's shared NetworkPolicies are kept under
+    ``(namespace, SHARED)``.
     """
+    if not namespace:
+        return None
     agent = labels.get(AGENT_LABEL)
-    return {(namespace, agent): ChildView.of(body)} if agent and namespace else None
+    if agent:
+        return {(namespace, agent): ChildView.of(body)}
+    view = ChildView.of(body)
+    return {(namespace, SHARED): view} if view.shared else None
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
 async def child_changed(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """A pod or another child was created, changed or deleted (by anyone): reconcile.
 
-    The Agent is the one its ``stockade.dev/agent`` label names.
+    The Agent is the one its ``stockade.dev/agent`` label names; a shared NetworkPolicy
+    (no such label) is checked on its own.
     """
     agent = labels.get(AGENT_LABEL)
     if agent and namespace:
         _reconciler(memo, kwargs).poke((namespace, agent))
+    elif namespace and shared_label(body):
+        _reconciler(memo, kwargs).poke_shared_policy((namespace, name))
 
 
 for _api_version, _plural in CHILD_RESOURCES:  # one index and one handler over 3 kinds

@@ -1,0 +1,161 @@
+"""One NetworkPolicy per namespace and egress mode, on the real local control plane.
+
+The Agents of a namespace with egress None, DNS or Internet share the policy
+``stockade-egress-<mode>``, which selects their pods by the ``stockade.dev/egress``
+label; Custom egress gets a policy of the Agent's own. A shared policy is made before
+the first pod that needs it, restored when deleted or edited while a pod needs it,
+and a name held by someone else's policy stalls the Agents that need it (issue 11:
+one write less per Agent; DESIGN.md: a NetworkPolicy per egress mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.cluster import Cluster, wait_for
+from tests.integration.operator import Agents
+from tests.integration.test_agents import spec
+
+pytestmark = pytest.mark.integration
+
+CUSTOM = {"egress": "Custom", "cidrs": ["203.0.113.0/24"]}
+
+
+def policies(cluster: Cluster, namespace: str) -> dict[str, client.V1NetworkPolicy]:
+    items = client.NetworkingV1Api(cluster.api).list_namespaced_network_policy(namespace).items
+    return {p.metadata.name: p for p in items}
+
+
+def selects(policy: client.V1NetworkPolicy, pod: client.V1Pod) -> bool:
+    match = policy.spec.pod_selector.match_labels or {}
+    labels = pod.metadata.labels or {}
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+def read(cluster: Cluster, namespace: str, name: str) -> client.V1NetworkPolicy | None:
+    try:
+        return client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def test_agents_of_a_mode_share_one_policy_that_fences_exactly_their_pods(
+    agents: Agents, cluster: Cluster, namespace: str
+) -> None:
+    modes: dict[str, dict[str, Any] | None] = {
+        "quiet-1": None,
+        "quiet-2": None,
+        "quiet-3": {"egress": "None"},
+        "lookup": {"egress": "DNS"},
+        "browse": {"egress": "Internet"},
+        "narrow": CUSTOM,
+    }
+    for name, network in modes.items():
+        agents.create(name, spec(task="t", network=network) if network else spec(task="t"))
+    for name in modes:
+        agents.wait_phase(name, "Running")
+    found = policies(cluster, namespace)
+    assert sorted(found) == [
+        "narrow-egress",
+        "stockade-egress-dns",
+        "stockade-egress-internet",
+        "stockade-egress-none",
+    ]
+    for name in ("stockade-egress-none", "stockade-egress-dns", "stockade-egress-internet"):
+        assert not found[name].metadata.owner_references  # no single Agent's
+    (owner,) = found["narrow-egress"].metadata.owner_references
+    assert owner.uid == agents.get("narrow")["metadata"]["uid"]
+    expected = {
+        "quiet-1": "stockade-egress-none",
+        "quiet-2": "stockade-egress-none",
+        "quiet-3": "stockade-egress-none",
+        "lookup": "stockade-egress-dns",
+        "browse": "stockade-egress-internet",
+        "narrow": "narrow-egress",
+    }
+    for name, fence in expected.items():
+        (pod,) = agents.pods(name)
+        # Policies add up: a pod selected by a second, wider policy would get its egress.
+        assert [p for p, policy in found.items() if selects(policy, pod)] == [fence], name
+    assert found["stockade-egress-none"].spec.egress is None  # no egress at all
+    assert found["stockade-egress-none"].spec.policy_types == ["Ingress", "Egress"]
+    for name in modes:
+        agents.delete(name)
+    wait_for(lambda: not any(agents.exists(n) for n in modes), what="the Agents gone")
+    # The Agent's own policy goes with it; the shared ones stay with the namespace.
+    wait_for(
+        lambda: "narrow-egress" not in policies(cluster, namespace),
+        timeout=120,
+        what="the garbage collector removing narrow-egress",
+    )
+    assert sorted(policies(cluster, namespace)) == [
+        "stockade-egress-dns",
+        "stockade-egress-internet",
+        "stockade-egress-none",
+    ]
+
+
+def test_a_shared_policy_deleted_or_opened_is_put_back(
+    agents: Agents, cluster: Cluster, namespace: str
+) -> None:
+    agents.create("guarded", spec(task="t", network={"egress": "DNS"}))
+    agents.wait_phase("guarded", "Running")
+    net = client.NetworkingV1Api(cluster.api)
+    original = read(cluster, namespace, "stockade-egress-dns")
+    assert original is not None
+    net.delete_namespaced_network_policy("stockade-egress-dns", namespace)
+
+    def restored() -> client.V1NetworkPolicy | None:
+        found = read(cluster, namespace, "stockade-egress-dns")
+        return found if found is not None and found.metadata.uid != original.metadata.uid else None
+
+    again = wait_for(restored, timeout=30, what="the shared policy restored")
+    assert again.spec.to_dict() == original.spec.to_dict()
+    assert not again.metadata.owner_references
+    net.patch_namespaced_network_policy(
+        "stockade-egress-dns", namespace, {"spec": {"policyTypes": ["Ingress"], "egress": None}}
+    )
+    wait_for(
+        lambda: (
+            read(cluster, namespace, "stockade-egress-dns").spec.to_dict()
+            == original.spec.to_dict()
+        ),
+        timeout=30,
+        what="the opened policy put back",
+    )
+    assert agents.status("guarded")["phase"] == "Running"
+
+
+def test_a_shared_policys_name_held_by_someone_else_stalls_only_its_agents(
+    agents: Agents, cluster: Cluster, namespace: str
+) -> None:
+    """Someone's own policy under the shared name: Stockade neither takes it over nor
+    runs a pod that only it would fence (it may allow anything)."""
+    theirs: dict[str, Any] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "stockade-egress-internet", "labels": {"team": "a"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    client.NetworkingV1Api(cluster.api).create_namespaced_network_policy(namespace, theirs)  # type: ignore[arg-type]
+    agents.create("blocked", spec(task="t", network={"egress": "Internet"}))
+    agents.create("fine", spec(task="t"))
+    agents.wait_phase("fine", "Running")
+
+    def stalled() -> dict[str, Any] | None:
+        cond = agents.condition("blocked", "Admitted")
+        return cond if cond.get("reason") == "ResourceConflict" else None
+
+    cond = wait_for(stalled, timeout=30, what="ResourceConflict on blocked")
+    assert "stockade-egress-internet" in cond["message"]
+    assert agents.condition("blocked", "Stalled")["status"] == "True"
+    assert agents.status("blocked")["phase"] == "Pending"
+    assert agents.pods("blocked") == []
+    found = read(cluster, namespace, "stockade-egress-internet")
+    assert found is not None and found.metadata.labels == {"team": "a"}  # untouched
