@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -159,6 +160,23 @@ class Operator:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stockade"], env=environ, stdout=log, stderr=log
             )
+        self.profiler = self._profile(os.environ.get("BENCH_PROFILE_DIR"))
+
+    def _profile(self, directory: str | None) -> subprocess.Popen[bytes] | None:
+        """With BENCH_PROFILE_DIR set: sample the operator with py-spy (collapsed stacks).
+
+        ``<dir>/operator-<n>.raw`` (50 Hz, non-blocking), one line per stack and count,
+        for flame graphs or :file:`bench/profile.py`; py-spy must be installed.
+        """
+        if not directory:
+            return None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out = Path(directory) / f"operator-{Operator.count}.raw"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = [spy, "record", "-p", str(self.pid), "-r", "50", "-f", "raw", "-o", str(out)]
+        return subprocess.Popen(
+            [*command, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     @property
     def pid(self) -> int:
@@ -193,6 +211,7 @@ class Operator:
         """SIGKILL the operator (a crash: no clean shutdown) and reap it."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._profiled()
 
     def stop(self) -> None:
         """SIGTERM the operator and wait for it (SIGKILL after 20 s)."""
@@ -203,6 +222,13 @@ class Operator:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._profiled()
+
+    def _profiled(self) -> None:
+        """Let py-spy write its profile (it stops with the operator)."""
+        if self.profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.profiler.wait(timeout=30)
 
 
 @dataclass

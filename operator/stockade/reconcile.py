@@ -36,9 +36,11 @@ from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
 from stockade.build.names import RETAINED_ANNOTATION, AgentRef, pod_name
 from stockade.build.network import (
+    OWN_POLICY,
     SHARED_MODES,
     build_network_policy,
     build_shared_network_policy,
+    egress_label,
 )
 from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources, quantity_value
@@ -340,6 +342,7 @@ class Reconciler:
     _events: set[asyncio.Task[None]] = field(default_factory=set)
     _shared_writes: dict[AgentKey, asyncio.Task[Rejection | None]] = field(default_factory=dict)
     _shared_created: dict[AgentKey, float] = field(default_factory=dict)
+    _shared_built: dict[tuple[str, str], tuple[dict[str, Any], str]] = field(default_factory=dict)
     on_watch_checked: Callable[[str, int], None] | None = None
     _agent_queue: WorkQueue[AgentKey] = field(init=False)
     _session_queue: WorkQueue[AgentKey] = field(init=False)
@@ -949,16 +952,16 @@ class Reconciler:
             return prepared.error or "the spec could not be prepared"
         metadata = agent["metadata"]
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
+        label = egress_label(spec.network)
+        if label != OWN_POLICY:
+            problem = await self._ensure_shared(ref.namespace, label)
+            if problem is not None:
+                return problem
         try:
-            fence = build_network_policy(ref, spec, self.config)
+            fence = build_network_policy(ref, spec, self.config) if label == OWN_POLICY else None
             built = [fence, build_input_configmap(ref, spec), build_workspace_pvc(ref, spec)]
         except SpecError as exc:
             return str(exc)
-        if shared_label(fence) is not None:
-            built.remove(fence)
-            problem = await self._ensure_shared(fence)
-            if problem is not None:
-                return problem
         observed = self._observed_children((ref.namespace, ref.name))
         started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [child for child in built if child is not None and self._expects(ref, child)]
@@ -1012,27 +1015,38 @@ class Reconciler:
             for view in views
         )
         if needed:
-            manifest = build_shared_network_policy(namespace, label, self.config)
-            problem = await self._ensure_shared(manifest, trust_watch=True)
+            problem = await self._ensure_shared(namespace, label, trust_watch=True)
             if problem is not None:
                 log.warning("%s/%s: %s", namespace, name, problem.message)
 
-    async def _ensure_shared(
-        self, manifest: dict[str, Any], *, trust_watch: bool = False
-    ) -> Rejection | None:
-        """Make sure the shared policy `manifest` exists as built (before a pod needs it).
+    def _shared_policy(self, namespace: str, label: str) -> tuple[dict[str, Any], str]:
+        """The shared policy of `label` in `namespace` as built, and its digest.
 
-        One write at a time per policy: concurrent reconciles of the namespace's Agents
-        wait for the same create (or restore) rather than racing to a 409. A policy
-        created a moment ago and not yet watched is taken as there, unless
+        Built once: every reconcile of a live Agent checks it.
+        """
+        built = self._shared_built.get((namespace, label))
+        if built is None:
+            manifest = build_shared_network_policy(namespace, label, self.config)
+            built = self._shared_built[(namespace, label)] = (manifest, digest(manifest))
+        return built
+
+    async def _ensure_shared(
+        self, namespace: str, label: str, *, trust_watch: bool = False
+    ) -> Rejection | None:
+        """Make sure `namespace`'s shared policy of egress `label` exists, as built.
+
+        Needed before a pod of that mode runs. One write at a time per policy:
+        concurrent reconciles of the namespace's Agents wait for the same create (or
+        restore) rather than racing to a 409. A policy created a moment ago and not
+        yet watched is taken as there, unless
         `trust_watch` (the caller acts on the policy's own watch event, which is newer).
 
         Returns None when it is there and as built; a Rejection when another object
         holds its name (ResourceConflict), it is being deleted (transient: its DELETED
         event restores it), or the API server refused it.
         """
-        meta = manifest["metadata"]
-        key = (str(meta["namespace"]), str(meta["name"]))
+        manifest, built = self._shared_policy(namespace, label)
+        key = (namespace, str(manifest["metadata"]["name"]))
         running = self._shared_writes.get(key)
         if running is not None:
             return await asyncio.shield(running)
@@ -1044,7 +1058,7 @@ class Reconciler:
         else:
             self._shared_created.pop(key, None)
             problem = self._shared_problem(manifest, found)
-            if problem is not None or found.digest == digest(manifest):
+            if problem is not None or found.digest == built:
                 return problem
         task = asyncio.create_task(self._write_shared(manifest, found))
         self._shared_writes[key] = task

@@ -209,7 +209,7 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
     policy = build_shared_network_policy("ns", "none")
 
     async def burst(n: int) -> list[Any]:
-        return await asyncio.gather(*(r._ensure_shared(policy) for _ in range(n)))
+        return await asyncio.gather(*(r._ensure_shared("ns", "none") for _ in range(n)))
 
     assert asyncio.run(burst(50)) == [None] * 50
     assert asyncio.run(burst(50)) == [None] * 50  # created, not yet watched
