@@ -13,6 +13,7 @@ import sys
 
 import kopf
 
+from stockade import fastjson
 from stockade.config import ConfigError, OperatorConfig, load_config
 
 
@@ -50,6 +51,7 @@ def main() -> int:
         print(f"stockade: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(config)
+    fastjson.install()
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
     # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),
