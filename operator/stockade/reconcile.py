@@ -445,9 +445,20 @@ class Reconciler:
 
     def member_bodies(self, session: AgentKey) -> list[dict[str, Any]]:
         """The Agents whose sessionRef names `session` (bodies from the Agent index)."""
-        names = (self._members.get(session) if self._members is not None else None) or ()
-        found = (self._agent((session[0], name)) for name in names)
+        found = (self._agent((session[0], name)) for name in self.member_names(session))
         return [body for body in found if body is not None]
+
+    def member_names(self, session: AgentKey) -> list[str]:
+        """The names of the Agents whose sessionRef names `session`."""
+        names = (self._members.get(session) if self._members is not None else None) or ()
+        return [str(name) for name in names]
+
+    def waiting_member(self, session: AgentKey, name: str) -> bool:
+        """Whether Agent `name` is a member of `session` that has not started yet."""
+        body = self._agent((session[0], name))
+        if body is None or session_name(body) != session[1]:
+            return False
+        return (body.get("status") or {}).get("phase") in (None, "Pending")
 
     def _first(self, index: IndexView | None, key: AgentKey) -> dict[str, Any] | None:
         """The object under `key`, ghosts skipped; of two incarnations, the newest.
@@ -670,6 +681,18 @@ class Reconciler:
             terminating_timeout=self.config.terminating_timeout_seconds,
         )
         decision = decide(obs)
+        if (
+            session is not None
+            and admission_.reason == Reason.AWAITING_ADMISSION
+            and decision.phase == Phase.Pending
+            and view.status.get("phase") in (None, Phase.Pending)
+            and not decision.delete_agent
+        ):
+            # Its session has not judged it yet (or admitted it and is recording so):
+            # the session's reconcile pokes it with a verdict. Saying "awaiting
+            # admission" first would be a status write per member for a moment.
+            self.phases[key] = (namespace, str(Phase.Pending))
+            return
         decision = await self._act(agent, prepared, obs, decision)
         if decision.delete_agent:
             await self.kube.delete_agent(namespace, name)

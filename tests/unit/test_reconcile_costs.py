@@ -222,3 +222,43 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
     children[("ns", SHARED)] = [ChildView.of(opened)]
     assert asyncio.run(burst(50)) == [None] * 50
     assert kube.writes[1:] == [("replace", "stockade-egress-none")]
+
+
+class StatusKube:
+    """Records status and owner patches."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_agent_status(
+        self, namespace: str, name: str, patch: dict[str, Any], rv: str | None
+    ) -> str:
+        self.patches.append(patch)
+        return str(int(rv or "0") + 1)
+
+    async def patch_agent_owners(self, *args: Any) -> str:
+        return "99"
+
+    async def event(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_a_member_its_session_has_not_judged_gets_no_status_write_yet() -> None:
+    """A session's new member used to get "AwaitingAdmission" written, then its verdict
+    a moment later: a status write per member for nothing (issue 11, session-one)."""
+    kube = StatusKube()
+    r = Reconciler(kube, OperatorConfig())  # type: ignore[arg-type]
+    member = {**body("1"), "spec": {"image": "i", "sessionRef": {"name": "s"}}}
+    session = {
+        "metadata": {"name": "s", "namespace": "ns", "uid": "s1", "generation": 1},
+        "spec": {"maxAgents": 1},
+        "status": {"phase": "Active", "admittedAgents": ["other"]},
+    }
+    r.bind({("ns", "a"): [member]}, {}, {("ns", "s"): [session]}, {("ns", "s"): ["a"]})
+    asyncio.run(r.reconcile(("ns", "a")))
+    assert kube.patches == []
+    assert r.phases[("ns", "a")] == ("ns", "Pending")
+    r._verdicts[("ns", "s")] = {"a": Verdict(False, "SessionFull", "1 of 1 agents admitted")}
+    asyncio.run(r.reconcile(("ns", "a")))
+    (patch,) = kube.patches
+    assert patch["phase"] == "Pending" and patch["reason"] == "SessionFull"

@@ -162,12 +162,14 @@ async def session_changed(
     status = body.get("status") or {}
     spec_changed = body.get("metadata", {}).get("generation") != status.get("observedGeneration")
     everyone = type in (None, "ADDED", "DELETED") or spec_changed or status.get("phase") != "Active"
-    admitted = set(status.get("admittedAgents") or ())
-    for member in reconciler.member_bodies((namespace, name)):
-        member_name = member["metadata"]["name"]
-        waiting = (member.get("status") or {}).get("phase") in (None, "Pending")
-        if everyone or (member_name in admitted and waiting):
-            reconciler.poke((namespace, member_name))
+    key = (namespace, name)
+    if everyone:
+        for member in reconciler.member_names(key):
+            reconciler.poke((namespace, member))
+        return
+    for member in status.get("admittedAgents") or ():  # at most maxAgents: O(1) per event
+        if reconciler.waiting_member(key, str(member)):
+            reconciler.poke((namespace, str(member)))
 
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
