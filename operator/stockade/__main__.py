@@ -13,7 +13,7 @@ import sys
 
 import kopf
 
-from stockade import fastjson
+from stockade import fastjson, toggles
 from stockade.config import ConfigError, OperatorConfig, load_config
 
 
@@ -52,6 +52,7 @@ def main() -> int:
         return 2
     configure_logging(config)
     fastjson.install()
+    toggles.install()
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
     # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),
