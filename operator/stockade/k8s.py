@@ -116,12 +116,10 @@ class Kube:
     api: client.ApiClient
     core: client.CoreV1Api = field(init=False)
     custom: client.CustomObjectsApi = field(init=False)
-    networking: client.NetworkingV1Api = field(init=False)
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        self.networking = client.NetworkingV1Api(self.api)
 
     async def request(
         self,

@@ -38,7 +38,7 @@ from stockade.build.names import RETAINED_ANNOTATION, AgentRef, pod_name
 from stockade.build.network import (
     OWN_POLICY,
     SHARED_MODES,
-    build_network_policy,
+    build_agent_network_policy,
     build_shared_network_policy,
     egress_label,
 )
@@ -981,7 +981,8 @@ class Reconciler:
             if problem is not None:
                 return problem
         try:
-            fence = build_network_policy(ref, spec, self.config) if label == OWN_POLICY else None
+            own = label == OWN_POLICY  # else the shared one, ensured above
+            fence = build_agent_network_policy(ref, spec, self.config) if own else None
             built = [fence, build_input_configmap(ref, spec), build_workspace_pvc(ref, spec)]
         except SpecError as exc:
             return str(exc)
