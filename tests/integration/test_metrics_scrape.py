@@ -167,13 +167,7 @@ def test_scrape_matches_what_happened(agents: Agents, stockade_operator: Operato
     # After a restart the gauges are equal again, the counters start over.
     stockade_operator.restart()
 
-    def gauges_again() -> Samples | None:
-        text = stockade_operator.metrics()
-        scrapes.append((time.time(), text))
-        _, now = parse(text)
-        return now if phase_gauges(now, agents.namespace) == want_gauges else None
-
-    after = wait_for(gauges_again, timeout=90, what=f"stockade_agents == {want_gauges} again")
+    after = wait_for(gauges_follow, timeout=90, what=f"stockade_agents == {want_gauges} again")
     assert value(after, "stockade_agent_failures_total") == 0.0
     assert value(after, "stockade_agent_transitions_total") == 0.0
     paused_age = value(
