@@ -67,7 +67,7 @@ bench: $(VENV_STAMP) binaries ## benchmarks vs bare pods (outside `make test`); 
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(VENV_STAMP) binaries ## run only the integration tests
+test-integration: $(VENV_STAMP) binaries promtool ## run only the integration tests
 	$(PY) -m pytest tests/integration
 
 lint: $(VENV_STAMP) ## ruff (lint + format check), mypy, hadolint, shellcheck when installed

@@ -18,7 +18,6 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v go >/dev/null || die "go is needed to build the control plane binaries"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+${GOFLAGS} }-trimpath"
 # A pinned module may ask for a newer Go; let the go command fetch it from the proxy.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
@@ -102,6 +101,10 @@ build_helm() {
 
 mapfile -t k8s_missing < <(missing kube-apiserver kube-controller-manager kube-scheduler kubectl "$@")
 mapfile -t kwok_missing < <(missing kwok kwokctl)
+if ((${#k8s_missing[@]} + ${#kwok_missing[@]})) || [[ -n "$(missing etcd helm)" ]]; then
+  refuse_build "$(missing "${K8S_BINARIES[@]}" "$@" | xargs)" "$( (($#)) && echo node-binaries || echo binaries)"
+  command -v go >/dev/null || die "go is needed to build the control plane binaries"
+fi
 ((${#k8s_missing[@]})) && timed "Kubernetes v${K8S_VERSION}: ${k8s_missing[*]}" build_kubernetes "${k8s_missing[@]}"
 [[ -n "$(missing etcd)" ]] && timed "etcd v${ETCD_VERSION}" build_etcd
 ((${#kwok_missing[@]})) && timed "kwok v${KWOK_VERSION}: ${kwok_missing[*]}" build_kwok "${kwok_missing[@]}"

@@ -30,6 +30,14 @@ KWOK_WORKDIR="${KWOK_WORKDIR:-${REPO_ROOT}/.cache/kwok}"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# refuse_build WHAT TARGET: with STOCKADE_NO_BUILD=1 (set for every test run, see
+# tests/conftest.py) a build script that finds WHAT missing stops with a message naming
+# the make target that builds it, instead of building under a test's timeout.
+refuse_build() {
+  [[ "${STOCKADE_NO_BUILD:-}" == 1 ]] || return 0
+  die "$1 is missing from the cache (${STOCKADE_CACHE_DIR}); tests do not build (STOCKADE_NO_BUILD=1): run \`make $2\` first"
+}
+
 # resolve_bin NAME: print the path of binary NAME, looked up in this order:
 #   1. $STOCKADE_K8S_BIN (the project's variable), 2. $KUBEBUILDER_ASSETS (the envtest
 #   convention), 3. the project's cache. Returns 1 when none has it.
@@ -86,3 +94,12 @@ NODE_HOST_PATHS=(/var/lib/kubelet /run/containerd /var/lib/cni /run/mount)
 NODE_PAUSE_IMAGE=localhost/stockade/pause:1
 NODE_AGENT_IMAGE=localhost/stockade/e2e-agent:1
 NODE_EXAMPLE_AGENT_IMAGE=localhost/stockade/example-agent:1  # examples/agent on busybox
+# node_images_dir: where hack/node-binaries.sh leaves the node's images (docker archives
+# pause.tar, agent.tar, example-agent.tar) for node-up to import; keyed by a hash of what
+# they are built from, so an edit of the agent scripts builds them again.
+node_images_dir() {
+  local stamp
+  stamp="$(cat "${HACK_DIR}/node-binaries.sh" "${HACK_DIR}/node/agent/agent.sh" \
+    "${HACK_DIR}/node/pause/main.go" "${REPO_ROOT}/examples/agent/agent.sh" | sha256sum | cut -c1-16)"
+  printf '%s\n' "${STOCKADE_CACHE_DIR}/node-images/${stamp}"
+}

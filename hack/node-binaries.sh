@@ -9,8 +9,13 @@
 #     a pseudo-version) into $STOCKADE_CACHE_DIR/gvisor/<GVISOR_GO_VERSION>/bin, built from
 #     a copy of the module with hack/node/patches/*.patch applied (see the patch: the shim
 #     must not fail where lowering its OOM score is not permitted).
+#   - the node's images (a pause image, the e2e agent and the example agent: busybox-static
+#     with hack/node/agent/agent.sh or examples/agent/agent.sh, packed with umoci and
+#     skopeo) as docker archives into $(node_images_dir) (hack/lib.sh), which
+#     hack/node-up.sh imports into containerd.
 # Also installs, idempotently, the Debian packages the node needs (CNI plugins, iptables,
 # busybox-static, umoci, skopeo, ...). With a warm cache it builds nothing. Prints build times.
+# `make e2e` runs it as its own step before the tests; node-up only checks its results.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,6 +33,7 @@ ensure_debian_packages() {
       missing+=("${pkg}")
   done
   ((${#missing[@]})) || return 0
+  refuse_build "Debian packages ${missing[*]}" node-binaries
   log "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "apt-get is needed to install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
@@ -43,6 +49,7 @@ timed() {  # timed LABEL CMD...: run CMD, log how long it took
 }
 
 build_containerd() {
+  refuse_build "containerd v${CONTAINERD_VERSION}" node-binaries
   local name pkg="github.com/containerd/containerd/v2"
   for name in containerd containerd-shim-runc-v2 ctr; do
     timed "containerd v${CONTAINERD_VERSION}: ${name}" \
@@ -53,6 +60,7 @@ build_containerd() {
 }
 
 build_gvisor() {
+  refuse_build "gVisor ${GVISOR_GO_VERSION} (runsc)" node-binaries
   local src="${STOCKADE_CACHE_DIR}/gvisor/${GVISOR_GO_VERSION}/src" dir patch
   dir="$(go mod download -json "gvisor.dev/gvisor@${GVISOR_GO_VERSION}" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
@@ -74,6 +82,60 @@ build_gvisor() {
   rm -rf "${src}"
 }
 
+# image DIR NAME REF ENTRYPOINT USER ROOTFS_SETUP: an OCI image built with umoci from a
+# rootfs that ROOTFS_SETUP (a function, given the rootfs path) fills, written as the
+# docker archive DIR/NAME.tar of REF.
+image() {
+  local out="$1" name="$2" ref="$3" entrypoint="$4" user="$5" setup="$6"
+  local dir="${out}/${name}.work"
+  rm -rf "${dir}"
+  mkdir -p "${dir}"
+  umoci init --layout "${dir}/oci"
+  umoci new --image "${dir}/oci:${name}"
+  umoci unpack --image "${dir}/oci:${name}" "${dir}/bundle" >/dev/null
+  "${setup}" "${dir}/bundle/rootfs"
+  umoci repack --image "${dir}/oci:${name}" "${dir}/bundle"
+  umoci config --image "${dir}/oci:${name}" --config.entrypoint "${entrypoint}" \
+    --config.user "${user}" --config.workingdir / \
+    --config.env PATH=/bin:/usr/bin:/sbin:/usr/sbin
+  rm -f "${out}/${name}.tar"
+  skopeo copy --quiet "oci:${dir}/oci:${name}" "docker-archive:${out}/${name}.tar:${ref}"
+  rm -rf "${dir}"
+}
+pause_rootfs() {
+  go build -ldflags "-s -w" -o "$1/pause" "${HACK_DIR}/node/pause/main.go"
+}
+busybox_rootfs() {  # busybox_rootfs ROOTFS: busybox's applets, users root and nonroot
+  mkdir -p "$1"/{bin,agent,tmp,etc/stockade,proc,sys,dev}
+  cp /bin/busybox "$1/bin/busybox"
+  "$1/bin/busybox" --list | while read -r applet; do
+    [[ "${applet}" == busybox ]] || ln -sf busybox "$1/bin/${applet}"
+  done
+  printf 'root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$1/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$1/etc/group"
+}
+agent_rootfs() {
+  busybox_rootfs "$1"
+  install -m 0755 "${HACK_DIR}/node/agent/agent.sh" "$1/agent/agent.sh"
+}
+# The example agent (examples/agent) as its Dockerfile lays it out, on busybox instead of
+# Alpine: no curl, so it calls the model over plain HTTP with busybox wget.
+example_agent_rootfs() {
+  busybox_rootfs "$1"
+  install -m 0755 "${REPO_ROOT}/examples/agent/agent.sh" "$1/agent/example-agent.sh"
+}
+build_images() {
+  local out="$1"
+  refuse_build "the node's images (${out})" node-binaries
+  [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) is missing"
+  mkdir -p "${out}"
+  image "${out}" pause "${NODE_PAUSE_IMAGE}" /pause 65535:65535 pause_rootfs
+  image "${out}" agent "${NODE_AGENT_IMAGE}" /agent/agent.sh 65532:65532 agent_rootfs
+  image "${out}" example-agent "${NODE_EXAMPLE_AGENT_IMAGE}" /agent/example-agent.sh 65532:65532 \
+    example_agent_rootfs
+  touch "${out}/complete"
+}
+
 ensure_debian_packages
 command -v go >/dev/null || die "go is needed to build the node binaries"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+${GOFLAGS} }-trimpath"
@@ -90,9 +152,14 @@ for name in runsc containerd-shim-runsc-v1; do
   [[ -x "${GVISOR_CACHE_BIN}/${name}" ]] || { build_gvisor; break; }
 done
 
-for path in "${K8S_CACHE_BIN}/kubelet" "${CONTAINERD_CACHE_BIN}"/{containerd,containerd-shim-runc-v2,ctr} \
+images="$(node_images_dir)"
+[[ -e "${images}/complete" ]] ||
+  timed "the node's images: ${NODE_PAUSE_IMAGE}, ${NODE_AGENT_IMAGE}, ${NODE_EXAMPLE_AGENT_IMAGE}" \
+    build_images "${images}"
+
+for path in "${images}"/{pause,agent,example-agent}.tar "${K8S_CACHE_BIN}/kubelet" "${CONTAINERD_CACHE_BIN}"/{containerd,containerd-shim-runc-v2,ctr} \
   "${GVISOR_CACHE_BIN}"/{runsc,containerd-shim-runsc-v1}; do
-  [[ -x "${path}" ]] || die "${path} is still missing after the build"
+  [[ -s "${path}" ]] || die "${path} is still missing after the build"
   log "$(printf '%-26s %6s  %s' "$(basename "${path}")" "$(du -Lh "${path}" | cut -f1)" "${path}")"
 done
 log "node binaries ready in $((SECONDS - total_start))s"

@@ -15,9 +15,9 @@
 #     $NODE_CGROUP, label stockade.dev/real-node=true and the taint
 #     stockade.dev/real-node=true:NoSchedule (only pods that tolerate it run here), plus
 #     the label sandbox.stockade.dev/gvisor=true that the RuntimeClass gvisor selects;
-#   - images: a pause image (hack/node/pause), the e2e agent (busybox-static with
-#     hack/node/agent/agent.sh) and the example agent (busybox-static with
-#     examples/agent/agent.sh), packed with umoci and skopeo, imported with ctr.
+#   - images: a pause image (hack/node/pause), the e2e agent and the example agent,
+#     built by hack/node-binaries.sh as docker archives in the cache, imported with ctr.
+# It builds nothing itself when STOCKADE_NO_BUILD=1 (the tests): what is missing is named.
 # Before changing anything it saves the sysctls in NODE_SYSCTLS; hack/node-down.sh undoes
 # it all. Needs root. Prints how long it took.
 set -euo pipefail
@@ -28,6 +28,8 @@ start=${SECONDS}
 [[ -d /sys/fs/cgroup/memory ]] || die "expected cgroup v1 hierarchies under /sys/fs/cgroup"
 
 bash "${HACK_DIR}/cluster-up.sh"
+# Builds nothing when called from the tests (STOCKADE_NO_BUILD=1): `make e2e` and
+# `make node-up` build first; here it only checks and names what is missing.
 bash "${HACK_DIR}/node-binaries.sh"
 kubectl="$(find_bin kubectl)"
 k() { "${kubectl}" --kubeconfig "${STOCKADE_KUBECONFIG}" "$@"; }
@@ -156,63 +158,21 @@ fi
 for _ in $(seq 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done
 ctr version >/dev/null || die "containerd did not start: $(tail -n 20 "${NODE_ROOT}/log/containerd.log")"
 
-# --- images -------------------------------------------------------------------------
-# image NAME REF ENTRYPOINT USER ROOTFS_SETUP: build an OCI image with umoci from a
-# rootfs that ROOTFS_SETUP (a function, given the rootfs path) fills, import it.
-image() {
-  local name="$1" ref="$2" entrypoint="$3" user="$4" setup="$5"
-  local dir="${NODE_ROOT}/images/${name}"
-  rm -rf "${dir}"
-  mkdir -p "${dir}"
-  umoci init --layout "${dir}/oci"
-  umoci new --image "${dir}/oci:${name}"
-  umoci unpack --image "${dir}/oci:${name}" "${dir}/bundle" >/dev/null
-  "${setup}" "${dir}/bundle/rootfs"
-  umoci repack --image "${dir}/oci:${name}" "${dir}/bundle"
-  umoci config --image "${dir}/oci:${name}" --config.entrypoint "${entrypoint}" \
-    --config.user "${user}" --config.workingdir / \
-    --config.env PATH=/bin:/usr/bin:/sbin:/usr/sbin
-  skopeo copy --quiet "oci:${dir}/oci:${name}" "docker-archive:${dir}/image.tar:${ref}"
-  ctr images import "${dir}/image.tar" >/dev/null
-  rm -rf "${dir}"
-}
-pause_rootfs() {
-  CGO_ENABLED=0 GOFLAGS=-trimpath go build -ldflags "-s -w" -o "$1/pause" \
-    "${HACK_DIR}/node/pause/main.go"
-}
-busybox_rootfs() {  # busybox_rootfs ROOTFS: busybox's applets, users root and nonroot
-  mkdir -p "$1"/{bin,agent,tmp,etc/stockade,proc,sys,dev}
-  cp /bin/busybox "$1/bin/busybox"
-  "$1/bin/busybox" --list | while read -r applet; do
-    [[ "${applet}" == busybox ]] || ln -sf busybox "$1/bin/${applet}"
-  done
-  printf 'root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$1/etc/passwd"
-  printf 'root:x:0:\nnonroot:x:65532:\n' >"$1/etc/group"
-}
-agent_rootfs() {
-  busybox_rootfs "$1"
-  install -m 0755 "${HACK_DIR}/node/agent/agent.sh" "$1/agent/agent.sh"
-}
-# The example agent (examples/agent) as its Dockerfile lays it out, on busybox instead of
-# Alpine: no curl, so it calls the model over plain HTTP with busybox wget.
-example_agent_rootfs() {
-  busybox_rootfs "$1"
-  install -m 0755 "${REPO_ROOT}/examples/agent/agent.sh" "$1/agent/example-agent.sh"
-}
-images_stamp="$(cat "${BASH_SOURCE[0]}" "${HACK_DIR}/node/agent/agent.sh" "${HACK_DIR}/node/pause/main.go" \
-  "${REPO_ROOT}/examples/agent/agent.sh" | sha256sum | cut -c1-16)"
-if [[ "$(cat "${NODE_ROOT}/images.stamp" 2>/dev/null)" != "${images_stamp}" ]] ||
-  ! ctr images ls -q | grep -qx "${NODE_PAUSE_IMAGE}" ||
-  ! ctr images ls -q | grep -qx "${NODE_AGENT_IMAGE}" ||
-  ! ctr images ls -q | grep -qx "${NODE_EXAMPLE_AGENT_IMAGE}"; then
-  [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) is missing"
-  log "building images ${NODE_PAUSE_IMAGE}, ${NODE_AGENT_IMAGE} and ${NODE_EXAMPLE_AGENT_IMAGE}"
-  image pause "${NODE_PAUSE_IMAGE}" /pause 65535:65535 pause_rootfs
-  image agent "${NODE_AGENT_IMAGE}" /agent/agent.sh 65532:65532 agent_rootfs
-  image example-agent "${NODE_EXAMPLE_AGENT_IMAGE}" /agent/example-agent.sh 65532:65532 \
-    example_agent_rootfs
-  echo "${images_stamp}" >"${NODE_ROOT}/images.stamp"
-fi
+# --- images: built by hack/node-binaries.sh, imported here ---------------------------
+images="$(node_images_dir)"
+[[ -e "${images}/complete" ]] ||
+  die "the node's images are missing (${images}): run \`make node-binaries\` first"
+for name in pause agent example-agent; do
+  ref="$(case "${name}" in pause) echo "${NODE_PAUSE_IMAGE}" ;; agent) echo "${NODE_AGENT_IMAGE}" ;;
+    *) echo "${NODE_EXAMPLE_AGENT_IMAGE}" ;; esac)"
+  # Imported when absent or built from other sources than what containerd holds.
+  if [[ "$(cat "${NODE_ROOT}/images/${name}.stamp" 2>/dev/null)" != "${images}" ]] ||
+    ! ctr images ls -q | grep -qx "${ref}"; then
+    log "importing ${ref}"
+    ctr images import "${images}/${name}.tar" >/dev/null
+    echo "${images}" >"${NODE_ROOT}/images/${name}.stamp"
+  fi
+done
 
 # --- kubelet --------------------------------------------------------------------------
 free_port() {

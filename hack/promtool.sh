@@ -24,6 +24,7 @@ if [[ -x "${bin_dir}/promtool" ]]; then
   exit 0
 fi
 
+refuse_build "promtool ${PROMETHEUS_VERSION}" promtool
 command -v go >/dev/null || die "go is needed to build promtool"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+${GOFLAGS} }-trimpath"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"

@@ -3,7 +3,8 @@
 tests/integration and tests/reliability both use them (one cluster per pytest session):
 
 - `cluster` (session): starts the cluster with hack/cluster-up.sh (reusing one that is
-  already up for this checkout) and deletes it at the end if this session started it.
+  already up for this checkout; the binaries must be in the cache already: tests never
+  build, see `pytest_configure`) and deletes it at the end if this session started it.
   With STOCKADE_USE_EXISTING_CLUSTER=1 it uses the cluster named by KUBECONFIG instead
   and never starts or stops anything. STOCKADE_KEEP_CLUSTER=1 keeps a started cluster.
 - `crds` (session): Stockade's CRDs installed and Established.
@@ -45,6 +46,24 @@ def _healthy(kubeconfig: str, kubectl: str) -> bool:
     return probe.returncode == 0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing builds inside a test: the hack/ scripts the fixtures call (cluster-up,
+    node-up, promtool) only check the binary cache, and name the `make` target that
+    fills it when something is missing (hack/lib.sh ``refuse_build``). `make test` and
+    `make e2e` build before pytest starts, as their own timed steps."""
+    os.environ["STOCKADE_NO_BUILD"] = "1"
+
+
+def run_hack(script: str) -> None:
+    """Run hack/<script>; on failure end the test with the script's own error (the last
+    lines of its stderr: for a missing binary, which one and the make target to run)."""
+    result = subprocess.run(
+        ["bash", str(HACK / script)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"hack/{script} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     if os.environ.get("STOCKADE_USE_EXISTING_CLUSTER") == "1":
@@ -58,11 +77,11 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(kubeconfig=Path(named), kubectl_path=kubectl)
         return
 
-    subprocess.run(["bash", str(HACK / "k8s-binaries.sh")], check=True)
+    run_hack("k8s-binaries.sh")
     kubectl = resolve_binary("kubectl")
     kubeconfig = default_kubeconfig()
     started_here = not (kubeconfig.exists() and _healthy(str(kubeconfig), kubectl))
-    subprocess.run(["bash", str(HACK / "cluster-up.sh")], check=True)
+    run_hack("cluster-up.sh")
     try:
         yield Cluster(kubeconfig=kubeconfig, kubectl_path=kubectl)
     finally:

@@ -1,7 +1,8 @@
 """Fixtures of the end-to-end tests: Agents that really run under gVisor on a real node.
 
 - `real_node` (session): runs ``hack/node-up.sh`` (the local control plane, then
-  containerd + runsc + a kubelet registering ``stockade-node-0``; idempotent) and, when
+  containerd + runsc + a kubelet registering ``stockade-node-0``; idempotent; it only
+  starts what ``make e2e`` built before pytest, and fails naming anything missing) and, when
   this session brought the node up, ``hack/node-down.sh`` at the end (unless
   STOCKADE_KEEP_NODE=1). If the node cannot come up the session FAILS; it is skipped,
   with the reason, only when STOCKADE_E2E_SKIP_WITHOUT_NODE=1 asks for that.
