@@ -20,27 +20,29 @@ from stockade.config import ConfigError, OperatorConfig, load_config
 def configure_logging(config: OperatorConfig) -> None:
     """Set up logging for `config`: kopf's handler and format, then the level.
 
-    ``log_level`` becomes the root logger's threshold (``debug`` ... ``error``), which
-    stockade's and kopf's loggers inherit; ``debug`` is kopf's own debug mode (its
-    ``--debug``: asyncio's messages too), ``warning``/``error`` its quiet mode
+    ``log_level`` becomes the root logger's threshold (``debug`` ... ``error``);
+    ``debug`` turns on Stockade's decision log (:mod:`stockade.decisionlog`), not kopf's
+    debug output (kopf stays at info, its per-handler records at warning);
+    ``warning``/``error`` is kopf's quiet mode
     (https://kopf.readthedocs.io/en/stable/configuration/#logging-formats-and-levels).
     aiohttp's access log (the health and metrics probes) stays at warnings unless
     debugging.
     """
     kopf.configure(
-        debug=config.log_level == "debug",
+        debug=False,
         quiet=config.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger().setLevel(config.log_level.upper())
     access = logging.DEBUG if config.log_level == "debug" else logging.WARNING
     logging.getLogger("aiohttp.access").setLevel(access)
-    # kopf logs "Handler '...' succeeded." per handler and watch event (several per
-    # Agent per second under load): noise that costs CPU, kept for debugging only.
-    # Failures are still logged.
+    # kopf logs "Handler '...' invoked/succeeded." per handler and watch event (several
+    # per Agent per second under load): noise that costs CPU and says nothing of what
+    # the operator saw or decided; failures are still logged. At debug, Stockade's
+    # decision log (stockade.decisions, one record per reconcile) says that instead.
     level = logging.getLevelName(config.log_level.upper())
-    objects = logging.NOTSET if config.log_level == "debug" else max(logging.WARNING, level)
-    logging.getLogger("kopf.objects").setLevel(objects)
+    logging.getLogger("kopf").setLevel(max(logging.INFO, level))
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, level))
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from stockade.backoff import Backoff
+
 SANDBOX_RUNTIME_CLASSES: tuple[str, ...] = ("gvisor", "kata", "kata-*")
 """The default ``allowed_runtime_classes``: sandboxes only.
 
@@ -129,8 +131,9 @@ class OperatorConfig(BaseModel):
             heartbeat (every second) for this long (:mod:`stockade.health`).
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info`` (default), ``warning`` or ``error``: the root
-            logger's threshold; ``debug`` also turns on kopf's debug output (its
-            ``--debug``: watch events, handler progress, asyncio's warnings).
+            logger's threshold; ``debug`` adds the decision log (one record per
+            reconcile: what was observed, decided and written, :mod:`stockade.decisionlog`);
+            kopf's own records stay at info (its per-handler ones at warning).
         tmp_size_limit / home_size_limit: ``sizeLimit`` of the agent pod's ``/tmp`` and
             ``HOME`` emptyDirs (Kubernetes quantities, default ``1Gi`` each); the
             kubelet evicts a pod whose volume grows past it. Both count against the
@@ -293,11 +296,14 @@ class OperatorConfig(BaseModel):
             )
         return self
 
+    @property
+    def backoff(self) -> Backoff:
+        """The retry backoff of failed attempts: base doubling per failure, capped."""
+        return Backoff(self.backoff_base_seconds, self.backoff_max_seconds)
+
     def backoff_seconds(self, failures: int) -> float:
         """Delay before the attempt that follows `failures` failed ones (>= 1)."""
-        return float(
-            min(self.backoff_base_seconds * 2 ** max(failures - 1, 0), self.backoff_max_seconds)
-        )
+        return self.backoff.delay(failures)
 
     def runtime_class_allowed(self, name: str) -> bool:
         """Whether ``allowed_runtime_classes`` permits RuntimeClass `name`."""

@@ -21,7 +21,7 @@ import aiohttp
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from stockade import fastjson
+from stockade import decisionlog, fastjson
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import MANAGED_SELECTOR
@@ -90,17 +90,34 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def _write(
-    verb: str, resource: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()
+    verb: str,
+    resource: str,
+    call: Callable[[], Awaitable[Any]],
+    ok: tuple[int, ...] = (),
+    *,
+    name: str = "",
+    precondition: str | None = None,
 ) -> Any:
-    """Run one write, count it, and swallow the statuses in `ok` (returning None)."""
+    """Run one write, count it, and swallow the statuses in `ok` (returning None).
+
+    The write and its outcome go to the decision log of the reconcile running it
+    (:func:`stockade.decisionlog.write`): `name` is the object's, `precondition` the
+    resourceVersion the write is conditional on.
+    """
     try:
         result = await call()
     except ApiException as exc:
         API_WRITES.labels(verb, resource, str(exc.status)).inc()
+        decisionlog.write(verb, resource, name, precondition, str(exc.status))
         if exc.status in ok:
             return None
         raise
     API_WRITES.labels(verb, resource, "2xx").inc()
+    if isinstance(result, dict):
+        version = (result.get("metadata") or {}).get("resourceVersion")
+        decisionlog.write(verb, resource, name, precondition, f"rv {version}" if version else "ok")
+    else:
+        decisionlog.write(verb, resource, name, precondition, "ok")
     return result
 
 
@@ -164,7 +181,11 @@ class Kube:
         kind = manifest["kind"]
         path = _collection(kind, manifest["metadata"]["namespace"])
         created = await _write(
-            "create", KIND_RESOURCE[kind], lambda: self.request("POST", path, manifest), ok=(409,)
+            "create",
+            KIND_RESOURCE[kind],
+            lambda: self.request("POST", path, manifest),
+            ok=(409,),
+            name=manifest["metadata"]["name"],
         )
         return created is not None
 
@@ -212,6 +233,8 @@ class Kube:
             KIND_RESOURCE[kind],
             lambda: self.request("PUT", path, body),
             ok=(404, 409, 422),
+            name=meta["name"],
+            precondition=resource_version,
         )
         return done is not None
 
@@ -228,6 +251,7 @@ class Kube:
             "pods",
             lambda: core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace),
             ok=(404,),
+            name=name,
         )
 
     async def list_uids(self, resource: str, namespaces: tuple[str, ...]) -> set[str] | None:
@@ -291,6 +315,8 @@ class Kube:
             f"{plural}/status",
             lambda: self.request("PATCH", path, body, MERGE_PATCH),
             ok=(404, 409),
+            name=name,
+            precondition=resource_version,
         )
         if not isinstance(result, dict):
             return None
@@ -319,6 +345,8 @@ class Kube:
                 {"metadata": meta},
             ),
             ok=(404, 409),
+            name=name,
+            precondition=resource_version,
         )
         if not isinstance(done, dict):
             return None
@@ -348,6 +376,7 @@ class Kube:
                 GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
             ),
             ok=(404,),
+            name=name,
         )
 
     async def event(

@@ -68,6 +68,7 @@ class PodView:
             the pod to Succeeded/Failed; without other containers nothing runs then.
         egress: the pod's ``stockade.dev/egress`` label: which NetworkPolicy fences it
             (:func:`stockade.build.network.egress_label`; None on pods made before it).
+        resource_version: ``metadata.resourceVersion`` (for the decision log).
 
     """
 
@@ -90,6 +91,7 @@ class PodView:
     uid: str = ""
     others_running: bool = False
     egress: str | None = None
+    resource_version: str = ""
 
     @property
     def finished(self) -> bool:
@@ -192,6 +194,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodView:
         uid=str(metadata.get("uid") or ""),
         others_running=_others_running(spec, status),
         egress=(metadata.get("labels") or {}).get(EGRESS_LABEL),
+        resource_version=str(metadata.get("resourceVersion") or ""),
     )
 
 

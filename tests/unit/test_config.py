@@ -252,12 +252,17 @@ def test_log_level_sets_the_operators_loggers(level: str, expected: int) -> None
     saved = (root.level, list(root.handlers))
     try:
         configure_logging(load_config({"STOCKADE_LOG_LEVEL": level}))
-        for name in ("stockade", "stockade.reconcile"):
+        for name in ("stockade", "stockade.reconcile", "stockade.decisions"):
             assert logging.getLogger(name).getEffectiveLevel() == expected
-        # kopf's per-object "Handler ... succeeded" lines only when debugging (issue 11).
-        objects = expected if level == "debug" else max(expected, logging.WARNING)
-        assert logging.getLogger("kopf.objects").getEffectiveLevel() == objects
+        # kopf's per-object "Handler ... invoked/succeeded" lines never: at debug the
+        # decision log says what the operator saw and did instead.
+        assert logging.getLogger("kopf.objects").getEffectiveLevel() == max(
+            expected, logging.WARNING
+        )
+        assert logging.getLogger("kopf").getEffectiveLevel() == max(expected, logging.INFO)
         assert logging.getLogger("stockade").isEnabledFor(logging.DEBUG) is (level == "debug")
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+        logging.getLogger("kopf").setLevel(logging.NOTSET)
+        logging.getLogger("kopf.objects").setLevel(logging.NOTSET)
