@@ -22,13 +22,14 @@ Phases (DESIGN.md, "The lifecycle state machine")::
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from stockade.api.agent import Phase, RestartPolicy
+from stockade.backoff import Backoff
 from stockade.build.names import pod_name
 from stockade.conditions import (
     ADMITTED,
@@ -191,6 +192,10 @@ class Rejection:
     stalled: bool = False
 
 
+DEFAULT_BACKOFF = Backoff(10.0, 10.0)
+"""The backoff of an Observation that names none (the operator passes its own)."""
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything ``decide`` reads.
@@ -206,8 +211,8 @@ class Observation:
         session_failure: the Agent's session failed by its deadline: this message
             fails the Agent (DeadlineExceeded) unless it has finished already.
         now: the current time (UTC).
-        backoff: seconds to wait before attempt n+1 after n failures, as a tuple indexed
-            by n-1 (the last value repeats); the operator config provides it.
+        backoff: how long to wait before attempt n+1 after n failures
+            (:class:`~stockade.backoff.Backoff`); the operator config provides it.
         history_limit: how many transitions ``status.history`` keeps.
         terminating_timeout: seconds past a pod's ``deletionTimestamp`` after which a
             pod still terminating (its node is lost) is force-deleted and replaced.
@@ -222,7 +227,7 @@ class Observation:
     spec_error: str | None = None
     spec_error_reason: Reason = Reason.INVALID_SPEC
     session_failure: str | None = None
-    backoff: Sequence[float] = (10.0,)
+    backoff: Backoff = DEFAULT_BACKOFF
     history_limit: int = 20
     terminating_timeout: float = 60.0
 
@@ -323,11 +328,6 @@ class _Draft:
         self.wake_at.append(at)
 
 
-def _backoff(obs: Observation, failures: int) -> float:
-    table = obs.backoff or (0.0,)
-    return float(table[min(failures, len(table)) - 1])
-
-
 def _failure_of(pod: PodView) -> tuple[Reason, str]:
     """Classify a Failed pod: the reason and a human message."""
     term = pod.terminated
@@ -408,7 +408,7 @@ def _await_retry(d: _Draft, attempt: int, failed: PodView | None) -> None:
     finished = failed.terminated.finished_at if failed and failed.terminated else None
     retry_at = d.obs.now
     if finished is not None:
-        retry_at = finished + timedelta(seconds=_backoff(d.obs, attempt - 1))
+        retry_at = finished + timedelta(seconds=d.obs.backoff.delay(attempt - 1))
     if d.obs.now >= retry_at:
         _create(d, attempt)
         return

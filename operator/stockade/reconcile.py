@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, metrics, policy, tracing
+from stockade import admission, decisionlog, metrics, policy, tracing
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -277,9 +277,11 @@ def agent_view(agent: Mapping[str, Any], prepared: Prepared) -> AgentView:
         deleting=metadata.get("deletionTimestamp") is not None,
         suspend=bool(spec.suspend if spec else raw_spec.get("suspend", False)),
         active_deadline_seconds=spec.active_deadline_seconds if spec else None,
-        startup_timeout_seconds=spec.startup_timeout_seconds if spec else 300,
+        startup_timeout_seconds=(
+            spec.startup_timeout_seconds if spec else AgentView.startup_timeout_seconds
+        ),
         restart_policy=spec.restart_policy if spec else AgentView.restart_policy,
-        backoff_limit=spec.backoff_limit if spec else 0,
+        backoff_limit=spec.backoff_limit if spec else AgentView.backoff_limit,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished if spec else None,
         runtime_class=prepared.runtime_class,
         status=dict(agent.get("status") or {}),
@@ -630,12 +632,27 @@ class Reconciler:
         return len(new)
 
     async def reconcile(self, key: AgentKey) -> None:
-        """Observe Agent `key`, decide, and write children, status and Events."""
+        """Observe Agent `key`, decide, and write children, status and Events.
+
+        At debug level each reconcile ends with its decision record
+        (:mod:`stockade.decisionlog`).
+        """
+        trace = decisionlog.begin(key)
+        try:
+            await self._reconcile(key, trace)
+        finally:
+            decisionlog.end(trace)
+
+    async def _reconcile(self, key: AgentKey, trace: decisionlog.Trace | None) -> None:
         if not self.leading:
+            if trace:
+                trace.skipped = "not the leader"
             return
         namespace, name = key
         agent = self._agent(key)
         if agent is None:
+            if trace:
+                trace.skipped = "not in the index (deleted)"
             self.phases.pop(key, None)
             self.phase_entered.pop(key, None)
             self._written.pop(("agent", key), None)
@@ -644,6 +661,9 @@ class Reconciler:
             self._agent_queue.forget(key)
             return
         if self._stale("agent", key, agent):
+            if trace:
+                trace.see(agent, ())
+                trace.skipped = f"older than our write {self._written.get(('agent', key))}"
             return
         self._deferred.discard(key)
         uid = _uid(agent)
@@ -668,6 +688,8 @@ class Reconciler:
             raw = await self.kube.read("Pod", namespace, pod_name(name, attempt))
             if raw is not None and observe_pod(raw).owner_uid == uid:
                 pods[attempt] = observe_pod(raw)
+        if trace:
+            trace.see(agent, pods.values())
         obs = Observation(
             agent=view,
             now=datetime.now(UTC),
@@ -676,7 +698,7 @@ class Reconciler:
             spec_error=spec_error,
             spec_error_reason=prepared.reason,
             session_failure=failure,
-            backoff=tuple(self.config.backoff_seconds(n) for n in range(1, 11)),
+            backoff=self.config.backoff,
             history_limit=self.config.history_limit,
             terminating_timeout=self.config.terminating_timeout_seconds,
         )
@@ -692,8 +714,12 @@ class Reconciler:
             # the session's reconcile pokes it with a verdict. Saying "awaiting
             # admission" first would be a status write per member for a moment.
             self.phases[key] = (namespace, str(Phase.Pending))
+            if trace:
+                trace.skipped = "awaiting its session's admission"
             return
         decision = await self._act(agent, prepared, obs, decision)
+        if trace:
+            trace.decide(decision.phase, str(decision.status.get("reason")), decision.actions)
         if decision.delete_agent:
             await self.kube.delete_agent(namespace, name)
             return

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from stockade import metrics
+from stockade.backoff import Backoff
 
 log = logging.getLogger("stockade.workqueue")
+
+RETRY_BACKOFF = Backoff(1.0, 60.0)
+"""A reconcile that raised is retried after 1 s, doubling up to 60 s."""
 
 K = TypeVar("K", bound=Hashable)
 
@@ -115,7 +119,7 @@ class WorkQueue(Generic[K]):
             except Exception as exc:
                 failures = self._errors.get(key, 0) + 1
                 self._errors[key] = failures
-                delay = min(2.0 ** (failures - 1), 60.0)
+                delay = RETRY_BACKOFF.delay(failures)
                 metrics.RECONCILE_ERRORS.inc()
                 if self.transient(exc):
                     log.warning("reconcile of %s: %s; retrying in %.0fs", key, exc, delay)

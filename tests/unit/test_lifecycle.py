@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockade.api.agent import Phase, RestartPolicy
+from stockade.backoff import Backoff
+from stockade.config import load_config
 from stockade.lifecycle import (
     TRANSITIONS,
     Admission,
@@ -29,6 +31,8 @@ from stockade.lifecycle import (
 from stockade.observe import PodView, Terminated, format_time
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+
+ONE_SECOND = Backoff(1.0, 1.0)
 
 
 def at(seconds: float) -> datetime:
@@ -234,7 +238,7 @@ def test_on_failure_retries_with_backoff_then_gives_up() -> None:
         backoff_limit=1,
         status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
     )
-    backoff = (10.0, 20.0)
+    backoff = Backoff(10.0, 20.0)
     failed = exited(1, 1, finished=5)
     d = decide(Observation(agent=view, now=at(6), pods={1: failed}, backoff=backoff))
     assert d.phase == Phase.Starting
@@ -542,7 +546,7 @@ def observation(view: AgentView, w: dict[str, Any], now: datetime) -> Observatio
         pods={attempt: p} if p else {},
         admission=Admission() if w["admitted"] else Admission(False, Reason.SESSION_FULL, "full"),
         rejection=rejection,
-        backoff=(5.0, 10.0),
+        backoff=Backoff(5.0, 10.0),
     )
 
 
@@ -622,7 +626,7 @@ def test_refused_retry_keeps_the_failed_pod_and_burns_no_attempt() -> None:
         status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)},
     )
     failed = exited(1, 1, finished=5)
-    d = decide(Observation(agent=view, now=at(5.5), pods={1: failed}, backoff=(1.0,)))
+    d = decide(Observation(agent=view, now=at(5.5), pods={1: failed}, backoff=ONE_SECOND))
     view = step(view, d)
     assert d.status["failedAttempts"] == 1 and d.actions == ()
     quota = Rejection(Reason.QUOTA_EXCEEDED, 'exceeded quota: "q"')
@@ -631,7 +635,11 @@ def test_refused_retry_keeps_the_failed_pod_and_burns_no_attempt() -> None:
     for second in (7, 20, 60, 300):
         d = decide(
             Observation(
-                agent=view, now=at(second), pods={1: failed}, rejection=quota, backoff=(1.0,)
+                agent=view,
+                now=at(second),
+                pods={1: failed},
+                rejection=quota,
+                backoff=ONE_SECOND,
             )
         )
         assert d.actions == ()
@@ -640,9 +648,9 @@ def test_refused_retry_keeps_the_failed_pod_and_burns_no_attempt() -> None:
         assert d.transitions == ()
         view = step(view, d)
     # Even if someone deletes the failed pod meanwhile, no attempt is burnt.
-    d = decide(Observation(agent=view, now=at(301), pods={}, rejection=quota, backoff=(1.0,)))
+    d = decide(Observation(agent=view, now=at(301), pods={}, rejection=quota, backoff=ONE_SECOND))
     assert d.phase == Phase.Starting and d.status["failedAttempts"] == 1
-    d = decide(Observation(agent=view, now=at(302), pods={}, backoff=(1.0,)))
+    d = decide(Observation(agent=view, now=at(302), pods={}, backoff=ONE_SECOND))
     assert d.actions == (CreatePod(2),) and d.status["attempts"] == 2
 
 
@@ -721,3 +729,34 @@ def test_an_adopted_pod_starts_the_deadline_clock() -> None:
     assert d.requeue_after == pytest.approx(2)
     d = decide(Observation(agent=step(view, d), now=at(6), pods={1: running()}))
     assert (d.phase, d.status["reason"]) == (Phase.Failed, Reason.DEADLINE_EXCEEDED)
+
+
+def test_the_backoff_doubles_up_to_its_cap_however_many_attempts_failed() -> None:
+    """The 15th retry with base 1 s and cap 3600 s waits 3600 s (it waited 512 s when the
+    shell handed the lifecycle ten precomputed steps and the last one repeated)."""
+    config = load_config(
+        {"STOCKADE_BACKOFF_BASE_SECONDS": "1", "STOCKADE_BACKOFF_MAX_SECONDS": "3600"}
+    )
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=20,
+        status={
+            "phase": "Running",
+            "attempts": 16,
+            "failedAttempts": 15,
+            "startTime": format_time(T0),
+        },
+    )
+    failed = exited(16, 1, finished=5)
+    d = decide(Observation(agent=view, now=at(6), pods={16: failed}, backoff=config.backoff))
+    assert d.actions == ()
+    assert d.requeue_after == pytest.approx(3600.0 - 1.0)
+    assert [config.backoff.delay(n) for n in (1, 2, 10, 12, 13, 1000, 10**6)] == [
+        1.0,
+        2.0,
+        512.0,
+        2048.0,
+        3600.0,
+        3600.0,
+        3600.0,
+    ]
