@@ -371,20 +371,21 @@ def _retry_or_fail(
 
     ``status.attempts`` counts pods that were created, never attempts that were only
     planned: it advances when the next pod is created, and the failed pod stays (for
-    its logs, and as the record of the failure) until its successor exists.
+    its logs, and as the record of the failure) until its successor exists. The failure
+    is counted once (:func:`_count_failure`); ``backoffLimit`` bounds the count.
     """
     agent = d.obs.agent
-    d.status["failedAttempts"] = max(_failed_attempts(d), attempt)
-    if agent.restart_policy == RestartPolicy.ON_FAILURE and attempt <= agent.backoff_limit:
+    failures = _count_failure(d, attempt)
+    if agent.restart_policy == RestartPolicy.ON_FAILURE and failures <= agent.backoff_limit:
         d.move(Phase.Starting, reason, f"attempt {attempt} failed: {message}")
-        _await_retry(d, attempt + 1, pod)
+        _await_retry(d, attempt + 1, pod, failures)
         return
     d.status["exitCode"] = pod.terminated.exit_code if pod and pod.terminated else None
     if agent.restart_policy == RestartPolicy.ON_FAILURE:
         _fail(
             d,
             Reason.BACKOFF_LIMIT_EXCEEDED,
-            f"{attempt} attempts failed (backoffLimit {agent.backoff_limit}); last: {message}",
+            f"{failures} attempts failed (backoffLimit {agent.backoff_limit}); last: {message}",
             pod,
         )
     else:
@@ -392,15 +393,34 @@ def _retry_or_fail(
 
 
 def _failed_attempts(d: _Draft) -> int:
-    """``status.failedAttempts``: attempts whose failure is already counted.
-
-    As the Job's ``status.failed``: attempt n's failure is counted once, when first seen.
-    """
+    """``status.failedAttempts``: how many attempts failed (as a Job's ``status.failed``)."""
     return int(d.status.get("failedAttempts") or 0)
 
 
-def _await_retry(d: _Draft, attempt: int, failed: PodView | None) -> None:
-    """Create attempt `attempt` once the backoff after the failed pod has passed.
+def _counted(d: _Draft, attempt: int) -> bool:
+    """Whether attempt `attempt`'s failure is already in ``status.failedAttempts``.
+
+    ``status.lastFailedAttempt`` is the number of the last attempt counted. A status
+    written before that field existed has none: attempt numbers and failures went
+    together then (no attempt was skipped), so ``failedAttempts`` stands for it.
+    """
+    last = d.status.get("lastFailedAttempt")
+    return int(_failed_attempts(d) if last is None else last) >= attempt
+
+
+def _count_failure(d: _Draft, attempt: int) -> int:
+    """Count attempt `attempt`'s failure once; return how many attempts failed.
+
+    The failed pod is seen on every reconcile until the next attempt's pod exists.
+    """
+    if not _counted(d, attempt):
+        d.status["failedAttempts"] = _failed_attempts(d) + 1
+        d.status["lastFailedAttempt"] = attempt
+    return _failed_attempts(d)
+
+
+def _await_retry(d: _Draft, attempt: int, failed: PodView | None, failures: int) -> None:
+    """Create attempt `attempt` once the backoff after `failures` failures has passed.
 
     The delay counts from the failed container's ``finishedAt``, so it is the same
     after an operator restart; a pod that vanished or was evicted retries at once.
@@ -408,7 +428,7 @@ def _await_retry(d: _Draft, attempt: int, failed: PodView | None) -> None:
     finished = failed.terminated.finished_at if failed and failed.terminated else None
     retry_at = d.obs.now
     if finished is not None:
-        retry_at = finished + timedelta(seconds=d.obs.backoff.delay(attempt - 1))
+        retry_at = finished + timedelta(seconds=d.obs.backoff.delay(failures))
     if d.obs.now >= retry_at:
         _create(d, attempt)
         return
@@ -515,7 +535,7 @@ def _observe_pending_pod(d: _Draft, pod: PodView) -> None:
 
 
 def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
-    counted = not pod.succeeded and _failed_attempts(d) >= attempt
+    counted = not pod.succeeded and _counted(d, attempt)
     if not counted:  # first sight of the outcome: it ran (however briefly)
         if d.phase in (None, Phase.Pending):
             d.move(Phase.Starting, Reason.POD_CREATED, f"pod {pod.name} created")
@@ -543,6 +563,12 @@ def _run(d: _Draft) -> None:
     obs, agent = d.obs, d.obs.agent
     attempt = max([int(d.status.get("attempts") or 0), *obs.pods])
     pod = obs.pods.get(attempt)
+    if pod is not None and _stopped(d, attempt):
+        # The pod a suspend stopped, seen again before its deletion is (an index that
+        # lags): never adopted, never its outcome; stopped again if it seems to run.
+        _stop(d, pod)
+        _await_deletion(d, pod)
+        return
     if not d.status.get("startTime") and pod is not None and not pod.deleting:
         # Adopted: the operator stopped between creating the pod and recording it.
         d.status["startTime"] = format_time(pod.created or obs.now)
@@ -570,14 +596,19 @@ def _run(d: _Draft) -> None:
         previous = obs.pods.get(attempt - 1)
         if d.phase == Phase.Starting and previous is not None and previous.finished:
             # Written by an operator that advanced attempts before creating the pod.
-            _await_retry(d, attempt, previous)
+            _await_retry(d, attempt, previous, max(_failed_attempts(d), 1))
             return
         if attempt >= 1 and d.phase in (Phase.Starting, Phase.Running):
             _retry_or_fail(
                 d, attempt, None, Reason.POD_LOST, f"pod of attempt {attempt} disappeared"
             )
             return
-        _create(d, max(attempt, 1))
+        # Pending with a pod created before (attempts >= 1) and gone: the operator
+        # stopped it (a suspend). The next pod is a new attempt, under a new name: a
+        # pod name is never reused, so nothing still acting on the stopped pod by name
+        # (a kubelet or a controller with a stale cache, kwok's simulated one) can touch
+        # its successor, and the stopped pod's going is an older attempt's, never a loss.
+        _create(d, attempt + 1)
         return
     d.admitted = Cond(ADMITTED, True, Reason.ADMITTED, "")
     # Recorded here too: a pod whose creation was never recorded (the operator stopped
@@ -594,6 +625,15 @@ def _run(d: _Draft) -> None:
             d.reason, d.message = Reason.NOT_READY, "the readiness probe has not passed"
         return
     _observe_pending_pod(d, pod)
+
+
+def _stopped(d: _Draft, attempt: int) -> bool:
+    """Whether a suspend stopped attempt `attempt` (``status.stoppedAttempt``).
+
+    Recorded when the suspend deletes (or finds gone) the attempt's pod; not when that
+    pod had finished already, for its outcome is still to be read.
+    """
+    return attempt >= 1 and int(d.status.get("stoppedAttempt") or 0) >= attempt
 
 
 def _await_deletion(d: _Draft, pod: PodView) -> None:
@@ -681,6 +721,9 @@ def decide(obs: Observation) -> Decision:
         for pod in obs.pods.values():
             _stop(d, pod)
         status["startTime"] = None
+        if attempt >= 1 and (current is None or current.deleting or not current.finished):
+            # The attempt is over: resuming starts the next one (:func:`_stopped`).
+            status["stoppedAttempt"] = attempt
     else:
         if previous == Phase.Paused:
             d.move(Phase.Pending, Reason.RESUMED, "spec.suspend is false")

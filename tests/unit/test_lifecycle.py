@@ -340,8 +340,94 @@ def test_suspend_and_resume() -> None:
     assert d.phase == Phase.Pending and d.actions == ()
     d = decide(Observation(agent=replace(paused, suspend=False), now=at(7)))
     assert d.phase == Phase.Starting
-    assert d.actions == (CreatePod(1),)
+    # A new attempt under a new name: the stopped pod's name is never reused.
+    assert d.actions == (CreatePod(2),)
+    assert d.status["attempts"] == 2 and d.status["podName"] == "a-2"
     assert [t.to_phase for t in d.transitions] == [Phase.Pending, Phase.Starting]
+
+
+def stopped_pod_sightings() -> list[dict[int, PodView]]:
+    """What the pod index may show of a stopped attempt 1, in any order, while attempt 2
+    starts: still running (the delete not yet seen), deleting, marked Failed by its
+    SIGTERM while deleting, gone, or recreated by nobody but still listed."""
+    sigterm = replace(exited(1, 143), deleting=True)
+    return [
+        {1: running()},
+        {1: replace(running(), deleting=True)},
+        {1: sigterm},
+        {},
+        {1: sigterm, 2: pod(2)},
+        {2: pod(2)},
+        {1: replace(running(), deleting=True), 2: running(2)},
+        {2: running(2)},
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(order=st.lists(st.sampled_from(range(8)), min_size=1, max_size=12))
+def test_a_stopped_pod_never_reads_as_lost_whatever_order_its_events_arrive_in(
+    order: list[int],
+) -> None:
+    """Issue 25: suspend, resume at once, then the stopped pod's events in any order
+    (and anyone deleting "a-1" by name meanwhile) never fail the Agent."""
+    view = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=replace(view, suspend=True), now=at(5), pods={1: running()}))
+    view = step(view, d)
+    sightings = stopped_pod_sightings()
+    for n, index in enumerate(order):
+        pods = sightings[index]
+        if int(view.status.get("attempts") or 0) < 2:
+            pods = {k: v for k, v in pods.items() if k == 1}  # a-2 not created yet
+        else:  # created: the shell reads it when the index has not shown it yet
+            pods = {2: pod(2), **pods}
+        d = decide(Observation(agent=view, now=at(6 + n), pods=pods))
+        assert d.phase != Phase.Failed, (order, n, d.status.get("message"))
+        assert all(a != CreatePod(1) for a in d.actions)
+        view = step(view, d)
+
+
+def test_failures_are_counted_apart_from_attempt_numbers() -> None:
+    """Attempts resumed after a suspend take numbers without failing: backoffLimit
+    counts failures (status.failedAttempts), and each one once."""
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=1,
+        status={
+            "phase": "Running",
+            "attempts": 3,
+            "startTime": format_time(T0),
+            "failedAttempts": 0,
+        },
+    )
+    failed = exited(3, 1, finished=5)
+    d = decide(Observation(agent=view, now=at(6), pods={3: failed}, backoff=ONE_SECOND))
+    assert d.phase == Phase.Starting  # 1 failure <= backoffLimit 1: retried
+    assert d.status["failedAttempts"] == 1 and d.status["lastFailedAttempt"] == 3
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(6.5), pods={3: failed}, backoff=ONE_SECOND))
+    assert d.status["failedAttempts"] == 1  # seen again: not counted again
+    d = decide(Observation(agent=view, now=at(7), pods={3: failed}, backoff=ONE_SECOND))
+    assert d.actions == (CreatePod(4),)
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(9), pods={3: failed, 4: exited(4, 1, finished=8)}))
+    assert d.phase == Phase.Failed and d.status["reason"] == Reason.BACKOFF_LIMIT_EXCEEDED
+    assert d.status["failedAttempts"] == 2
+    assert "2 attempts failed (backoffLimit 1)" in d.status["message"]
+
+
+def test_a_status_from_before_last_failed_attempt_counts_as_before() -> None:
+    view = agent(
+        restart_policy=RestartPolicy.ON_FAILURE,
+        backoff_limit=3,
+        status={
+            "phase": "Starting",
+            "attempts": 2,
+            "failedAttempts": 2,
+            "startTime": format_time(T0),
+        },
+    )
+    d = decide(Observation(agent=view, now=at(6), pods={2: exited(2, 1)}, backoff=ONE_SECOND))
+    assert d.status["failedAttempts"] == 2  # attempt 2's failure was counted already
 
 
 def test_deletion_is_terminating_from_any_phase() -> None:
@@ -683,7 +769,7 @@ def test_resume_within_the_grace_period_waits_for_the_old_pod() -> None:
         assert d.requeue_after == pytest.approx(30 - 7 + 60)
     view = step(view, d)
     d = decide(Observation(agent=view, now=at(12), pods={}))
-    assert d.actions == (CreatePod(1),) and d.phase == Phase.Starting
+    assert d.actions == (CreatePod(2),) and d.phase == Phase.Starting  # a new name
 
 
 def test_a_pod_stuck_terminating_is_force_deleted_after_the_bound() -> None:

@@ -942,9 +942,14 @@ class AgentStatus(Model):
     """When the Agent Succeeded or Failed."""
     attempts: int | None = None
     """Number of the current attempt: advances when its pod is created (a refused pod is
-    not an attempt); a suspended and resumed attempt keeps its number."""
+    not an attempt). A resume after a suspend starts a new attempt: a pod name is never
+    reused."""
     failed_attempts: int | None = None
     """Attempts that failed so far (as a Job's status.failed); backoffLimit bounds it."""
+    last_failed_attempt: int | None = None
+    """Number of the last attempt counted in failedAttempts (each failure counts once)."""
+    stopped_attempt: int | None = None
+    """Number of the last attempt a suspend stopped: its pod is never adopted again."""
     exit_code: int | None = None
     """Exit code of the last finished attempt."""
     reason: str | None = None
