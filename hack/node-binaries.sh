@@ -50,6 +50,7 @@ timed() {  # timed LABEL CMD...: run CMD, log how long it took
 
 build_containerd() {
   refuse_build "containerd v${CONTAINERD_VERSION}" node-binaries
+  need_go
   local name pkg="github.com/containerd/containerd/v2"
   for name in containerd containerd-shim-runc-v2 ctr; do
     timed "containerd v${CONTAINERD_VERSION}: ${name}" \
@@ -61,6 +62,7 @@ build_containerd() {
 
 build_gvisor() {
   refuse_build "gVisor ${GVISOR_GO_VERSION} (runsc)" node-binaries
+  need_go
   local src="${STOCKADE_CACHE_DIR}/gvisor/${GVISOR_GO_VERSION}/src" dir patch
   dir="$(go mod download -json "gvisor.dev/gvisor@${GVISOR_GO_VERSION}" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
@@ -127,6 +129,7 @@ example_agent_rootfs() {
 build_images() {
   local out="$1"
   refuse_build "the node's images (${out})" node-binaries
+  need_go
   [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) is missing"
   mkdir -p "${out}"
   image "${out}" pause "${NODE_PAUSE_IMAGE}" /pause 65535:65535 pause_rootfs
@@ -137,7 +140,7 @@ build_images() {
 }
 
 ensure_debian_packages
-command -v go >/dev/null || die "go is needed to build the node binaries"
+need_go() { command -v go >/dev/null || die "go is needed to build the node binaries"; }
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+${GOFLAGS} }-trimpath"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 [[ "${GOTOOLCHAIN}" == local ]] && export GOTOOLCHAIN=auto
