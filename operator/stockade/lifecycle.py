@@ -608,7 +608,7 @@ def _run(d: _Draft) -> None:
         # pod name is never reused, so nothing still acting on the stopped pod by name
         # (a kubelet or a controller with a stale cache, kwok's simulated one) can touch
         # its successor, and the stopped pod's going is an older attempt's, never a loss.
-        _create(d, attempt + 1)
+        _create(d, max(attempt, int(d.status.get("stoppedAttempt") or 0)) + 1)
         return
     d.admitted = Cond(ADMITTED, True, Reason.ADMITTED, "")
     # Recorded here too: a pod whose creation was never recorded (the operator stopped
@@ -722,8 +722,10 @@ def decide(obs: Observation) -> Decision:
             _stop(d, pod)
         status["startTime"] = None
         if attempt >= 1 and (current is None or current.deleting or not current.finished):
-            # The attempt is over: resuming starts the next one (:func:`_stopped`).
+            # The attempt is over: resuming starts the next one (:func:`_stopped`). Its
+            # pod existed, so it counts even if the write that recorded it was lost.
             status["stoppedAttempt"] = attempt
+            status["attempts"] = max(int(status.get("attempts") or 0), attempt)
     else:
         if previous == Phase.Paused:
             d.move(Phase.Pending, Reason.RESUMED, "spec.suspend is false")

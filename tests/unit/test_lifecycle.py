@@ -846,3 +846,22 @@ def test_the_backoff_doubles_up_to_its_cap_however_many_attempts_failed() -> Non
         3600.0,
         3600.0,
     ]
+
+
+def test_a_suspend_counts_the_pod_whose_creation_was_not_recorded() -> None:
+    """Found by the decision log: a resume created a-6, its status write lost a race
+    (attempts stayed 5); the suspend that followed stopped a-6. The next pod must be
+    a-7: a-6 again would be read as the stopped pod and deleted, then lost."""
+    view = agent(status={"phase": "Pending", "attempts": 5, "startTime": None})
+    d = decide(Observation(agent=replace(view, suspend=True), now=at(1), pods={6: pod(6)}))
+    assert d.actions == (DeletePod("a-6"),)
+    assert d.status["stoppedAttempt"] == 6 and d.status["attempts"] == 6
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(2), pods={}))
+    assert d.actions == (CreatePod(7),)
+    view = step(view, d)
+    d = decide(Observation(agent=view, now=at(3), pods={7: pod(7)}))
+    assert d.actions == () and d.phase == Phase.Starting
+    # Even with attempts still 5 in the status (the suspend's write lost too).
+    stale = replace(view, status={**view.status, "attempts": 5, "phase": "Pending"})
+    assert decide(Observation(agent=stale, now=at(3), pods={})).actions == (CreatePod(7),)
