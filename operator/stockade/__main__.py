@@ -2,8 +2,9 @@
 
 Reads the configuration from the environment (see :mod:`stockade.config`), then runs
 kopf standalone (no kopf peering: with several replicas, the Lease of
-:mod:`stockade.leader` decides which one writes) cluster-wide or in the configured
-namespaces, with liveness and readiness endpoints on the health port (:mod:`stockade.health`).
+:mod:`stockade.runtime.leader` decides which one writes) cluster-wide or in the
+configured namespaces, with liveness and readiness endpoints on the health port
+(:mod:`stockade.runtime.health`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import sys
 
 import kopf
 
-from stockade import fastjson, toggles
 from stockade.config import ConfigError, OperatorConfig, load_config
+from stockade.runtime import fastjson, toggles
 
 
 def configure_logging(config: OperatorConfig) -> None:
     """Set up logging for `config`: kopf's handler and format, then the level.
 
     ``log_level`` becomes the root logger's threshold (``debug`` ... ``error``);
-    ``debug`` turns on Stockade's decision log (:mod:`stockade.decisionlog`), not kopf's
+    ``debug`` turns on Stockade's decision log (:mod:`stockade.runtime.decisionlog`), not kopf's
     debug output (kopf stays at info, its per-handler records at warning);
     ``warning``/``error`` is kopf's quiet mode
     (https://kopf.readthedocs.io/en/stable/configuration/#logging-formats-and-levels).
@@ -57,7 +58,7 @@ def main() -> int:
     toggles.install()
     import stockade.handlers  # noqa: F401  (registers the handlers)
 
-    # /healthz and /readyz are Stockade's own (stockade.health, started at start-up),
+    # /healthz and /readyz are Stockade's own (stockade.runtime.health, started at start-up),
     # not kopf's liveness endpoint: they also fail when the event loop or a watch is stuck.
     kopf.run(
         standalone=True,

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from stockade.backoff import Backoff
+from stockade.core.backoff import Backoff
 
 SANDBOX_RUNTIME_CLASSES: tuple[str, ...] = ("gvisor", "kata", "kata-*")
 """The default ``allowed_runtime_classes``: sandboxes only.
@@ -128,11 +128,11 @@ class OperatorConfig(BaseModel):
         metrics_port: port of the Prometheus endpoint (0 disables it).
         health_port: port of the liveness/readiness endpoint (0 disables it).
         liveness_stall_seconds: liveness fails when the event loop has not run its
-            heartbeat (every second) for this long (:mod:`stockade.health`).
+            heartbeat (every second) for this long (:mod:`stockade.runtime.health`).
         log_format: ``text`` or ``json``.
         log_level: ``debug``, ``info`` (default), ``warning`` or ``error``: the root
             logger's threshold; ``debug`` adds the decision log (one record per
-            reconcile: what was observed, decided and written, :mod:`stockade.decisionlog`);
+            reconcile: what was observed, decided and written, :mod:`stockade.runtime.decisionlog`);
             kopf's own records stay at info (its per-handler ones at warning).
         tmp_size_limit / home_size_limit: ``sizeLimit`` of the agent pod's ``/tmp`` and
             ``HOME`` emptyDirs (Kubernetes quantities, default ``1Gi`` each); the
@@ -150,7 +150,7 @@ class OperatorConfig(BaseModel):
             DNSCache address or a DNS server outside the cluster).
         egress_dns_ports: replace the preset's DNS ports (each allowed over UDP and TCP).
         leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
-            while holding it (:mod:`stockade.leader`). Off by default, so a single
+            while holding it (:mod:`stockade.runtime.leader`). Off by default, so a single
             operator run by hand (tests, ``make run``) needs no Lease; the Helm chart
             turns it on (several replicas then share the work as leader and standbys).
         leader_election_namespace: namespace of the Lease (the chart passes the pod's

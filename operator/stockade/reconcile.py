@@ -1,6 +1,6 @@
 """The imperative shell: observe an Agent, call the lifecycle, and make the writes.
 
-:class:`Reconciler` owns two single-flight work queues (:mod:`stockade.workqueue`),
+:class:`Reconciler` owns two single-flight work queues (:mod:`stockade.runtime.workqueue`),
 one for Agents and one for AgentSessions. kopf event handlers ``poke`` a key whenever
 the object, one of its pods, its session or a member changes; ``requeue_after`` becomes
 a timer. Nothing is remembered between reconciles except pacing: every reconcile reads
@@ -30,7 +30,6 @@ from typing import Any
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from stockade import admission, decisionlog, metrics, policy, tracing
 from stockade.api.agent import AgentSpec, Phase
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
@@ -46,7 +45,9 @@ from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources, quantity_value
 from stockade.build.runtime import resolve_runtime_class
 from stockade.build.workspace import build_workspace_pvc
-from stockade.children import (
+from stockade.config import OperatorConfig
+from stockade.core import admission, policy
+from stockade.core.children import (
     SHARED,
     ChildView,
     Ownership,
@@ -56,9 +57,7 @@ from stockade.children import (
     plan,
     shared_label,
 )
-from stockade.config import OperatorConfig
-from stockade.k8s import Kube, api_message, classify_rejection, is_transient
-from stockade.lifecycle import (
+from stockade.core.lifecycle import (
     Admission,
     AgentView,
     CreatePod,
@@ -70,9 +69,11 @@ from stockade.lifecycle import (
     Transition,
     decide,
 )
-from stockade.observe import PodView, observe_pod, parse_time
-from stockade.sessions import MemberView, SessionObservation, decide_session
-from stockade.workqueue import WorkQueue
+from stockade.core.observe import PodView, observe_pod, parse_time
+from stockade.core.sessions import MemberView, SessionObservation, decide_session
+from stockade.runtime import decisionlog, metrics, tracing
+from stockade.runtime.k8s import Kube, api_message, classify_rejection, is_transient
+from stockade.runtime.workqueue import WorkQueue
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -210,7 +211,7 @@ def prepare(
     exception. A member uses :func:`session_defaults`. Without `policy_present` (the
     chart's admission policy binding was found), an Agent that has not created a pod yet
     and references a ServiceAccount, Secret or ConfigMap is refused
-    (``ReferenceNotAllowed``, :func:`stockade.policy.reference_problems`); one that
+    (``ReferenceNotAllowed``, :func:`stockade.core.policy.reference_problems`); one that
     already ran keeps running (its references were accepted then).
     """
     refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
@@ -505,7 +506,7 @@ class Reconciler:
     def _observed_children(self, key: AgentKey) -> dict[tuple[str, str], ChildView]:
         """``(kind, name) -> ChildView`` of Agent `key`'s children.
 
-        With the name :data:`~stockade.children.SHARED`: its namespace's shared policies.
+        With the name :data:`~stockade.core.children.SHARED`: its namespace's shared policies.
         """
         store = self._children.get(key) if self._children is not None else None
         return {
@@ -635,7 +636,7 @@ class Reconciler:
         """Observe Agent `key`, decide, and write children, status and Events.
 
         At debug level each reconcile ends with its decision record
-        (:mod:`stockade.decisionlog`).
+        (:mod:`stockade.runtime.decisionlog`).
         """
         trace = decisionlog.begin(key)
         try:
@@ -989,7 +990,7 @@ class Reconciler:
     ) -> Rejection | str | None:
         """Create what is missing of the Agent's children, restore what drifted.
 
-        The ConfigMap, NetworkPolicy and workspace PVC (:func:`stockade.children.plan`).
+        The ConfigMap, NetworkPolicy and workspace PVC (:func:`stockade.core.children.plan`).
 
         Returns None when every child is the Agent's and as built; a ResourceConflict
         Rejection when a name is held by something else (stalled unless it is a

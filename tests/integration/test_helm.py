@@ -781,7 +781,7 @@ def restricted_violations(pod: Any) -> list[str]:
 def test_helm_test_check_passes_on_stockades_metrics_and_fails_elsewhere(helm: Helm) -> None:
     from prometheus_client import start_http_server
 
-    import stockade.metrics  # noqa: F401  (registers Stockade's metrics)
+    import stockade.runtime.metrics  # noqa: F401  (registers Stockade's metrics)
 
     pod = hook_pod(helm.render())
     server, thread = start_http_server(0, addr="127.0.0.1")

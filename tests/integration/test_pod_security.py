@@ -26,7 +26,7 @@ from stockade.build.names import AgentRef
 from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources
 from stockade.config import OperatorConfig
-from stockade.policy import spec_problems
+from stockade.core.policy import spec_problems
 from tests.integration.cluster import Cluster, wait_for
 
 CONFIG = OperatorConfig()

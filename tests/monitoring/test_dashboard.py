@@ -6,12 +6,12 @@ import json
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from stockade import metrics
+from stockade.runtime import metrics
 from tests.monitoring import dashboard
 
 
 def defined_metric_names() -> set[str]:
-    """Every metric family stockade.metrics defines (counters also with ``_total``)."""
+    """Every metric family stockade.runtime.metrics defines (counters also with ``_total``)."""
     registry = CollectorRegistry()
     registry.register(metrics.PhaseCollector("stockade_agents", "", list))
     registry.register(metrics.PhaseCollector("stockade_sessions", "", list))

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade.admission import Member, admit
+from stockade.core.admission import Member, admit
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 

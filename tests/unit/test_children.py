@@ -1,4 +1,4 @@
-"""Ownership by UID and drift of an Agent's children (stockade.children), pure."""
+"""Ownership by UID and drift of an Agent's children (stockade.core.children), pure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from stockade.build.configmap import build_input_configmap
 from stockade.build.names import AgentRef
 from stockade.build.network import build_network_policy, build_shared_network_policy
 from stockade.build.workspace import build_workspace_pvc
-from stockade.children import ChildView, Ownership, Write, digest, ownership, plan
+from stockade.core.children import ChildView, Ownership, Write, digest, ownership, plan
 
 REF = AgentRef("a", "ns", "uid-new")
 SPEC = AgentSpec.model_validate(

@@ -8,9 +8,9 @@ import logging
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
-from stockade import decisionlog
-from stockade.k8s import _write
-from stockade.observe import PodView
+from stockade.core.observe import PodView
+from stockade.runtime import decisionlog
+from stockade.runtime.k8s import _write
 
 
 async def _refused() -> None:

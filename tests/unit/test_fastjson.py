@@ -11,7 +11,7 @@ import orjson
 import pytest
 from kopf._cogs.clients import api
 
-from stockade import fastjson
+from stockade.runtime import fastjson
 
 
 def decoder() -> Any:

@@ -1,4 +1,4 @@
-"""Liveness and readiness (stockade.health): a blocked event loop fails /healthz."""
+"""Liveness and readiness (stockade.runtime.health): a blocked event loop fails /healthz."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
-from stockade import health as health_module
-from stockade.health import Health, HealthServer, problems
+from stockade.runtime import health as health_module
+from stockade.runtime.health import Health, HealthServer, problems
 
 
 def test_problems_of_a_live_operator_are_none() -> None:

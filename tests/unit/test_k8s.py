@@ -7,8 +7,8 @@ import json
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
-from stockade.k8s import classify_rejection
-from stockade.lifecycle import Reason
+from stockade.core.lifecycle import Reason
+from stockade.runtime.k8s import classify_rejection
 
 
 def refusal(status: int, message: str) -> ApiException:

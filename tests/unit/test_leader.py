@@ -1,4 +1,4 @@
-"""Leader election (stockade.leader): the pure rules, then electors on an in-memory Lease.
+"""Leader election (stockade.runtime.leader): the pure rules, then electors on an in-memory Lease.
 
 The in-memory API keeps client-go's contract: a write carries the resourceVersion it was
 based on and a stale one is refused with 409. The electors run with short durations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
-from stockade.leader import (
+from stockade.runtime.leader import (
     LeaderElector,
     LeaseRecord,
     claim,

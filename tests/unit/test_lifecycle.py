@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockade.api.agent import Phase, RestartPolicy
-from stockade.backoff import Backoff
 from stockade.config import load_config
-from stockade.lifecycle import (
+from stockade.core.backoff import Backoff
+from stockade.core.lifecycle import (
     TRANSITIONS,
     Admission,
     AgentView,
@@ -28,7 +28,7 @@ from stockade.lifecycle import (
     decide,
     is_allowed,
 )
-from stockade.observe import PodView, Terminated, format_time
+from stockade.core.observe import PodView, Terminated, format_time
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The pure parts of stockade.metrics: what a written decision adds, queue samples."""
+"""The pure parts of stockade.runtime.metrics: what a written decision adds, queue samples."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stockade import metrics
-from stockade.workqueue import WorkQueue
+from stockade.runtime import metrics
+from stockade.runtime.workqueue import WorkQueue
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 

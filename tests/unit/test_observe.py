@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade.observe import (
+from stockade.core.observe import (
     RESULT_MAX_CHARS,
     USAGE_KEY_PATTERN,
     USAGE_MAX_KEYS,

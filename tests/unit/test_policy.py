@@ -10,11 +10,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from stockade import metrics
 from stockade.api.agent import AgentSpec
 from stockade.config import OperatorConfig, load_config
-from stockade.lifecycle import Reason
-from stockade.policy import (
+from stockade.core.lifecycle import Reason
+from stockade.core.policy import (
     Problem,
     check,
     describe,
@@ -24,6 +23,7 @@ from stockade.policy import (
     spec_problems,
 )
 from stockade.reconcile import Reconciler, prepare
+from stockade.runtime import metrics
 
 DEFAULT = OperatorConfig()
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 import stockade.reconcile as reconcile_module
-from stockade.admission import Verdict
 from stockade.config import OperatorConfig
+from stockade.core.admission import Verdict
+from stockade.core.observe import PodView
 from stockade.handlers.agents import agent_pods
-from stockade.observe import PodView
 from stockade.reconcile import LAST_APPLIED, Reconciler, indexed_body
 
 
@@ -150,7 +150,7 @@ def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> N
     the Agent's own but is going away: taking it for created made the attempt PodLost
     once it was gone (found by tests/reliability/test_crash.py under kills)."""
     from stockade.api.agent import AgentSpec
-    from stockade.lifecycle import Reason, Rejection
+    from stockade.core.lifecycle import Reason, Rejection
     from stockade.reconcile import Prepared
 
     agent = body("1")
@@ -200,7 +200,7 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
     concurrency; none while it is known created but not yet watched; one restore when
     it drifted."""
     from stockade.build.network import build_shared_network_policy
-    from stockade.children import SHARED, ChildView
+    from stockade.core.children import SHARED, ChildView
 
     kube = CountingKube()
     r = Reconciler(kube, OperatorConfig())  # type: ignore[arg-type]

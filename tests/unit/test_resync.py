@@ -93,7 +93,7 @@ def test_an_entry_whose_deletion_event_arrives_meanwhile_is_no_ghost() -> None:
 
 def test_a_listed_object_the_watch_never_delivers_marks_the_watch_stuck() -> None:
     """In the LIST, not indexed a grace period later, and no event of its kind: stuck."""
-    from stockade import metrics
+    from stockade.runtime import metrics
 
     agents: dict[Any, list[Any]] = {("ns", "a"): [agent("a", "u1")]}
     checked: list[tuple[str, int]] = []

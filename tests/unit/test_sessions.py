@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from stockade.sessions import MemberView, SessionObservation, decide_session, format_quantity
+from stockade.core.sessions import MemberView, SessionObservation, decide_session, format_quantity
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 

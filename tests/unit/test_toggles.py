@@ -6,7 +6,7 @@ import asyncio
 
 from kopf._cogs.aiokits import aiotoggles
 
-from stockade import toggles
+from stockade.runtime import toggles
 
 
 def test_waiters_on_the_gate_wake_once_when_the_last_object_is_indexed() -> None:

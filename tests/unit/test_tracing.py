@@ -1,4 +1,4 @@
-"""OpenTelemetry traces (stockade.tracing): one trace per attempt, off by default."""
+"""OpenTelemetry traces (stockade.runtime.tracing): one trace per attempt, off by default."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from stockade import tracing
+from stockade.runtime import tracing
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def test_recorded_steps_export_one_trace_per_ended_attempt(
 def test_off_without_the_endpoint_and_imports_nothing() -> None:
     code = (
         "import os, sys; os.environ.pop('OTEL_EXPORTER_OTLP_ENDPOINT', None);"
-        "from stockade import tracing, reconcile;"
+        "from stockade import reconcile; from stockade.runtime import tracing;"
         "assert not tracing.configure(); assert not tracing.enabled();"
         "tracing.record({}, {'history': []}, []);"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from stockade.k8s import is_transient
-from stockade.workqueue import WorkQueue
+from stockade.runtime.k8s import is_transient
+from stockade.runtime.workqueue import WorkQueue
 
 
 class Recorder:
@@ -159,7 +159,7 @@ def test_a_transient_error_is_a_warning_without_traceback(
         await asyncio.sleep(0.2)
         await queue.close()
 
-    with caplog.at_level(logging.WARNING, logger="stockade.workqueue"):
+    with caplog.at_level(logging.WARNING, logger="stockade.runtime.workqueue"):
         asyncio.run(scenario())
     down = [r for r in caplog.records if "'down'" in r.getMessage() or "down" in r.getMessage()]
     bug = [r for r in caplog.records if "bug" in r.getMessage()]

@@ -13,13 +13,13 @@ from typing import Any
 
 import kopf
 
-from stockade import metrics
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import AGENT_LABEL, MANAGED_LABELS
-from stockade.children import SHARED, ChildView, shared_label
-from stockade.observe import PodView, observe_pod
+from stockade.core.children import SHARED, ChildView, shared_label
+from stockade.core.observe import PodView, observe_pod
 from stockade.reconcile import AgentKey, Reconciler, indexed_body, session_name
+from stockade.runtime import metrics
 
 CHILD_RESOURCES = (
     ("v1", "configmaps"),
@@ -63,7 +63,7 @@ async def agent_pods(
 ) -> dict[AgentKey, PodView] | None:
     """Index: ``(namespace, agent)`` -> that Agent's pods, as last seen by the watch.
 
-    Each pod is kept as its :class:`~stockade.observe.PodView` (what the lifecycle
+    Each pod is kept as its :class:`~stockade.core.observe.PodView` (what the lifecycle
     reads), summarized once per watch event rather than on every reconcile; the body
     itself (spec, managedFields) is not kept. A pod without a valid attempt label is
     not an attempt of any Agent and is not indexed.
@@ -82,7 +82,7 @@ async def agent_children(
 ) -> dict[AgentKey, ChildView] | None:
     """Index: ``(namespace, agent)`` -> summaries of the Agent's ConfigMap, PVC, policy.
 
-    Name, owner UID and digest (:class:`~stockade.children.ChildView`): never the body,
+    Name, owner UID and digest (:class:`~stockade.core.children.ChildView`): never the body,
     which may hold the task text. The namespace's shared NetworkPolicies are kept under
     ``(namespace, SHARED)``.
     """

@@ -1,6 +1,6 @@
 """Operator start-up and shutdown: settings, clients, the reconciler, metrics, leadership.
 
-With leader election on, a :class:`~stockade.leader.LeaderElector` gates the reconciler's
+With leader election on, a :class:`~stockade.runtime.leader.LeaderElector` gates the reconciler's
 writes (several replicas: one leader, the others warm standbys).
 """
 
@@ -20,13 +20,13 @@ from kubernetes.aio import config as aconfig
 from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
-from stockade import metrics, tracing
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
-from stockade.health import Health, HealthServer
-from stockade.k8s import Kube
-from stockade.leader import LeaderElector
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
+from stockade.runtime import metrics, tracing
+from stockade.runtime.health import Health, HealthServer
+from stockade.runtime.k8s import Kube
+from stockade.runtime.leader import LeaderElector
 
 log = logging.getLogger("stockade")
 
@@ -147,7 +147,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 def start_health(config: OperatorConfig, memo: kopf.Memo) -> Health | None:
     """The liveness state, with its heartbeat started (served at the end of start-up).
 
-    See :mod:`stockade.health`; None when ``health_port`` is 0. The state and its server
+    See :mod:`stockade.runtime.health`; None when ``health_port`` is 0. The state and its server
     thread outlive an operator restart within the process (tests): made once.
     """
     if not config.health_port:

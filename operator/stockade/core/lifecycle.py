@@ -29,9 +29,9 @@ from enum import StrEnum
 from typing import Any
 
 from stockade.api.agent import Phase, RestartPolicy
-from stockade.backoff import Backoff
 from stockade.build.names import pod_name
-from stockade.conditions import (
+from stockade.core.backoff import Backoff
+from stockade.core.conditions import (
     ADMITTED,
     READY,
     RECONCILING,
@@ -40,7 +40,7 @@ from stockade.conditions import (
     Cond,
     merge_conditions,
 )
-from stockade.observe import PodView, format_time, parse_termination_message, parse_time
+from stockade.core.observe import PodView, format_time, parse_termination_message, parse_time
 
 
 class Reason(StrEnum):
@@ -50,7 +50,7 @@ class Reason(StrEnum):
     StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
     PodLost, InvalidSpec, NamespaceNotAllowed (the Agent is in ``kube-system``,
     ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
-    never run: :mod:`stockade.policy`), ReferenceNotAllowed (the Agent references a
+    never run: :mod:`stockade.core.policy`), ReferenceNotAllowed (the Agent references a
     ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
     which checks its author's rights to them, is absent). Waiting reasons
     (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
@@ -212,7 +212,7 @@ class Observation:
             fails the Agent (DeadlineExceeded) unless it has finished already.
         now: the current time (UTC).
         backoff: how long to wait before attempt n+1 after n failures
-            (:class:`~stockade.backoff.Backoff`); the operator config provides it.
+            (:class:`~stockade.core.backoff.Backoff`); the operator config provides it.
         history_limit: how many transitions ``status.history`` keeps.
         terminating_timeout: seconds past a pod's ``deletionTimestamp`` after which a
             pod still terminating (its node is lost) is force-deleted and replaced.

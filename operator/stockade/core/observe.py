@@ -1,7 +1,7 @@
 """Observations: the operator's view of the world, reduced to what the lifecycle needs.
 
 Pure functions that turn API objects (plain dicts as the API server returns them) into
-small frozen dataclasses. The lifecycle (`stockade.lifecycle`) decides from these alone,
+small frozen dataclasses. The lifecycle (`stockade.core.lifecycle`) decides from these alone,
 so the same observation always gives the same decision, also after an operator restart.
 """
 

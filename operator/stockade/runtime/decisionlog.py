@@ -9,7 +9,7 @@ At ``STOCKADE_LOG_LEVEL=debug`` every Agent reconcile ends with one record on th
 
 The same facts are attached to the record as ``extra={"decision": {...}}`` (kopf's JSON
 log format prints them as fields). Every write the operator makes during the reconcile
-(``stockade.k8s`` records them here through a context variable, so no call site passes
+(``stockade.runtime.k8s`` records them here through a context variable, so no call site passes
 the log around) is listed with its precondition (the resourceVersion it was based on)
 and its outcome: the new resourceVersion, ``ok``, or the HTTP status that refused it
 (409 Conflict, 404 Not Found, ...). At ``info`` nothing is built: :func:`begin` returns
@@ -56,7 +56,7 @@ class Trace:
     skipped: str = ""
 
     def see(self, body: Mapping[str, Any], pods: Iterable[Any]) -> None:
-        """Record the Agent body and the pod views (:class:`~stockade.observe.PodView`)."""
+        """Record the Agent body and the pod views (:class:`~stockade.core.observe.PodView`)."""
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
         self.observed = {

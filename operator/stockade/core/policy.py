@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from stockade.api.agent import AgentSpec
 from stockade.config import OperatorConfig, matches, setting
-from stockade.lifecycle import Reason
+from stockade.core.lifecycle import Reason
 
 
 @dataclass(frozen=True)

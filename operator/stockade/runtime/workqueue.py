@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from stockade import metrics
-from stockade.backoff import Backoff
+from stockade.core.backoff import Backoff
+from stockade.runtime import metrics
 
 log = logging.getLogger("stockade.workqueue")
 
@@ -82,8 +82,9 @@ class WorkQueue(Generic[K]):
 
         A key waits from its first poke (a watch event, a resync, a due timer) until its
         handler starts: while a run of it is going on, or for a concurrency slot. The
-        queue-depth and oldest-key metrics read this (:class:`stockade.metrics.QueueCollector`),
-        from the scrape thread: a copy, taken in one step.
+        queue-depth and oldest-key metrics read this
+        (:class:`stockade.runtime.metrics.QueueCollector`), from the scrape thread: a
+        copy, taken in one step.
         """
         return list(self._waiting.values())
 

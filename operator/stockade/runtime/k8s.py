@@ -3,7 +3,7 @@
 Each write is counted in ``stockade_api_writes_total``. Creation is idempotent (an
 existing object is not an error: names are deterministic), deletion too (a missing
 object is not an error). :func:`classify_rejection` turns the API server's refusal of a
-pod into a lifecycle :class:`~stockade.lifecycle.Rejection`.
+pod into a lifecycle :class:`~stockade.core.lifecycle.Rejection`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import aiohttp
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from stockade import decisionlog, fastjson
 from stockade.api.agent import AGENT_PLURAL, GROUP, VERSION
 from stockade.api.session import SESSION_PLURAL
 from stockade.build.names import MANAGED_SELECTOR
-from stockade.lifecycle import Reason, Rejection
-from stockade.metrics import API_WRITES
-from stockade.observe import format_time
+from stockade.core.lifecycle import Reason, Rejection
+from stockade.core.observe import format_time
+from stockade.runtime import decisionlog, fastjson
+from stockade.runtime.metrics import API_WRITES
 
 KIND_RESOURCE = {
     "Pod": "pods",
@@ -101,7 +101,7 @@ async def _write(
     """Run one write, count it, and swallow the statuses in `ok` (returning None).
 
     The write and its outcome go to the decision log of the reconcile running it
-    (:func:`stockade.decisionlog.write`): `name` is the object's, `precondition` the
+    (:func:`stockade.runtime.decisionlog.write`): `name` is the object's, `precondition` the
     resourceVersion the write is conditional on.
     """
     try:
@@ -152,7 +152,7 @@ class Kube:
         build models from the answer, which the operator turns into dicts again: on the
         hot paths (pods, status patches, Events, children) that was a third of a
         write's CPU. This sends the body as it is and parses the answer with orjson
-        (:mod:`stockade.fastjson`).
+        (:mod:`stockade.runtime.fastjson`).
 
         Raises:
             ApiException: a status outside 2xx (its subclasses by status, as the typed

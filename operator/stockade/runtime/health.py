@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from stockade import metrics
+from stockade.runtime import metrics
 
 log = logging.getLogger("stockade.health")
 

@@ -1,8 +1,8 @@
 """AgentSession lifecycle: phase, conditions, counts and usage from the members (pure).
 
 ``decide_session(observation) -> SessionDecision`` is the session's counterpart of
-:func:`stockade.lifecycle.decide`: level-triggered, deterministic, no I/O. It runs the
-admission (:func:`stockade.admission.admit`) and summarizes the members.
+:func:`stockade.core.lifecycle.decide`: level-triggered, deterministic, no I/O. It runs the
+admission (:func:`stockade.core.admission.admit`) and summarizes the members.
 
 Phases: ``Active`` -> ``Succeeded`` (every member finished, none failed) or ``Failed``
 (a member failed, or ``activeDeadlineSeconds`` passed: the remaining members then fail
@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from stockade import admission
-from stockade.conditions import READY, RECONCILING, STALLED, SUSPENDED, Cond, merge_conditions
-from stockade.observe import format_time, parse_time
+from stockade.core import admission
+from stockade.core.conditions import READY, RECONCILING, STALLED, SUSPENDED, Cond, merge_conditions
+from stockade.core.observe import format_time, parse_time
 
 ACTIVE, SUSPENDED_PHASE, SUCCEEDED, FAILED, TERMINATING = (
     "Active",
