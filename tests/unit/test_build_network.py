@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockade.api.agent import AgentSpec, EgressMode, Network, NetworkPort
+from stockade.api.agent import AgentSpec
+from stockade.api.network import EgressMode, Network, NetworkPort
 from stockade.build.errors import SpecError
 from stockade.build.names import AgentRef, labels_for
 from stockade.build.network import (

@@ -45,8 +45,8 @@ def test_children_carry_the_operators_settings() -> None:
     reconciler = Reconciler(kube, config)  # type: ignore[arg-type]
 
     async def scenario() -> None:
-        assert await reconciler._ensure_children(agent, prepared) is None
-        assert await reconciler._create_pod(agent, prepared, 1) is None
+        assert await reconciler.agents.children.ensure(agent, prepared) is None
+        assert await reconciler.agents.children.create_pod(agent, prepared, 1) is None
 
     asyncio.run(scenario())
     by_kind = {m["kind"]: m for m in kube.created}

@@ -20,16 +20,15 @@ from stockade.api.agent import (
     Agent,
     AgentSpec,
     AgentStatus,
-    EgressMode,
     HistoryEntry,
-    Network,
     Phase,
-    Probe,
     ResourceRequirements,
     RestartPolicy,
     Usage,
     Workspace,
 )
+from stockade.api.corev1 import Probe
+from stockade.api.network import EgressMode, Network
 from stockade.api.session import (
     AgentCounts,
     AgentDefaults,

@@ -86,3 +86,16 @@ def test_an_upward_import_is_caught() -> None:
 
 def test_the_layers_exist() -> None:
     assert {layer_of(p) for p in MODULES} >= {"api", "build", "core", "runtime", "handlers"}
+
+
+def test_no_module_over_600_lines_and_no_class_over_400() -> None:
+    """Small modules whose names say what they hold (docs/architecture.md)."""
+    big: list[str] = []
+    for path in MODULES:
+        source = path.read_text()
+        if source.count("\n") > 600:
+            big.append(f"{path.relative_to(PACKAGE)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 400:
+                big.append(f"{path.relative_to(PACKAGE)}: class {node.name}")
+    assert big == []

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
-import stockade.reconcile as reconcile_module
+import stockade.controllers.session as session_module
+import stockade.core.spec as spec_module
 from stockade.config import OperatorConfig
 from stockade.core.admission import Verdict
 from stockade.core.observe import PodView
 from stockade.handlers.agents import agent_pods
-from stockade.reconcile import LAST_APPLIED, Reconciler, indexed_body
+from stockade.reconcile import Reconciler, indexed_body
+from stockade.runtime.cache import LAST_APPLIED
 
 
 def reconciler() -> Reconciler:
@@ -87,37 +89,39 @@ def test_the_pod_index_keeps_a_summary_and_skips_pods_without_an_attempt() -> No
 def test_the_echo_of_our_own_status_write_is_not_reconciled() -> None:
     r, key = reconciler(), ("ns", "a")
     assert not r.own_echo(key, body("2"))  # nothing written yet
-    r._wrote("agent", key, "1", "2")
+    r.agents.echoes.wrote("agent", key, "1", "2")
     assert r.own_echo(key, body("2"))
     assert not r.own_echo(key, body("3"))  # someone else's change
 
 
 def test_an_echo_a_reconcile_waited_for_is_reconciled() -> None:
     r, key = reconciler(), ("ns", "a")
-    r._wrote("agent", key, "1", "2")
+    r.agents.echoes.wrote("agent", key, "1", "2")
     # A pod event made a reconcile read the body it had written over (the watch lags):
     # it stood back, counting on the echo.
-    assert r._stale("agent", key, body("1"))
+    assert r.agents.echoes.stale("agent", key, body("1"))
     assert not r.own_echo(key, body("2"))
 
 
 def test_a_member_is_prepared_once_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = reconcile_module.prepare
+    real = spec_module.prepare
 
     def counting(agent: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(agent["metadata"]["resourceVersion"])
         return real(agent, *args, **kwargs)
 
-    monkeypatch.setattr(reconcile_module, "prepare", counting)
+    monkeypatch.setattr(session_module, "prepare", counting)
     r = reconciler()
     session = {"metadata": {"name": "s", "uid": "s1", "generation": 1}, "spec": {}}
     member = {**body("1"), "spec": {"image": "i", "sessionRef": {"name": "s"}}}
     for _ in range(3):
-        r._member(member, session)
+        r.sessions.member(member, session)
     assert calls == ["1"]
-    r._member({**member, "metadata": {**member["metadata"], "resourceVersion": "2"}}, session)
-    r._member(member, {**session, "metadata": {**session["metadata"], "generation": 2}})
+    r.sessions.member(
+        {**member, "metadata": {**member["metadata"], "resourceVersion": "2"}}, session
+    )
+    r.sessions.member(member, {**session, "metadata": {**session["metadata"], "generation": 2}})
     assert calls == ["1", "2", "1"]
 
 
@@ -125,10 +129,10 @@ def test_a_members_verdict_is_the_sessions_last_one() -> None:
     r = reconciler()
     agent = body("1")
     session: dict[str, Any] = {"metadata": {"name": "s"}, "spec": {}, "status": {}}
-    assert r._verdict(agent, "s", session) is None  # the session has not decided yet
+    assert r.sessions.verdict(agent, "s", session) is None  # the session has not decided yet
     full = Verdict(False, "SessionFull", "8 of 8 agents admitted")
-    r._verdicts[("ns", "s")] = {"a": full}
-    assert r._verdict(agent, "s", session) == full
+    r.sessions._verdicts[("ns", "s")] = {"a": full}
+    assert r.sessions.verdict(agent, "s", session) == full
 
 
 class HeldName:
@@ -169,14 +173,14 @@ def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> N
     r = Reconciler(HeldName(terminating), OperatorConfig())  # type: ignore[arg-type]
     spec = AgentSpec.model_validate(agent["spec"])
     prepared = Prepared(spec, "gvisor", {"requests": {}, "limits": {}}, None)
-    refused = asyncio.run(r._create_pod(agent, prepared, 1))
+    refused = asyncio.run(r.agents.children.create_pod(agent, prepared, 1))
     assert isinstance(refused, Rejection)
     assert refused.reason == Reason.RESOURCE_CONFLICT and not refused.stalled
     # The same pod, not terminating, is the attempt's (its creation was not recorded).
     alive: dict[str, Any] = {**terminating, "metadata": dict(terminating["metadata"])}
     del alive["metadata"]["deletionTimestamp"]
     r = Reconciler(HeldName(alive), OperatorConfig())  # type: ignore[arg-type]
-    assert asyncio.run(r._create_pod(agent, prepared, 1)) is None
+    assert asyncio.run(r.agents.children.create_pod(agent, prepared, 1)) is None
 
 
 class CountingKube:
@@ -209,7 +213,7 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
     policy = build_shared_network_policy("ns", "none")
 
     async def burst(n: int) -> list[Any]:
-        return await asyncio.gather(*(r._ensure_shared("ns", "none") for _ in range(n)))
+        return await asyncio.gather(*(r.shared.ensure("ns", "none") for _ in range(n)))
 
     assert asyncio.run(burst(50)) == [None] * 50
     assert asyncio.run(burst(50)) == [None] * 50  # created, not yet watched
@@ -258,7 +262,9 @@ def test_a_member_its_session_has_not_judged_gets_no_status_write_yet() -> None:
     asyncio.run(r.reconcile(("ns", "a")))
     assert kube.patches == []
     assert r.phases[("ns", "a")] == ("ns", "Pending")
-    r._verdicts[("ns", "s")] = {"a": Verdict(False, "SessionFull", "1 of 1 agents admitted")}
+    r.sessions._verdicts[("ns", "s")] = {
+        "a": Verdict(False, "SessionFull", "1 of 1 agents admitted")
+    }
     asyncio.run(r.reconcile(("ns", "a")))
     (patch,) = kube.patches
     assert patch["phase"] == "Pending" and patch["reason"] == "SessionFull"

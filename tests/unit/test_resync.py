@@ -46,8 +46,8 @@ def test_entries_the_list_lacks_become_ghosts_and_are_skipped() -> None:
     r.poke = lambda key, delay=0.0: poked.append(key)  # type: ignore[method-assign]
     assert asyncio.run(r.resync()) == 1
     assert poked == [("ns", "b")]
-    assert r._agent(("ns", "b")) is None
-    assert r._agent(("ns", "a")) is not None
+    assert r.cache.agent(("ns", "b")) is None
+    assert r.cache.agent(("ns", "a")) is not None
     # Found once, counted once.
     assert asyncio.run(r.resync()) == 0
 
@@ -57,17 +57,17 @@ def test_a_ghost_of_an_earlier_incarnation_hides_behind_the_new_one() -> None:
     agents = {("ns", "a"): [new, old]}
     r = reconciler(Listing(agents={"u-new"}), agents)
     r.poke = lambda key, delay=0.0: None  # type: ignore[method-assign]
-    assert r._agent(("ns", "a"))["metadata"]["uid"] == "u-new"
+    assert r.cache.agent(("ns", "a"))["metadata"]["uid"] == "u-new"
     agents[("ns", "a")] = [old, new]
-    assert r._agent(("ns", "a"))["metadata"]["uid"] == "u-new"
+    assert r.cache.agent(("ns", "a"))["metadata"]["uid"] == "u-new"
     asyncio.run(r.resync())
-    assert r._ghosts == {"u-old"}
+    assert r.cache.ghosts == {"u-old"}
 
 
 def test_a_failed_list_makes_no_ghosts() -> None:
     agents = {("ns", "a"): [agent("a", "u1")]}
     r = reconciler(Listing(agents=None), agents)
-    assert asyncio.run(r.resync()) == 0 and r._ghosts == set()
+    assert asyncio.run(r.resync()) == 0 and r.cache.ghosts == set()
 
 
 def test_an_entry_whose_deletion_event_arrives_meanwhile_is_no_ghost() -> None:
@@ -88,7 +88,7 @@ def test_an_entry_whose_deletion_event_arrives_meanwhile_is_no_ghost() -> None:
         await task
         return found
 
-    assert asyncio.run(scenario()) == 0 and r._ghosts == set()
+    assert asyncio.run(scenario()) == 0 and r.cache.ghosts == set()
 
 
 def test_a_listed_object_the_watch_never_delivers_marks_the_watch_stuck() -> None:

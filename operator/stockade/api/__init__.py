@@ -14,22 +14,17 @@ from stockade.api.agent import (
     AgentSpec,
     AgentStatus,
     Condition,
-    EgressMode,
-    EnvFromSource,
-    EnvVar,
     HistoryEntry,
-    Network,
-    NetworkPort,
     Phase,
     PodMetadata,
-    Probe,
     ResourceRequirements,
     RestartPolicy,
     SessionRef,
-    Toleration,
     Usage,
     Workspace,
 )
+from stockade.api.corev1 import EnvFromSource, EnvVar, Probe, Toleration
+from stockade.api.network import EgressMode, Network, NetworkPort
 from stockade.api.session import (
     SESSION_KIND,
     SESSION_PLURAL,

@@ -32,9 +32,6 @@ from stockade.api.agent import (
     VERSION,
     AgentConfig,
     Condition,
-    DNSSubdomain,
-    EnvVar,
-    Network,
     ResourceRequirements,
     Timestamp,
     Usage,
@@ -48,6 +45,8 @@ from stockade.api.base import (
     object_name_rules,
     rule,
 )
+from stockade.api.corev1 import DNSSubdomain, EnvVar
+from stockade.api.network import Network
 
 SESSION_KIND = "AgentSession"
 SESSION_PLURAL = "agentsessions"

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from stockade.api.agent import AgentSpec, EgressMode, Network
+from stockade.api.agent import AgentSpec
+from stockade.api.network import EgressMode, Network
 from stockade.build.errors import SpecError
 from stockade.build.names import (
     EGRESS_LABEL,

@@ -25,12 +25,10 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from stockade.api.agent import Phase, RestartPolicy
 from stockade.build.names import pod_name
-from stockade.core.backoff import Backoff
 from stockade.core.conditions import (
     ADMITTED,
     READY,
@@ -40,90 +38,42 @@ from stockade.core.conditions import (
     Cond,
     merge_conditions,
 )
-from stockade.core.observe import PodView, format_time, parse_termination_message, parse_time
-
-
-class Reason(StrEnum):
-    """The closed set of reasons Stockade writes (``status.reason``, conditions, Events).
-
-    Failure reasons (``Failed`` phase, ``Stalled=True``): DeadlineExceeded,
-    StartupTimeout, BackoffLimitExceeded, Error, OOMKilled, ImagePullFailed, Evicted,
-    PodLost, InvalidSpec, NamespaceNotAllowed (the Agent is in ``kube-system``,
-    ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
-    never run: :mod:`stockade.core.policy`), ReferenceNotAllowed (the Agent references a
-    ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
-    which checks its author's rights to them, is absent). Waiting reasons
-    (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
-    QuotaExceeded,
-    RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
-    object this Agent does not own). Progress reasons: the rest.
-    """
-
-    CREATED = "Created"
-    ADMITTED = "Admitted"
-    POD_CREATED = "PodCreated"
-    CONTAINER_CREATING = "ContainerCreating"
-    UNSCHEDULABLE = "Unschedulable"
-    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
-    POD_RUNNING = "PodRunning"
-    NOT_READY = "NotReady"
-    COMPLETED = "Completed"
-    BACK_OFF = "BackOff"
-    SUSPENDED = "Suspended"
-    RESUMED = "Resumed"
-    DELETED = "Deleted"
-    FINISHED = "Finished"
-    NOT_SUSPENDED = "NotSuspended"
-    # failures
-    DEADLINE_EXCEEDED = "DeadlineExceeded"
-    STARTUP_TIMEOUT = "StartupTimeout"
-    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-    ERROR = "Error"
-    OOM_KILLED = "OOMKilled"
-    IMAGE_PULL_FAILED = "ImagePullFailed"
-    EVICTED = "Evicted"
-    POD_LOST = "PodLost"
-    INVALID_SPEC = "InvalidSpec"
-    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
-    REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
-    # waiting for admission
-    SESSION_FULL = "SessionFull"
-    BUDGET_EXCEEDED = "BudgetExceeded"
-    SESSION_NOT_FOUND = "SessionNotFound"
-    SESSION_SUSPENDED = "SessionSuspended"
-    SESSION_FINISHED = "SessionFinished"
-    AWAITING_ADMISSION = "AwaitingAdmission"
-    QUOTA_EXCEEDED = "QuotaExceeded"
-    RUNTIME_CLASS_NOT_FOUND = "RuntimeClassNotFound"
-    POD_REJECTED = "PodRejected"
-    RESOURCE_CONFLICT = "ResourceConflict"
-    POD_TERMINATING = "PodTerminating"
-
-
-P = Phase
-TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
-    {
-        (None, P.Pending),
-        (P.Pending, P.Starting),
-        (P.Pending, P.Paused),
-        (P.Pending, P.Failed),
-        (P.Starting, P.Running),
-        (P.Starting, P.Failed),
-        (P.Starting, P.Paused),
-        (P.Running, P.Succeeded),
-        (P.Running, P.Failed),
-        (P.Running, P.Starting),
-        (P.Running, P.Paused),
-        (P.Paused, P.Pending),
-        (P.Paused, P.Failed),
-    }
-    | {(p, P.Terminating) for p in (None, *Phase) if p is not P.Terminating}
+from stockade.core.observation import (
+    DEFAULT_BACKOFF,
+    Action,
+    Admission,
+    AgentView,
+    CreatePod,
+    Decision,
+    DeletePod,
+    Observation,
+    Rejection,
+    Transition,
 )
-"""Every allowed ``(from, to)`` phase change; ``None`` is an Agent without a phase yet."""
+from stockade.core.observe import PodView, format_time, parse_termination_message, parse_time
+from stockade.core.reasons import Reason, failure_of
+from stockade.core.transitions import TERMINAL, TRANSITIONS, is_allowed
 
-TERMINAL = frozenset({P.Succeeded, P.Failed})
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "LAZY_STATUS_FIELDS",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Action",
+    "Admission",
+    "AgentView",
+    "CreatePod",
+    "Decision",
+    "DeletePod",
+    "Observation",
+    "Reason",
+    "Rejection",
+    "Transition",
+    "decide",
+    "is_allowed",
+]
 
-# Pod-creation rejections that need a person (not time) to fix: Stalled=True.
+
 _STALLING = frozenset(
     {
         Reason.RUNTIME_CLASS_NOT_FOUND,
@@ -136,158 +86,6 @@ _STALLING = frozenset(
 # Waiting reasons of a container that never become a running container by themselves.
 _PERMANENT_PULL_FAILURES = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 _PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", *_PERMANENT_PULL_FAILURES})
-
-
-def is_allowed(from_phase: Phase | None, to_phase: Phase) -> bool:
-    """Whether the table allows changing `from_phase` into `to_phase`."""
-    return (from_phase, to_phase) in TRANSITIONS
-
-
-@dataclass(frozen=True)
-class AgentView:
-    """The Agent as the lifecycle sees it: the effective spec and the recorded status.
-
-    Durations are in seconds; ``None`` means unset. ``status`` is the Agent's current
-    ``status`` dict (camelCase, as stored); ``generation`` its ``metadata.generation``.
-    """
-
-    name: str
-    generation: int = 1
-    deleting: bool = False
-    suspend: bool = False
-    active_deadline_seconds: int | None = None
-    startup_timeout_seconds: int = 300
-    restart_policy: RestartPolicy = RestartPolicy.NEVER
-    backoff_limit: int = 3
-    ttl_seconds_after_finished: int | None = None
-    runtime_class: str | None = None
-    status: Mapping[str, Any] = field(default_factory=dict)
-    suspended_by: str = "spec.suspend is true"
-
-
-@dataclass(frozen=True)
-class Admission:
-    """Whether the Agent may have a pod now; a waiting reason and message when not.
-
-    ``stalled`` marks a refusal that waiting cannot fix (e.g. requests larger than the
-    whole session budget): the Agent shows ``Stalled=True``.
-    """
-
-    admitted: bool = True
-    reason: str = Reason.ADMITTED
-    message: str = ""
-    stalled: bool = False
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """The API server refused the pod (or a child it needs).
-
-    ``reason`` is a :class:`Reason`, ``message`` its words; ``stalled`` marks a refusal
-    that time will not fix (e.g. a name taken by an object no Agent owns).
-    """
-
-    reason: Reason
-    message: str
-    stalled: bool = False
-
-
-DEFAULT_BACKOFF = Backoff(10.0, 10.0)
-"""The backoff of an Observation that names none (the operator passes its own)."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Everything ``decide`` reads.
-
-    Attributes:
-        agent: the Agent.
-        pods: the agent's pods keyed by attempt number (usually zero or one).
-        admission: the session's (or quota's) word on running a pod now.
-        rejection: the API server's refusal of the last pod creation, if any.
-        spec_error: a message when the spec cannot be turned into a pod (InvalidSpec).
-        spec_error_reason: the failure reason of `spec_error`: InvalidSpec, or
-            NamespaceNotAllowed when the Agent's namespace is refused.
-        session_failure: the Agent's session failed by its deadline: this message
-            fails the Agent (DeadlineExceeded) unless it has finished already.
-        now: the current time (UTC).
-        backoff: how long to wait before attempt n+1 after n failures
-            (:class:`~stockade.core.backoff.Backoff`); the operator config provides it.
-        history_limit: how many transitions ``status.history`` keeps.
-        terminating_timeout: seconds past a pod's ``deletionTimestamp`` after which a
-            pod still terminating (its node is lost) is force-deleted and replaced.
-
-    """
-
-    agent: AgentView
-    now: datetime
-    pods: Mapping[int, PodView] = field(default_factory=dict)
-    admission: Admission = Admission()
-    rejection: Rejection | None = None
-    spec_error: str | None = None
-    spec_error_reason: Reason = Reason.INVALID_SPEC
-    session_failure: str | None = None
-    backoff: Backoff = DEFAULT_BACKOFF
-    history_limit: int = 20
-    terminating_timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One phase change: recorded as a history entry, an Event and a metric."""
-
-    from_phase: Phase | None
-    to_phase: Phase
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class CreatePod:
-    """Create the pod of this attempt (idempotent: its name is deterministic)."""
-
-    attempt: int
-
-
-@dataclass(frozen=True)
-class DeletePod:
-    """Delete this pod; ``force`` skips the grace period (a pod stuck terminating)."""
-
-    name: str
-    force: bool = False
-
-
-Action = CreatePod | DeletePod
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What ``decide`` concluded.
-
-    Attributes:
-        status: the complete new ``status`` (camelCase dict) to write.
-        transitions: the phase changes made, in order (possibly several in one pass,
-            e.g. Starting -> Running -> Succeeded for an agent that finished between
-            two observations).
-        actions: children to create or delete.
-        requeue_after: look again after this many seconds even if nothing changes
-            (deadlines, backoff, TTL); None when only a change can matter.
-        delete_agent: ttlSecondsAfterFinished has expired.
-        rejected: transitions the table forbids (not written; a bug to log and count).
-
-    """
-
-    status: dict[str, Any]
-    transitions: tuple[Transition, ...] = ()
-    actions: tuple[Action, ...] = ()
-    requeue_after: float | None = None
-    delete_agent: bool = False
-    rejected: tuple[Transition, ...] = ()
-
-    @property
-    def phase(self) -> Phase:
-        """The phase after this decision."""
-        return Phase(self.status["phase"])
 
 
 @dataclass
@@ -326,22 +124,6 @@ class _Draft:
 
     def wake(self, at: datetime) -> None:
         self.wake_at.append(at)
-
-
-def _failure_of(pod: PodView) -> tuple[Reason, str]:
-    """Classify a Failed pod: the reason and a human message."""
-    term = pod.terminated
-    if pod.reason == "Evicted":
-        return Reason.EVICTED, pod.message or "the pod was evicted"
-    if term is not None and term.reason == "OOMKilled":
-        return (
-            Reason.OOM_KILLED,
-            f"the agent container ran out of memory (exit code {term.exit_code})",
-        )
-    if term is not None:
-        detail = f": {term.message.strip()[:512]}" if term.message.strip() else ""
-        return Reason.ERROR, f"the agent container exited with code {term.exit_code}{detail}"
-    return Reason.POD_LOST, pod.message or f"pod {pod.name} failed ({pod.reason or 'no reason'})"
 
 
 def _stop(d: _Draft, pod: PodView | None) -> None:
@@ -554,7 +336,7 @@ def _observe_finished_pod(d: _Draft, pod: PodView, attempt: int) -> None:
         d.move(Phase.Succeeded, Reason.COMPLETED, "the agent finished successfully" + note)
         _stop(d, pod)  # a sidecar may keep the pod running
         return
-    reason, message = _failure_of(pod)
+    reason, message = failure_of(pod)
     _retry_or_fail(d, attempt, pod, reason, message + note)
 
 

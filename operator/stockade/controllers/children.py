@@ -1,0 +1,151 @@
+"""What an Agent's pod needs, applied: its children and the pod of an attempt.
+
+The children are its ConfigMap, NetworkPolicy (or its namespace's shared policy) and
+workspace PVC.
+Children are created when missing and put back when they drifted, judged by UID
+(:func:`stockade.core.children.plan`); a name held by anything else is a
+``ResourceConflict``, never success.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockade.build.configmap import build_input_configmap
+from stockade.build.errors import SpecError
+from stockade.build.names import RETAINED_ANNOTATION, AgentRef
+from stockade.build.network import OWN_POLICY, build_agent_network_policy, egress_label
+from stockade.build.pod import build_pod
+from stockade.build.workspace import build_workspace_pvc
+from stockade.config import OperatorConfig
+from stockade.controllers.egress import SharedPolicies
+from stockade.core.children import Ownership, Write, digest, ownership, plan
+from stockade.core.lifecycle import Rejection
+from stockade.core.spec import Prepared
+from stockade.runtime.apply import conflict, create_or_find
+from stockade.runtime.cache import Cache
+from stockade.runtime.expectations import Expectations
+from stockade.runtime.k8s import Kube
+
+log = logging.getLogger("stockade.reconcile")
+
+
+@dataclass
+class Children:
+    """Creates and restores an Agent's children and creates its pods."""
+
+    kube: Kube
+    config: OperatorConfig
+    cache: Cache
+    expectations: Expectations
+    shared: SharedPolicies
+
+    async def ensure(self, agent: dict[str, Any], prepared: Prepared) -> Rejection | str | None:
+        """Create what is missing of the Agent's children, restore what drifted.
+
+        The ConfigMap, NetworkPolicy and workspace PVC (:func:`stockade.core.children.plan`).
+
+        Returns None when every child is the Agent's and as built; a ResourceConflict
+        Rejection when a name is held by something else (stalled unless it is a
+        predecessor's, which garbage collection removes); a message for a spec that
+        cannot be built.
+        """
+        spec = prepared.spec
+        if spec is None:
+            return prepared.error or "the spec could not be prepared"
+        metadata = agent["metadata"]
+        ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
+        label = egress_label(spec.network)
+        if label != OWN_POLICY:
+            problem = await self.shared.ensure(ref.namespace, label)
+            if problem is not None:
+                return problem
+        try:
+            own = label == OWN_POLICY  # else the shared one, ensured above
+            fence = build_agent_network_policy(ref, spec, self.config) if own else None
+            built = [fence, build_input_configmap(ref, spec), build_workspace_pvc(ref, spec)]
+        except SpecError as exc:
+            return str(exc)
+        observed = self.cache.children_of((ref.namespace, ref.name))
+        started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
+        desired = [c for c in built if c is not None and self._expected(ref, c, observed)]
+        for step in plan(desired, observed, ref.name, ref.uid):
+            manifest = dict(step.desired)
+            if step.write is Write.CREATE:
+                # Made with the first pod, it most likely exists and the watch has not
+                # listed it yet (the operator just started): look before writing.
+                found = await create_or_find(self.kube, manifest, look_first=started)
+                if found is None:
+                    self.expectations.created(_created_key(ref, manifest))
+                    continue
+                if isinstance(found, Rejection):
+                    return found
+                view = found
+                retained = RETAINED_ANNOTATION in (manifest["metadata"].get("annotations") or {})
+                whose = ownership(view, ref.name, ref.uid, retained)
+                if whose is not Ownership.OURS:
+                    return conflict(manifest, view, transient=whose is Ownership.PREDECESSOR)
+                if manifest["kind"] != "PersistentVolumeClaim" and view.digest != digest(manifest):
+                    await self.kube.replace(manifest, view.resource_version)
+            elif step.write is Write.REPLACE and step.found is not None:
+                log.info("restoring %s %s/%s", manifest["kind"], ref.namespace, step.found.name)
+                await self.kube.replace(manifest, step.found.resource_version)
+            elif step.write is Write.CONFLICT:
+                return conflict(manifest, step.found, transient=False)
+            elif step.write is Write.WAIT:
+                return conflict(manifest, step.found, transient=True)
+        return None
+
+    def _expected(
+        self, ref: AgentRef, child: Mapping[str, Any], observed: Mapping[tuple[str, str], Any]
+    ) -> bool:
+        """Whether to plan `child`: not if created a moment ago and not yet watched.
+
+        Creating it again before its watch event arrives would be a 409 and a GET.
+        """
+        key = _created_key(ref, child)
+        seen = (key[1], key[2]) in observed
+        return not self.expectations.awaiting_creation(key, seen=seen)
+
+    async def create_pod(
+        self, agent: dict[str, Any], prepared: Prepared, attempt: int
+    ) -> Rejection | str | None:
+        """Create the pod of `attempt` (its children exist: :meth:`_ensure_children`).
+
+        Returns None on success (also when the pod exists and is this Agent's: the
+        status write that recorded it was lost), a Rejection when the API server refuses
+        it or its name is held by a pod the Agent does not own, or a message when the
+        spec cannot become a pod.
+        """
+        spec = prepared.spec
+        if spec is None or prepared.runtime_class is None or prepared.resources is None:
+            return prepared.error or "the spec could not be prepared"
+        metadata = agent["metadata"]
+        ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
+        try:
+            pod = build_pod(
+                ref,
+                spec,
+                attempt=attempt,
+                runtime_class=prepared.runtime_class,
+                resources=prepared.resources,
+                config=self.config,
+            )
+        except SpecError as exc:
+            return str(exc)
+        view = await create_or_find(self.kube, pod)
+        if view is None or isinstance(view, Rejection):
+            return view
+        whose = ownership(view, ref.name, ref.uid, False)
+        if whose is Ownership.OURS and not view.deleting:
+            return None  # created before, but not recorded (the operator stopped)
+        # Ours but terminating (a suspended attempt's pod, its deletion not yet watched:
+        # the pods may be listed after the Agents at start-up) is no new attempt: wait.
+        return conflict(pod, view, transient=whose is Ownership.PREDECESSOR or view.deleting)
+
+
+def _created_key(ref: AgentRef, child: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (ref.uid, str(child["kind"]), str(child["metadata"]["name"]))
