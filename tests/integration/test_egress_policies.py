@@ -5,7 +5,7 @@ The Agents of a namespace with egress None, DNS or Internet share the policy
 label; Custom egress gets a policy of the Agent's own. A shared policy is made before
 the first pod that needs it, restored when deleted or edited while a pod needs it,
 and a name held by someone else's policy stalls the Agents that need it (issue 11:
-one write less per Agent; DESIGN.md: a NetworkPolicy per egress mode).
+one write less per Agent; docs/architecture.md: a NetworkPolicy per egress mode).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The API server, then etcd, crash and come back mid-run: the operator rides it out.
 
-The contract (DESIGN.md section 4): what the operator holds in memory converges to a
+The contract (docs/architecture.md): what the operator holds in memory converges to a
 fresh LIST after any reconnection. So the operator process survives the outage (same
 PID), its watches resume (Agents created after the outage run), Agents that finished
 or were edited while it was cut off reach the outcome their spec dictates, running

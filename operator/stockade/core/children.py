@@ -1,7 +1,7 @@
 """Ownership and drift of an Agent's children (ConfigMap, NetworkPolicy, PVC), pure.
 
-DESIGN.md, "The controller contract": a child is the Agent's only if its controller
-ownerReference carries the Agent's UID (as the Job controller adopts pods, never by name
+docs/architecture.md, "The controller contract": a child is the Agent's only if its
+controller ownerReference carries the Agent's UID (as the Job controller adopts pods, never by name
 or label alone), and everything the operator creates it observes and restores.
 
 The operator's watches keep a :class:`ChildView` per child (a summary, not the body: a

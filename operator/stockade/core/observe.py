@@ -58,7 +58,7 @@ class PodView:
         terminated: the agent container's ``state.terminated``.
         reason / message: the pod's own ``status.reason`` / ``status.message`` (Evicted).
         owner_uid: the UID of the pod's controller ownerReference (None without one):
-            the pod belongs to the Agent with that UID and to no other (DESIGN.md 4).
+            the pod belongs to the Agent with that UID and to no other (docs/architecture.md).
         deletion_deadline: ``metadata.deletionTimestamp``, the end of the grace period.
         uid: ``metadata.uid``.
         others_running: a container other than the agent's (one of ``spec.containers``,

@@ -1,8 +1,9 @@
 """Leader election on a coordination.k8s.io/v1 Lease, as client-go's ``leaderelection``.
 
-Several operator replicas may run; only the one holding the Lease writes (DESIGN.md §4:
-one active replica at a time). The semantics and defaults are those of client-go's
-``tools/leaderelection`` as configured by controller-runtime (and kube-controller-manager):
+Several operator replicas may run; only the one holding the Lease writes (one active
+replica at a time; README.md, "High availability"). The semantics and defaults are
+those of client-go's ``tools/leaderelection`` as configured by controller-runtime (and
+kube-controller-manager):
 
 - a candidate *acquires* the Lease when it does not exist (create), when its
   ``holderIdentity`` is empty (released), or when it has *expired*: no change of the
