@@ -79,6 +79,10 @@ class Phase(StrEnum):
     Terminating = "Terminating"
 
 
+TERMINAL_PHASES: frozenset[Phase] = frozenset({Phase.Succeeded, Phase.Failed})
+"""The phases an Agent never leaves, but for Terminating when it is deleted."""
+
+
 class RestartPolicy(StrEnum):
     """What happens after a failed attempt: ``Never`` fails the Agent, ``OnFailure`` retries."""
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from stockade.api.agent import TERMINAL_PHASES, Phase
 from stockade.core import admission
 from stockade.core.conditions import READY, RECONCILING, STALLED, SUSPENDED, Cond, merge_conditions
 from stockade.core.observe import format_time, parse_time
@@ -31,8 +32,8 @@ ACTIVE, SUSPENDED_PHASE, SUCCEEDED, FAILED, TERMINATING = (
     "Failed",
     "Terminating",
 )
-_FINISHED_AGENT = frozenset({"Succeeded", "Failed"})
-_COUNTED = ("Pending", "Starting", "Running", "Succeeded", "Failed", "Paused", "Terminating")
+_COUNTED = tuple(str(phase) for phase in Phase)
+"""The member phases a session counts (every Agent phase, in the lifecycle's order)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class MemberView:
     @property
     def finished(self) -> bool:
         """The member Succeeded or Failed."""
-        return self.phase in _FINISHED_AGENT
+        return self.phase in TERMINAL_PHASES
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ not write it and reports it.
 
 from __future__ import annotations
 
-from stockade.api.agent import Phase
+from stockade.api.agent import TERMINAL_PHASES, Phase
 
 P = Phase
 TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
@@ -29,7 +29,7 @@ TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
 )
 """Every allowed ``(from, to)`` phase change; ``None`` is an Agent without a phase yet."""
 
-TERMINAL = frozenset({P.Succeeded, P.Failed})
+TERMINAL = TERMINAL_PHASES
 
 
 # Pod-creation rejections that need a person (not time) to fix: Stalled=True.

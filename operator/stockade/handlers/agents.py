@@ -20,13 +20,7 @@ from stockade.core.children import SHARED, ChildView, shared_label
 from stockade.core.observe import PodView, observe_pod
 from stockade.reconcile import AgentKey, Reconciler, indexed_body, session_name
 from stockade.runtime import metrics
-
-CHILD_RESOURCES = (
-    ("v1", "configmaps"),
-    ("v1", "persistentvolumeclaims"),
-    ("networking.k8s.io/v1", "networkpolicies"),
-)
-"""The kinds of child besides pods, as (apiVersion, plural): watched and restored."""
+from stockade.runtime.kinds import CHILD_KINDS
 
 
 @kopf.index(GROUP, VERSION, AGENT_PLURAL)
@@ -116,8 +110,8 @@ async def child_changed(
         _reconciler(memo, kwargs).poke_shared_policy((namespace, name))
 
 
-for _api_version, _plural in CHILD_RESOURCES:  # one index and one handler over 3 kinds
-    _resource = (*_api_version.split("/"), _plural)
+for _child in CHILD_KINDS:  # one index and one handler over the children's kinds
+    _resource = (*_child.api_version.split("/"), _child.plural)
     kopf.index(*_resource, labels=MANAGED_LABELS, id="agent_children")(agent_children)
     kopf.on.event(*_resource, labels=MANAGED_LABELS, id="child_changed")(child_changed)
 

@@ -26,6 +26,7 @@ from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
 from stockade.runtime import metrics, tracing
 from stockade.runtime.health import Health, HealthServer
 from stockade.runtime.k8s import Kube
+from stockade.runtime.kinds import OWNED_KINDS
 from stockade.runtime.leader import LeaderElector
 
 log = logging.getLogger("stockade")
@@ -83,12 +84,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     """
     config: OperatorConfig = memo.get("config") or load_config()
     memo["config"] = config
-    for resource in (
-        ("v1", "pods"),
-        ("v1", "configmaps"),
-        ("v1", "persistentvolumeclaims"),
-        ("networking.k8s.io", "networkpolicies"),
-    ):
+    for owned in OWNED_KINDS:
+        resource = (owned.group, owned.plural) if owned.group else (owned.version, owned.plural)
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     settings.posting.enabled = False
     settings.persistence.diffbase_storage = NoDiffBase()

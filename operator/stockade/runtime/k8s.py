@@ -27,19 +27,12 @@ from stockade.build.names import MANAGED_SELECTOR
 from stockade.core.lifecycle import Reason, Rejection
 from stockade.core.observe import format_time
 from stockade.runtime import decisionlog, fastjson
+from stockade.runtime.kinds import OWNED_KINDS
 from stockade.runtime.metrics import API_WRITES
 
-KIND_RESOURCE = {
-    "Pod": "pods",
-    "ConfigMap": "configmaps",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "NetworkPolicy": "networkpolicies",
-}
+KIND_RESOURCE = {owned.kind: owned.plural for owned in OWNED_KINDS}
 _COLLECTIONS = {
-    "Pod": "/api/v1/namespaces/{namespace}/pods",
-    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
-    "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
-    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+    **{owned.kind: owned.collection for owned in OWNED_KINDS},
     "Event": "/api/v1/namespaces/{namespace}/events",
 }
 """The REST collection of each kind the operator reads and writes (a path template)."""
