@@ -15,7 +15,6 @@ from stockade.config import OperatorConfig, load_config
 from stockade.core.lifecycle import Reason
 from stockade.core.policy import (
     Problem,
-    check,
     describe,
     namespace_problem,
     reference_problems,
@@ -72,10 +71,16 @@ def test_watched_namespaces_do_not_override_the_refusal() -> None:
 
 
 def test_the_namespace_problem_comes_alone() -> None:
-    problems = check("kube-system", spec(priorityClassName="high"), DEFAULT)
-    assert problems is not None and [p.reason for p in problems] == [Reason.NAMESPACE_NOT_ALLOWED]
-    assert check("team-a", spec(), DEFAULT) is None
-    assert check("team-a", None, DEFAULT) is None
+    body = {
+        "metadata": {"name": "a", "namespace": "kube-system"},
+        "spec": {"image": "ghcr.io/x/agent:1", "priorityClassName": "high"},
+    }
+    prepared = prepare(body, DEFAULT)
+    assert prepared.reason == Reason.NAMESPACE_NOT_ALLOWED
+    assert "priorityClassName" not in str(prepared.error)
+    body["metadata"]["namespace"] = "team-a"
+    assert prepare(body, DEFAULT).error is not None  # the spec's own problem, now
+    assert prepare({**body, "spec": {"image": "ghcr.io/x/agent:1"}}, DEFAULT).error is None
 
 
 # --- labels ------------------------------------------------------------------------

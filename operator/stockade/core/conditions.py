@@ -18,7 +18,6 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 ADMITTED = "Admitted"
 SUSPENDED = "Suspended"
-CONDITION_TYPES = (READY, RECONCILING, STALLED, ADMITTED, SUSPENDED)
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,3 @@ def merge_conditions(
         seen.add(cond.type)
     out.extend(c for t, c in before.items() if t not in seen)
     return out
-
-
-def condition_status(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> str | None:
-    """The status ("True", "False", "Unknown") of condition `type_`, or None if absent."""
-    for cond in conditions or ():
-        if cond.get("type") == type_:
-            status = cond.get("status")
-            return str(status) if status is not None else None
-    return None

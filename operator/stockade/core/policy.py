@@ -204,16 +204,3 @@ def reference_problems(
             Reason.REFERENCE_NOT_ALLOWED,
         )
     ]
-
-
-def check(
-    namespace: str | None, spec: AgentSpec | None, config: OperatorConfig
-) -> list[Problem] | None:
-    """Every problem of an Agent in `namespace` with `spec`; the namespace's comes alone.
-
-    `spec` may be None (an invalid spec): then only the namespace is checked.
-    """
-    refused = namespace_problem(namespace, config)
-    if refused is not None:
-        return [refused]
-    return spec_problems(spec, config) if spec is not None else None
