@@ -34,6 +34,7 @@ from stockade.core.lifecycle import (
     decide,
 )
 from stockade.core.observe import PodView, observe_pod, parse_time
+from stockade.core.reasons import WARNING_REASONS
 from stockade.core.spec import (
     Prepared,
     agent_view,
@@ -53,25 +54,6 @@ log = logging.getLogger("stockade.reconcile")
 
 DEFAULT_GRACE_SECONDS = 30
 """A pod's grace period when it sets none (core/v1 terminationGracePeriodSeconds)."""
-
-_WARNING_REASONS = frozenset(
-    {
-        Reason.DEADLINE_EXCEEDED,
-        Reason.STARTUP_TIMEOUT,
-        Reason.BACKOFF_LIMIT_EXCEEDED,
-        Reason.ERROR,
-        Reason.OOM_KILLED,
-        Reason.IMAGE_PULL_FAILED,
-        Reason.EVICTED,
-        Reason.POD_LOST,
-        Reason.INVALID_SPEC,
-        Reason.NAMESPACE_NOT_ALLOWED,
-        Reason.QUOTA_EXCEEDED,
-        Reason.RUNTIME_CLASS_NOT_FOUND,
-        Reason.POD_REJECTED,
-        Reason.RESOURCE_CONFLICT,
-    }
-)
 
 
 @dataclass
@@ -389,7 +371,7 @@ class Agents:
             self._announce(agent, step, view)
         reason = decision.status.get("reason")
         changed = reason != view.status.get("reason")
-        if not decision.transitions and changed and reason in _WARNING_REASONS:
+        if not decision.transitions and changed and reason in WARNING_REASONS:
             self.events.post(
                 agent,
                 warning=True,
@@ -403,5 +385,5 @@ class Agents:
         if step.message:
             text = f"{text}: {step.message}"
         self.events.post(
-            agent, warning=step.reason in _WARNING_REASONS, reason=str(step.reason), message=text
+            agent, warning=step.reason in WARNING_REASONS, reason=str(step.reason), message=text
         )

@@ -51,7 +51,7 @@ from stockade.core.observation import (
     Transition,
 )
 from stockade.core.observe import PodView, format_time, parse_termination_message, parse_time
-from stockade.core.reasons import Reason, failure_of
+from stockade.core.reasons import STALLING_REASONS, Reason, failure_of
 from stockade.core.transitions import TERMINAL, TRANSITIONS, is_allowed
 
 __all__ = [
@@ -74,15 +74,6 @@ __all__ = [
 ]
 
 
-_STALLING = frozenset(
-    {
-        Reason.RUNTIME_CLASS_NOT_FOUND,
-        Reason.POD_REJECTED,
-        Reason.INVALID_SPEC,
-        Reason.NAMESPACE_NOT_ALLOWED,
-        Reason.REFERENCE_NOT_ALLOWED,
-    }
-)
 # Waiting reasons of a container that never become a running container by themselves.
 _PERMANENT_PULL_FAILURES = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 _PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", *_PERMANENT_PULL_FAILURES})
@@ -442,7 +433,7 @@ def _conditions(d: _Draft) -> list[Cond]:
     phase, reason, message = d.phase, d.reason, d.message
     ready = phase == Phase.Succeeded or (phase == Phase.Running and d.ready)
     stalled = phase == Phase.Failed or (
-        phase == Phase.Pending and (reason in _STALLING or d.stalled)
+        phase == Phase.Pending and (reason in STALLING_REASONS or d.stalled)
     )
     reconciling = not ready and not stalled and phase not in (Phase.Paused, *TERMINAL)
     if d.admitted is None:

@@ -68,6 +68,38 @@ class Reason(StrEnum):
     POD_TERMINATING = "PodTerminating"
 
 
+STALLING_REASONS = frozenset(
+    {
+        Reason.RUNTIME_CLASS_NOT_FOUND,
+        Reason.POD_REJECTED,
+        Reason.INVALID_SPEC,
+        Reason.NAMESPACE_NOT_ALLOWED,
+        Reason.REFERENCE_NOT_ALLOWED,
+    }
+)
+"""Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
+
+WARNING_REASONS = frozenset(
+    {
+        Reason.DEADLINE_EXCEEDED,
+        Reason.STARTUP_TIMEOUT,
+        Reason.BACKOFF_LIMIT_EXCEEDED,
+        Reason.ERROR,
+        Reason.OOM_KILLED,
+        Reason.IMAGE_PULL_FAILED,
+        Reason.EVICTED,
+        Reason.POD_LOST,
+        Reason.INVALID_SPEC,
+        Reason.NAMESPACE_NOT_ALLOWED,
+        Reason.QUOTA_EXCEEDED,
+        Reason.RUNTIME_CLASS_NOT_FOUND,
+        Reason.POD_REJECTED,
+        Reason.RESOURCE_CONFLICT,
+    }
+)
+"""Reasons whose Events are ``Warning`` (the others are ``Normal``)."""
+
+
 def failure_of(pod: PodView) -> tuple[Reason, str]:
     """Classify a Failed pod: the reason and a human message."""
     term = pod.terminated
