@@ -59,7 +59,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Decision:
+class SessionAdmission:
     """The session-wide outcome.
 
     Attributes:
@@ -99,7 +99,7 @@ def admit(
     budget: Requests | None,
     recorded: Sequence[str],
     suspended: bool = False,
-) -> Decision:
+) -> SessionAdmission:
     """Decide which members hold an admission.
 
     Args:
@@ -118,7 +118,7 @@ def admit(
         paused = {
             m.name: Verdict(False, "SessionSuspended", "the session is suspended") for m in queue
         }
-        return Decision((), paused, {})
+        return SessionAdmission((), paused, {})
     held = set(recorded)
     admitted: list[str] = []
     used: dict[str, Decimal] = {}
@@ -169,7 +169,7 @@ def admit(
         used = after
         verdicts[member.name] = Verdict(True)
     order = {m.name: i for i, m in enumerate(queue)}
-    return Decision(tuple(sorted(admitted, key=order.__getitem__)), verdicts, used)
+    return SessionAdmission(tuple(sorted(admitted, key=order.__getitem__)), verdicts, used)
 
 
 def _waiting(count: int, max_agents: int, blocked_by: str) -> tuple[str, str]:

@@ -86,7 +86,7 @@ class SessionDecision:
     """
 
     status: dict[str, Any]
-    admission: admission.Decision
+    admission: admission.SessionAdmission
     failure: str | None = None
     finished: bool = False
     requeue_after: float | None = None

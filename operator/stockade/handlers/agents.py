@@ -90,6 +90,18 @@ async def agent_children(
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
+async def pod_changed(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A pod was created, changed or deleted (by anyone): reconcile its Agent.
+
+    The Agent is the one its ``stockade.dev/agent`` label names.
+    """
+    agent = labels.get(AGENT_LABEL)
+    if agent and namespace:
+        _reconciler(memo, kwargs).poke((namespace, agent))
+
+
 async def child_changed(
     namespace: str | None,
     name: str,
@@ -98,7 +110,7 @@ async def child_changed(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """A pod or another child was created, changed or deleted (by anyone): reconcile.
+    """A child (ConfigMap, PVC, NetworkPolicy) was created, changed or deleted: reconcile.
 
     The Agent is the one its ``stockade.dev/agent`` label names; a shared NetworkPolicy
     (no such label) is checked on its own.
