@@ -865,3 +865,38 @@ def test_a_suspend_counts_the_pod_whose_creation_was_not_recorded() -> None:
     # Even with attempts still 5 in the status (the suspend's write lost too).
     stale = replace(view, status={**view.status, "attempts": 5, "phase": "Pending"})
     assert decide(Observation(agent=stale, now=at(3), pods={})).actions == (CreatePod(7),)
+
+
+def test_a_members_session_defaults_are_recorded_when_it_starts_and_kept() -> None:
+    defaults = {"image": "ghcr.io/x/agent:1"}
+    waiting = decide(
+        Observation(
+            agent=agent(),
+            now=T0,
+            session_defaults=defaults,
+            admission=Admission(False, Reason.AWAITING_ADMISSION, "w"),
+        )
+    )
+    assert "sessionDefaults" not in waiting.status
+    d = decide(Observation(agent=agent(), now=T0, session_defaults=defaults))
+    assert d.phase == Phase.Starting and d.status["sessionDefaults"] == defaults
+    later = decide(
+        Observation(
+            agent=step(agent(), d),
+            now=at(1),
+            pods={1: pod(1)},
+            session_defaults={"image": "edited"},
+        )
+    )
+    assert later.status["sessionDefaults"] == defaults
+
+
+def test_a_member_waits_for_its_missing_session_rather_than_failing_its_spec() -> None:
+    missing = Admission(False, Reason.SESSION_NOT_FOUND, 'AgentSession "s" not found')
+    obs = Observation(agent=agent(), now=T0, admission=missing, spec_error="spec.image: none")
+    d = decide(obs)
+    assert d.phase == Phase.Pending and d.status["reason"] == Reason.SESSION_NOT_FOUND
+    recorded = agent(status={"sessionDefaults": {"image": "i"}})
+    assert decide(replace(obs, agent=recorded)).phase == Phase.Failed
+    refused = replace(obs, spec_error_reason=Reason.NAMESPACE_NOT_ALLOWED)
+    assert decide(refused).phase == Phase.Failed

@@ -131,11 +131,6 @@ class Agents:
         admission_, failure = Admission(), None
         if session_ref is not None:
             view, admission_, failure = self._session_terms(agent, view, session_ref, session)
-            missing = session is None and session_defaults(agent, None) is None
-            if missing and prepared.reason == Reason.INVALID_SPEC:
-                # Its session (and the defaults it may supply) is not there yet, as when
-                # `kubectl apply -f dir/` or Argo CD applies the member first: wait.
-                spec_error = None
         pods = self._observed_pods(key, uid)
         attempt = int(view.status.get("attempts") or 0)
         expected = view.status.get("phase") in (Phase.Starting, Phase.Running)
@@ -154,6 +149,7 @@ class Agents:
             spec_error=spec_error,
             spec_error_reason=prepared.reason,
             session_failure=failure,
+            session_defaults=session_defaults(agent, session) if session is not None else None,
             backoff=self.config.backoff,
             history_limit=self.config.history_limit,
             terminating_timeout=self.config.terminating_timeout_seconds,
@@ -179,15 +175,6 @@ class Agents:
         if decision.delete_agent:
             await self.kube.delete_agent(namespace, name)
             return
-        defaults = session_defaults(agent, session)
-        if (
-            session is not None
-            and defaults is not None
-            and "sessionDefaults" not in decision.status
-            and decision.phase in (Phase.Starting, Phase.Running)
-        ):
-            # Admitted and running: its defaults are resolved once, now, and kept.
-            decision = replace(decision, status={**decision.status, "sessionDefaults": defaults})
         if await self._record(agent, view, decision):
             await self._delete_pods(namespace, decision, pods)
         if session is not None:

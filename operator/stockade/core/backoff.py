@@ -2,14 +2,22 @@
 
 Used by the lifecycle (the delay before the next attempt of a failed Agent, as the Job
 controller's pod-failure backoff: base doubling per failure, capped) and by the work
-queue (a reconcile that raised). Kubernetes' own ``wait.Backoff`` and client-go's
-``ItemExponentialFailureRateLimiter`` follow the same rule.
+queue (a reconcile that raised); Kubernetes' own ``wait.Backoff`` and client-go's
+``ItemExponentialFailureRateLimiter`` follow the same rule. :func:`refusal_delay` is
+the other delay: how long to wait before asking again for a pod the API server refused.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stockade.core.conditions import ADMITTED
+from stockade.core.observe import parse_time
 
 
 @dataclass(frozen=True)
@@ -32,3 +40,22 @@ class Backoff:
         if exponent >= math.log2(max(self.cap / self.base, 1.0)) + 1:
             return float(self.cap)
         return float(min(self.base * 2.0**exponent, self.cap))
+
+
+def refusal_delay(status: Mapping[str, Any], name: str, now: datetime) -> float:
+    """Seconds before asking again for a pod the API server refused (1 s .. 60 s, +25%).
+
+    As long as it has been refused so far: derived from the Admitted condition's
+    ``lastTransitionTime`` in `status`, so the delay doubles without any memory and
+    survives a restart. A jitter of up to +25%, fixed per Agent `name` and step (a hash:
+    the lifecycle stays deterministic), spreads the retries of many Agents refused by
+    the same ResourceQuota.
+    """
+    since = None
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == ADMITTED and cond.get("status") == "False":
+            since = parse_time(cond.get("lastTransitionTime"))
+    elapsed = (now - since).total_seconds() if since else 0.0
+    delay = min(max(elapsed, 1.0), 60.0)
+    seed = zlib.crc32(f"{name}/{int(delay)}".encode())
+    return delay * (1.0 + (seed % 1000) / 4000.0)

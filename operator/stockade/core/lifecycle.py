@@ -21,7 +21,6 @@ Phases (README.md, "Phases"; docs/architecture.md, "The controller contract")::
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from typing import Any
 
 from stockade.api.agent import Phase, RestartPolicy
 from stockade.build.names import pod_name
+from stockade.core.backoff import refusal_delay
 from stockade.core.conditions import (
     ADMITTED,
     READY,
@@ -226,7 +226,7 @@ def _create(d: _Draft, attempt: int) -> None:
             d.move(Phase.Pending, obs.rejection.reason, obs.rejection.message)
         else:
             d.reason, d.message = obs.rejection.reason, obs.rejection.message
-        d.wake(obs.now + timedelta(seconds=_rejection_delay(d)))
+        d.wake(obs.now + timedelta(seconds=refusal_delay(d.status, obs.agent.name, obs.now)))
         return
     d.actions.append(CreatePod(attempt))
     d.status["attempts"] = attempt
@@ -236,24 +236,6 @@ def _create(d: _Draft, attempt: int) -> None:
     if d.phase in (None, Phase.Pending):
         d.move(Phase.Starting, Reason.POD_CREATED, f"creating pod for attempt {attempt}")
     d.wake(obs.now + timedelta(seconds=obs.agent.startup_timeout_seconds))
-
-
-def _rejection_delay(d: _Draft) -> float:
-    """Retry a refused pod creation after as long as it has been refused (1s..60s).
-
-    Derived from the Admitted condition's lastTransitionTime, so the backoff doubles
-    without any memory and survives a restart. A jitter of up to +25%, fixed per Agent
-    name and step (a hash: ``decide`` stays deterministic), spreads the retries of many
-    Agents refused by the same ResourceQuota.
-    """
-    since = None
-    for cond in d.status.get("conditions") or ():
-        if cond.get("type") == ADMITTED and cond.get("status") == "False":
-            since = parse_time(cond.get("lastTransitionTime"))
-    elapsed = (d.obs.now - since).total_seconds() if since else 0.0
-    delay = min(max(elapsed, 1.0), 60.0)
-    seed = zlib.crc32(f"{d.obs.agent.name}/{int(delay)}".encode())
-    return delay * (1.0 + (seed % 1000) / 4000.0)
 
 
 _STARTING_PROGRESS = ("", "ContainerCreating", "PodInitializing")
@@ -485,7 +467,7 @@ def decide(obs: Observation) -> Decision:
         d.move(Phase.Terminating, Reason.DELETED, "the Agent is being deleted")
     elif previous in TERMINAL:
         _finished(d)
-    elif obs.spec_error is not None:
+    elif obs.spec_error is not None and not _awaiting_session(obs):
         _fail(d, obs.spec_error_reason, obs.spec_error, current)
     elif obs.session_failure is not None:
         _fail(d, Reason.DEADLINE_EXCEEDED, obs.session_failure, current)
@@ -517,6 +499,20 @@ def decide(obs: Observation) -> Decision:
     if d.phase in TERMINAL:
         _ttl(d)
     return _finish(d)
+
+
+def _awaiting_session(obs: Observation) -> bool:
+    """Whether a member waits for its session instead of failing for an invalid spec.
+
+    The session is not there yet, and its defaults may supply what the spec lacks
+    (``kubectl apply -f dir/`` and Argo CD apply the member first); not once its
+    defaults were recorded.
+    """
+    return (
+        obs.admission.reason == Reason.SESSION_NOT_FOUND
+        and obs.spec_error_reason == Reason.INVALID_SPEC
+        and obs.agent.status.get("sessionDefaults") is None
+    )
 
 
 def _same_but_lazy(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
@@ -554,6 +550,10 @@ def _finish(d: _Draft) -> Decision:
     status["reason"] = str(d.reason) or None
     status["message"] = d.message or None
     status["observedGeneration"] = obs.agent.generation
+    live = phase in (Phase.Starting, Phase.Running)
+    if live and obs.session_defaults is not None and "sessionDefaults" not in status:
+        # Admitted and running: its defaults are resolved once, now, and kept.
+        status["sessionDefaults"] = dict(obs.session_defaults)
     if obs.agent.runtime_class:
         status["runtimeClassName"] = obs.agent.runtime_class
     status["conditions"] = merge_conditions(

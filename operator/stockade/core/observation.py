@@ -83,6 +83,9 @@ class Observation:
         spec_error: a message when the spec cannot be turned into a pod (InvalidSpec).
         spec_error_reason: the failure reason of `spec_error`: InvalidSpec, or
             NamespaceNotAllowed when the Agent's namespace is refused.
+        session_defaults: the ``agentDefaults`` its session gives a member now (None for
+            an Agent without a session): recorded in ``status.sessionDefaults`` when it
+            starts, and kept from then on, whatever later edits of the session say.
         session_failure: the Agent's session failed by its deadline: this message
             fails the Agent (DeadlineExceeded) unless it has finished already.
         now: the current time (UTC).
@@ -102,6 +105,7 @@ class Observation:
     spec_error: str | None = None
     spec_error_reason: Reason = Reason.INVALID_SPEC
     session_failure: str | None = None
+    session_defaults: Mapping[str, Any] | None = None
     backoff: Backoff = DEFAULT_BACKOFF
     history_limit: int = 20
     terminating_timeout: float = 60.0
