@@ -100,3 +100,31 @@ def test_quantities_render_like_kubernetes() -> None:
     assert format_quantity("cpu", Decimal(2)) == "2"
     assert format_quantity("memory", Decimal(2 * 2**30)) == "2Gi"
     assert format_quantity("memory", Decimal(1536 * 2**20)) == "1536Mi"
+
+
+def test_member_terms_read_the_sessions_recorded_word() -> None:
+    from stockade.core.admission import Verdict
+    from stockade.core.lifecycle import AgentView, Reason
+    from stockade.core.sessions import member_terms
+
+    view = AgentView(name="a")
+    _, missing, _ = member_terms(view, "s", None, None)
+    assert missing.reason == Reason.SESSION_NOT_FOUND and not missing.admitted
+    admitted = {"spec": {}, "status": {"phase": "Active", "admittedAgents": ["a"]}}
+    assert member_terms(view, "s", admitted, None)[1].admitted
+    paused, _, _ = member_terms(view, "s", {"spec": {"suspend": True}, "status": {}}, None)
+    assert paused.suspend and paused.suspended_by == "session s is suspended"
+    late = {
+        "spec": {},
+        "status": {
+            "phase": "Failed",
+            "reason": "DeadlineExceeded",
+            "message": "the session ran out of time",
+        },
+    }
+    assert member_terms(view, "s", late, None)[2] == "the session ran out of time"
+    full = Verdict(False, "SessionFull", "8 of 8 agents admitted")
+    waiting = member_terms(view, "s", {"spec": {}, "status": {"phase": "Active"}}, full)[1]
+    assert (waiting.reason, waiting.admitted) == ("SessionFull", False)
+    done = {"spec": {}, "status": {"phase": "Succeeded"}}
+    assert member_terms(view, "s", done, None)[1].stalled

@@ -35,6 +35,7 @@ from stockade.core.lifecycle import (
 )
 from stockade.core.observe import PodView, observe_pod, parse_time
 from stockade.core.reasons import WARNING_REASONS
+from stockade.core.sessions import member_terms
 from stockade.core.spec import (
     Prepared,
     agent_view,
@@ -191,28 +192,9 @@ class Agents:
         session_ref: str,
         session: dict[str, Any] | None,
     ) -> tuple[AgentView, Admission, str | None]:
-        """What an Agent's session says: suspension, admission, failure."""
-        name = view.name
-        if session is None:
-            message = f'AgentSession "{session_ref}" not found'
-            return view, Admission(False, Reason.SESSION_NOT_FOUND, message), None
-        spec = session.get("spec") or {}
-        status = session.get("status") or {}
-        if spec.get("suspend") and not view.suspend:
-            view = replace(view, suspend=True, suspended_by=f"session {session_ref} is suspended")
-        phase, reason = status.get("phase"), status.get("reason")
-        if phase == "Failed" and reason == "DeadlineExceeded":
-            return view, Admission(), str(status.get("message") or "the session's deadline passed")
-        if name in (status.get("admittedAgents") or ()):
-            return view, Admission(), None
-        if phase in ("Succeeded", "Failed"):
-            message = f"session {session_ref} has finished"
-            return view, Admission(False, Reason.SESSION_FINISHED, message, stalled=True), None
-        verdict = self.sessions.verdict(agent, session_ref, session)
-        if verdict is None or verdict.admitted:
-            message = f"waiting for session {session_ref} to admit it"
-            return view, Admission(False, Reason.AWAITING_ADMISSION, message), None
-        return view, Admission(False, verdict.reason, verdict.message, verdict.stalled), None
+        """What an Agent's session says (:func:`stockade.core.sessions.member_terms`)."""
+        verdict = self.sessions.verdict(agent, session_ref, session) if session else None
+        return member_terms(view, session_ref, session, verdict)
 
     def _observed_pods(self, key: AgentKey, uid: str) -> dict[int, PodView]:
         """Agent `key`'s pods by attempt, a pod we deleted read as being deleted.

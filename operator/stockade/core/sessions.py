@@ -15,7 +15,7 @@ for a finished session are not admitted (``SessionFinished``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,9 @@ from typing import Any
 from stockade.api.agent import TERMINAL_PHASES, Phase
 from stockade.core import admission
 from stockade.core.conditions import READY, RECONCILING, STALLED, SUSPENDED, Cond, merge_conditions
+from stockade.core.observation import Admission, AgentView
 from stockade.core.observe import format_time, parse_time
+from stockade.core.reasons import Reason
 
 ACTIVE, SUSPENDED_PHASE, SUCCEEDED, FAILED, TERMINATING = (
     "Active",
@@ -247,3 +249,38 @@ def decide_session(obs: SessionObservation) -> SessionDecision:
         requeue_after=requeue,
         delete_session=delete,
     )
+
+
+def member_terms(
+    view: AgentView,
+    session_name: str,
+    session: Mapping[str, Any] | None,
+    verdict: admission.Verdict | None,
+) -> tuple[AgentView, Admission, str | None]:
+    """What a member's session says of it: suspension, admission, failure (pure).
+
+    Read from the session's recorded status (``admittedAgents``, its phase), so it is
+    the same after a restart; `verdict` is the session's last word on a member still
+    waiting (for its reason). Returns the member's view (suspended with its session),
+    its :class:`Admission`, and the message that fails it when the session failed by
+    its deadline.
+    """
+    if session is None:
+        message = f'AgentSession "{session_name}" not found'
+        return view, Admission(False, Reason.SESSION_NOT_FOUND, message), None
+    spec = session.get("spec") or {}
+    status = session.get("status") or {}
+    if spec.get("suspend") and not view.suspend:
+        view = replace(view, suspend=True, suspended_by=f"session {session_name} is suspended")
+    phase, reason = status.get("phase"), status.get("reason")
+    if phase == FAILED and reason == Reason.DEADLINE_EXCEEDED:
+        return view, Admission(), str(status.get("message") or "the session's deadline passed")
+    if view.name in (status.get("admittedAgents") or ()):
+        return view, Admission(), None
+    if phase in (SUCCEEDED, FAILED):
+        message = f"session {session_name} has finished"
+        return view, Admission(False, Reason.SESSION_FINISHED, message, stalled=True), None
+    if verdict is None or verdict.admitted:
+        message = f"waiting for session {session_name} to admit it"
+        return view, Admission(False, Reason.AWAITING_ADMISSION, message), None
+    return view, Admission(False, verdict.reason, verdict.message, verdict.stalled), None
