@@ -900,3 +900,13 @@ def test_a_member_waits_for_its_missing_session_rather_than_failing_its_spec() -
     assert decide(replace(obs, agent=recorded)).phase == Phase.Failed
     refused = replace(obs, spec_error_reason=Reason.NAMESPACE_NOT_ALLOWED)
     assert decide(refused).phase == Phase.Failed
+
+
+def test_a_new_member_awaiting_its_sessions_verdict_writes_nothing() -> None:
+    waiting = Admission(False, Reason.AWAITING_ADMISSION, "waiting for session s to admit it")
+    assert decide(Observation(agent=agent(), now=T0, admission=waiting)).awaiting_verdict
+    full = Admission(False, "SessionFull", "8 of 8 agents admitted")
+    assert not decide(Observation(agent=agent(), now=T0, admission=full)).awaiting_verdict
+    started = agent(status={"phase": "Running", "attempts": 1, "startTime": format_time(T0)})
+    d = decide(Observation(agent=started, now=at(1), admission=waiting, pods={1: running()}))
+    assert not d.awaiting_verdict

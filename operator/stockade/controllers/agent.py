@@ -156,16 +156,7 @@ class Agents:
             terminating_timeout=self.config.terminating_timeout_seconds,
         )
         decision = decide(obs)
-        if (
-            session is not None
-            and admission_.reason == Reason.AWAITING_ADMISSION
-            and decision.phase == Phase.Pending
-            and view.status.get("phase") in (None, Phase.Pending)
-            and not decision.delete_agent
-        ):
-            # Its session has not judged it yet (or admitted it and is recording so):
-            # the session's reconcile pokes it with a verdict. Saying "awaiting
-            # admission" first would be a status write per member for a moment.
+        if decision.awaiting_verdict:  # the session's reconcile pokes it with one
             self.phases[key] = (namespace, str(Phase.Pending))
             if trace:
                 trace.skipped = "awaiting its session's admission"

@@ -583,4 +583,10 @@ def _finish(d: _Draft) -> Decision:
         requeue_after=requeue,
         delete_agent=d.delete_agent,
         rejected=tuple(d.rejected),
+        awaiting_verdict=(
+            obs.admission.reason == Reason.AWAITING_ADMISSION
+            and phase == Phase.Pending
+            and obs.agent.status.get("phase") in (None, Phase.Pending)
+            and not d.delete_agent
+        ),
     )

@@ -153,6 +153,10 @@ class Decision:
             (deadlines, backoff, TTL); None when only a change can matter.
         delete_agent: ttlSecondsAfterFinished has expired.
         rejected: transitions the table forbids (not written; a bug to log and count).
+        awaiting_verdict: a new member its session has not judged yet (or admitted and
+            is recording so): nothing to write or do; the session's reconcile pokes it
+            with a verdict (a status "awaiting admission" first would be one more write
+            per member for a moment).
 
     """
 
@@ -162,6 +166,7 @@ class Decision:
     requeue_after: float | None = None
     delete_agent: bool = False
     rejected: tuple[Transition, ...] = ()
+    awaiting_verdict: bool = False
 
     @property
     def phase(self) -> Phase:
