@@ -43,7 +43,7 @@ from stockade.runtime.cache import AgentKey, Cache, IndexView, indexed_body, to_
 from stockade.runtime.echoes import Echoes
 from stockade.runtime.events import EventRecorder
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import Kube, is_transient
+from stockade.runtime.k8s import KubeApi, is_transient
 from stockade.runtime.workqueue import WorkQueue
 
 log = logging.getLogger("stockade.reconcile")
@@ -84,7 +84,7 @@ class Reconciler:
 
     """
 
-    kube: Kube
+    kube: KubeApi
     config: OperatorConfig
     leading: bool = True
     policy_present: bool = False
@@ -142,17 +142,6 @@ class Reconciler:
         self._policy_queue = WorkQueue(self.shared.reconcile, transient=is_transient)
 
     # --- what the handlers call ------------------------------------------------------
-
-    def bind(
-        self,
-        agents: IndexView,
-        pods: IndexView,
-        sessions: IndexView,
-        members: IndexView,
-        children: IndexView | None = None,
-    ) -> None:
-        """Give the cache kopf's indexes (the same objects on every call)."""
-        self.cache.bind(agents, pods, sessions, members, children)
 
     @property
     def on_watch_checked(self) -> Callable[[str, int], None] | None:

@@ -11,13 +11,8 @@ from hypothesis import strategies as st
 from stockade.api.agent import AgentSpec
 from stockade.build.configmap import build_input_configmap, config_items, has_input
 from stockade.build.errors import SpecError
-from stockade.build.names import AgentRef, labels_for
-
-REF = AgentRef("demo", "team-a", "uid-1")
-
-
-def spec(**fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"image": "ghcr.io/x/agent:1", **fields})
+from stockade.build.names import labels_for
+from tests.unit.conftest import REF, spec
 
 
 def unchecked_config(config: dict[str, str]) -> AgentSpec:

@@ -11,21 +11,17 @@ from hypothesis import strategies as st
 from stockade.api.agent import AgentSpec
 from stockade.build.configmap import build_input_configmap
 from stockade.build.errors import SpecError
-from stockade.build.names import AgentRef, labels_for
+from stockade.build.names import labels_for
 from stockade.build.pod import build_pod
 from stockade.build.resources import effective_resources
 from stockade.build.workspace import build_workspace_pvc
 from stockade.config import OperatorConfig
+from tests.unit.conftest import REF, spec
 
-REF = AgentRef("demo", "team-a", "uid-1")
 RESOURCES = {
     "requests": {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
     "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"},
 }
-
-
-def spec(**fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"image": "ghcr.io/x/agent:1", **fields})
 
 
 def pod(agent: AgentSpec | None = None, attempt: int = 1, **kwargs: Any) -> dict[str, Any]:

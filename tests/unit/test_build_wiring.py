@@ -12,17 +12,7 @@ from typing import Any
 
 from stockade.config import load_config
 from stockade.reconcile import Reconciler, prepare
-
-
-class RecordingKube:
-    """Accepts every create (as a fresh API server would) and keeps the manifests."""
-
-    def __init__(self) -> None:
-        self.created: list[dict[str, Any]] = []
-
-    async def create(self, manifest: dict[str, Any]) -> bool:
-        self.created.append(manifest)
-        return True
+from tests.unit.conftest import FakeKube
 
 
 def test_children_carry_the_operators_settings() -> None:
@@ -41,15 +31,15 @@ def test_children_carry_the_operators_settings() -> None:
     }
     prepared = prepare(agent, config)
     assert prepared.error is None
-    kube = RecordingKube()
-    reconciler = Reconciler(kube, config)  # type: ignore[arg-type]
+    kube = FakeKube()
+    reconciler = Reconciler(kube, config)
 
     async def scenario() -> None:
         assert await reconciler.agents.children.ensure(agent, prepared) is None
         assert await reconciler.agents.children.create_pod(agent, prepared, 1) is None
 
     asyncio.run(scenario())
-    by_kind = {m["kind"]: m for m in kube.created}
+    by_kind = {m["kind"]: m for m in kube.created()}
     (dns,) = by_kind["NetworkPolicy"]["spec"]["egress"]
     assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
     volumes = {v["name"]: v for v in by_kind["Pod"]["spec"]["volumes"]}

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from stockade.api.agent import AgentSpec
-from stockade.build.names import AgentRef, labels_for
+from stockade.build.names import labels_for
 from stockade.build.workspace import build_workspace_pvc
-
-REF = AgentRef("demo", "team-a", "uid-1")
-
-
-def spec(**fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"image": "ghcr.io/x/agent:1", **fields})
+from tests.unit.conftest import REF, spec
 
 
 def test_no_workspace_no_claim() -> None:

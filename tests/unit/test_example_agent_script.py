@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e.stub_model import ANSWER, COMPLETION_TOKENS, PROMPT_TOKENS, StubModel
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "agent" / "agent.sh"

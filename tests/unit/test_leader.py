@@ -27,6 +27,7 @@ from stockade.runtime.leader import (
     record_of,
     released,
 )
+from tests.unit.conftest import FakeKube
 
 T0 = datetime(2025, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -297,26 +298,29 @@ def test_an_unexpected_error_counts_as_a_loss() -> None:
 # --- the reconciler's gate -----------------------------------------------------------
 
 
-def test_a_standby_reconciler_writes_nothing_and_catches_up_on_leading() -> None:
+def test_a_standby_reconciler_writes_nothing_and_catches_up_on_leading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from stockade.config import OperatorConfig
     from stockade.reconcile import Reconciler
 
-    class NoKube:
-        def __getattr__(self, name: str) -> Any:
-            raise AssertionError(f"a standby called kube.{name}")
+    kube = FakeKube()
 
     async def scenario() -> None:
-        reconciler = Reconciler(NoKube(), OperatorConfig())  # type: ignore[arg-type]
+        reconciler = Reconciler(kube, OperatorConfig())
         agent = {"metadata": {"name": "x", "namespace": "ns", "uid": "u"}, "spec": {}}
         session = {"metadata": {"name": "s", "namespace": "ns"}, "spec": {}}
-        reconciler.bind({("ns", "x"): [agent]}, {}, {("ns", "s"): [session]}, {})
+        reconciler.cache.bind({("ns", "x"): [agent]}, {}, {("ns", "s"): [session]}, {})
         reconciler.set_leading(False)
         await reconciler.reconcile(("ns", "x"))  # returns at its top: no kube call
         await reconciler.reconcile_session(("ns", "s"))
         assert reconciler.phases == {} and reconciler.session_phases == {}
+        assert kube.calls == []  # a standby reads and writes nothing
         poked: list[tuple[str, Any]] = []
-        reconciler.poke = lambda key, delay=0.0: poked.append(("agent", key))  # type: ignore[method-assign]
-        reconciler.poke_session = lambda key, delay=0.2: poked.append(("session", key))  # type: ignore[method-assign]
+        monkeypatch.setattr(reconciler, "poke", lambda key, delay=0.0: poked.append(("agent", key)))
+        monkeypatch.setattr(
+            reconciler, "poke_session", lambda key, delay=0.2: poked.append(("session", key))
+        )
         reconciler.set_leading(True)
         assert poked == [("agent", ("ns", "x")), ("session", ("ns", "s"))]
         await reconciler.close()

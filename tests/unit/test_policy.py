@@ -10,7 +10,6 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from stockade.api.agent import AgentSpec
 from stockade.config import OperatorConfig, load_config
 from stockade.core.lifecycle import Reason
 from stockade.core.policy import (
@@ -23,19 +22,16 @@ from stockade.core.policy import (
 )
 from stockade.reconcile import Reconciler, prepare
 from stockade.runtime import metrics
+from tests.unit.conftest import IMAGE, FakeKube, spec
 
 DEFAULT = OperatorConfig()
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 
 
-def spec(**fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"image": "registry.example/agent:1", **fields})
-
-
 def agent(namespace: str = "team-a", **fields: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "a", "namespace": namespace},
-        "spec": {"image": "registry.example/agent:1", **fields},
+        "spec": {"image": IMAGE, **fields},
     }
 
 
@@ -402,20 +398,6 @@ def test_reference_settings_are_read_from_the_environment() -> None:
 # --- the operator's knowledge of the policy ------------------------------------------
 
 
-class Bindings:
-    """A stand-in for ``Kube.read_policy_binding``: a binding, None (404) or an error."""
-
-    def __init__(self, answer: dict[str, Any] | Exception | None) -> None:
-        self.answer = answer
-        self.asked: list[str] = []
-
-    async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
-        self.asked.append(name)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
 @pytest.mark.parametrize(
     ("answer", "present"),
     [
@@ -428,18 +410,18 @@ class Bindings:
 def test_the_policy_is_present_only_if_its_binding_denies(
     answer: dict[str, Any] | Exception | None, present: bool
 ) -> None:
-    kube = Bindings(answer)
+    kube = FakeKube(bindings={"stockade-references": answer})
     config = OperatorConfig(admission_policy_binding="stockade-references")
-    reconciler = Reconciler(kube, config)  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, config)
     assert reconciler.policy_present is False  # fail closed until checked
     assert asyncio.run(reconciler.check_admission_policy()) is present
     assert reconciler.policy_present is present
-    assert kube.asked == ["stockade-references"]
+    assert kube.calls == [("read", "ValidatingAdmissionPolicyBinding", "stockade-references")]
     assert metrics.ADMISSION_POLICY_PRESENT._value.get() == (1.0 if present else 0.0)
 
 
 def test_without_a_binding_name_nothing_is_asked() -> None:
-    kube = Bindings({"spec": {"validationActions": ["Deny"]}})
-    reconciler = Reconciler(kube, DEFAULT)  # type: ignore[arg-type]
+    kube = FakeKube(bindings={"stockade-references": {"spec": {"validationActions": ["Deny"]}}})
+    reconciler = Reconciler(kube, DEFAULT)
     assert asyncio.run(reconciler.check_admission_policy()) is False
-    assert kube.asked == []
+    assert kube.calls == []

@@ -18,16 +18,16 @@ import pytest
 import stockade.controllers.session as session_module
 import stockade.core.spec as spec_module
 from stockade.config import OperatorConfig
-from stockade.core.admission import Verdict
 from stockade.core.observe import PodView
 from stockade.handlers.agents import agent_pods
 from stockade.reconcile import Reconciler, indexed_body
 from stockade.runtime.cache import LAST_APPLIED
+from tests.unit.conftest import FakeKube
 
 
 def reconciler() -> Reconciler:
-    r = Reconciler(None, OperatorConfig())
-    r.bind({}, {}, {}, {})
+    r = Reconciler(FakeKube(), OperatorConfig())
+    r.cache.bind({}, {}, {}, {})
     return r
 
 
@@ -125,27 +125,42 @@ def test_a_member_is_prepared_once_per_version(monkeypatch: pytest.MonkeyPatch) 
     assert calls == ["1", "2", "1"]
 
 
+def full_session(admitted: str = "other") -> dict[str, Any]:
+    """A session of one seat, taken by `admitted`."""
+    return {
+        "metadata": {"name": "s", "namespace": "ns", "uid": "s1", "generation": 1},
+        "spec": {"maxAgents": 1},
+        "status": {"phase": "Active", "admittedAgents": [admitted]},
+    }
+
+
+def member_of_s(name: str, created: str) -> dict[str, Any]:
+    member = body("1", name=name, uid=f"u-{name}", creationTimestamp=created)
+    return {**member, "spec": {"image": "i", "sessionRef": {"name": "s"}}}
+
+
 def test_a_members_verdict_is_the_sessions_last_one() -> None:
-    r = reconciler()
-    agent = body("1")
-    session: dict[str, Any] = {"metadata": {"name": "s"}, "spec": {}, "status": {}}
+    r = Reconciler(FakeKube(), OperatorConfig())
+    first, agent = (
+        member_of_s("other", "2026-11-21T11:00:00Z"),
+        member_of_s("a", "2026-11-21T12:00:00Z"),
+    )
+    session = full_session()
+    r.cache.bind(
+        {("ns", "other"): [first], ("ns", "a"): [agent]},
+        {},
+        {("ns", "s"): [session]},
+        {("ns", "s"): ["other", "a"]},
+    )
     assert r.sessions.verdict(agent, "s", session) is None  # the session has not decided yet
-    full = Verdict(False, "SessionFull", "8 of 8 agents admitted")
-    r.sessions._verdicts[("ns", "s")] = {"a": full}
-    assert r.sessions.verdict(agent, "s", session) == full
+    asyncio.run(r.reconcile_session(("ns", "s")))
+    verdict = r.sessions.verdict(agent, "s", session)
+    assert verdict is not None and (verdict.admitted, verdict.reason) == (False, "SessionFull")
 
 
-class HeldName:
+def HeldName(pod: dict[str, Any]) -> FakeKube:
     """An API whose create is refused with 409: the name holds `pod` (a plain dict)."""
-
-    def __init__(self, pod: dict[str, Any]) -> None:
-        self.pod = pod
-
-    async def create(self, manifest: dict[str, Any]) -> bool:
-        return False
-
-    async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return dict(self.pod)
+    return FakeKube(objects={("Pod", "ns", pod["metadata"]["name"]): pod})
 
 
 def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> None:
@@ -170,7 +185,7 @@ def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> N
             "deletionTimestamp": "2026-11-21T12:00:00Z",
         },
     }
-    r = Reconciler(HeldName(terminating), OperatorConfig())  # type: ignore[arg-type]
+    r = Reconciler(HeldName(terminating), OperatorConfig())
     spec = AgentSpec.model_validate(agent["spec"])
     prepared = Prepared(spec, "gvisor", {"requests": {}, "limits": {}}, None)
     refused = asyncio.run(r.agents.children.create_pod(agent, prepared, 1))
@@ -179,24 +194,22 @@ def test_a_pod_of_ours_still_terminating_is_not_taken_for_the_new_attempt() -> N
     # The same pod, not terminating, is the attempt's (its creation was not recorded).
     alive: dict[str, Any] = {**terminating, "metadata": dict(terminating["metadata"])}
     del alive["metadata"]["deletionTimestamp"]
-    r = Reconciler(HeldName(alive), OperatorConfig())  # type: ignore[arg-type]
+    r = Reconciler(HeldName(alive), OperatorConfig())
     assert asyncio.run(r.agents.children.create_pod(agent, prepared, 1)) is None
 
 
-class CountingKube:
-    """Records writes; a create takes a moment, as over the network."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, str]] = []
+class SlowKube(FakeKube):
+    """A create takes a moment, as over the network."""
 
     async def create(self, manifest: dict[str, Any]) -> bool:
-        self.writes.append(("create", manifest["metadata"]["name"]))
+        """Store `manifest` after 10 ms."""
+        created = await super().create(manifest)
         await asyncio.sleep(0.01)
-        return True
+        return created
 
-    async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
-        self.writes.append(("replace", manifest["metadata"]["name"]))
-        return True
+    def writes(self) -> list[tuple[str, str]]:
+        """The creates and replaces, as ``(verb, name)``."""
+        return [(verb, name) for verb, _, name in self.calls if verb in ("create", "replace")]
 
 
 def test_a_namespaces_agents_share_one_policy_write() -> None:
@@ -206,10 +219,10 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
     from stockade.build.network import build_shared_network_policy
     from stockade.core.children import SHARED, ChildView
 
-    kube = CountingKube()
-    r = Reconciler(kube, OperatorConfig())  # type: ignore[arg-type]
+    kube = SlowKube()
+    r = Reconciler(kube, OperatorConfig())
     children: dict[Any, list[ChildView]] = {}
-    r.bind({}, {}, {}, {}, children)
+    r.cache.bind({}, {}, {}, {}, children)
     policy = build_shared_network_policy("ns", "none")
 
     async def burst(n: int) -> list[Any]:
@@ -217,54 +230,46 @@ def test_a_namespaces_agents_share_one_policy_write() -> None:
 
     assert asyncio.run(burst(50)) == [None] * 50
     assert asyncio.run(burst(50)) == [None] * 50  # created, not yet watched
-    assert kube.writes == [("create", "stockade-egress-none")]
+    assert kube.writes() == [("create", "stockade-egress-none")]
     stored = {**policy, "metadata": {**policy["metadata"], "uid": "np1", "resourceVersion": "5"}}
     children[("ns", SHARED)] = [ChildView.of(stored)]
     assert asyncio.run(burst(50)) == [None] * 50
-    assert len(kube.writes) == 1
+    assert len(kube.writes()) == 1
     opened = {**stored, "spec": {**stored["spec"], "policyTypes": ["Ingress"]}}
     children[("ns", SHARED)] = [ChildView.of(opened)]
     assert asyncio.run(burst(50)) == [None] * 50
-    assert kube.writes[1:] == [("replace", "stockade-egress-none")]
-
-
-class StatusKube:
-    """Records status and owner patches."""
-
-    def __init__(self) -> None:
-        self.patches: list[dict[str, Any]] = []
-
-    async def patch_agent_status(
-        self, namespace: str, name: str, patch: dict[str, Any], rv: str | None
-    ) -> str:
-        self.patches.append(patch)
-        return str(int(rv or "0") + 1)
-
-    async def patch_agent_owners(self, *args: Any) -> str:
-        return "99"
-
-    async def event(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    assert kube.writes()[1:] == [("replace", "stockade-egress-none")]
 
 
 def test_a_member_its_session_has_not_judged_gets_no_status_write_yet() -> None:
     """A session's new member used to get "AwaitingAdmission" written, then its verdict
     a moment later: a status write per member for nothing (issue 11, session-one)."""
-    kube = StatusKube()
-    r = Reconciler(kube, OperatorConfig())  # type: ignore[arg-type]
-    member = {**body("1"), "spec": {"image": "i", "sessionRef": {"name": "s"}}}
-    session = {
-        "metadata": {"name": "s", "namespace": "ns", "uid": "s1", "generation": 1},
-        "spec": {"maxAgents": 1},
-        "status": {"phase": "Active", "admittedAgents": ["other"]},
-    }
-    r.bind({("ns", "a"): [member]}, {}, {("ns", "s"): [session]}, {("ns", "s"): ["a"]})
-    asyncio.run(r.reconcile(("ns", "a")))
-    assert kube.patches == []
-    assert r.phases[("ns", "a")] == ("ns", "Pending")
-    r.sessions._verdicts[("ns", "s")] = {
-        "a": Verdict(False, "SessionFull", "1 of 1 agents admitted")
-    }
-    asyncio.run(r.reconcile(("ns", "a")))
-    (patch,) = kube.patches
+    kube = FakeKube()
+    r = Reconciler(kube, OperatorConfig())
+    first, member = (
+        member_of_s("other", "2026-11-21T11:00:00Z"),
+        member_of_s("a", "2026-11-21T12:00:00Z"),
+    )
+    r.cache.bind(
+        {("ns", "other"): [first], ("ns", "a"): [member]},
+        {},
+        {("ns", "s"): [full_session()]},
+        {("ns", "s"): ["other", "a"]},
+    )
+
+    async def scenario() -> None:
+        await r.reconcile(("ns", "a"))
+        assert kube.agent_patches("a") == []
+        assert r.phases[("ns", "a")] == ("ns", "Pending")
+        # The session judges its members and pokes the one it judged: that reconcile
+        # writes the verdict (the real path, through the Agent queue).
+        await r.reconcile_session(("ns", "s"))
+        for _ in range(200):
+            if kube.agent_patches("a"):
+                break
+            await asyncio.sleep(0.01)
+        await r.close()
+
+    asyncio.run(scenario())
+    (patch,) = kube.agent_patches("a")
     assert patch["phase"] == "Pending" and patch["reason"] == "SessionFull"

@@ -49,7 +49,7 @@ from stockade.runtime.cache import AgentKey, Cache, uid_of
 from stockade.runtime.echoes import Echoes
 from stockade.runtime.events import EventRecorder
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -72,7 +72,7 @@ class Agents:
 
     """
 
-    kube: Kube
+    kube: KubeApi
     config: OperatorConfig
     cache: Cache
     echoes: Echoes

@@ -28,7 +28,7 @@ from stockade.core.spec import Prepared
 from stockade.runtime.apply import conflict, create_or_find
 from stockade.runtime.cache import Cache
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -37,7 +37,7 @@ log = logging.getLogger("stockade.reconcile")
 class Children:
     """Creates and restores an Agent's children and creates its pods."""
 
-    kube: Kube
+    kube: KubeApi
     config: OperatorConfig
     cache: Cache
     expectations: Expectations

@@ -22,7 +22,7 @@ from stockade.core.lifecycle import Rejection
 from stockade.runtime.apply import conflict, create_or_find
 from stockade.runtime.cache import AgentKey, Cache
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -36,7 +36,7 @@ class SharedPolicies:
 
     """
 
-    kube: Kube
+    kube: KubeApi
     config: OperatorConfig
     cache: Cache
     expectations: Expectations

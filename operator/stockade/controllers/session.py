@@ -23,7 +23,7 @@ from stockade.core.sessions import MemberView, SessionObservation, decide_sessio
 from stockade.core.spec import budget_of, prepare, requests_of, status_patch
 from stockade.runtime.cache import AgentKey, Cache
 from stockade.runtime.echoes import Echoes
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -42,7 +42,7 @@ class Sessions:
 
     """
 
-    kube: Kube
+    kube: KubeApi
     config: OperatorConfig
     cache: Cache
     echoes: Echoes

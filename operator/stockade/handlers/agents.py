@@ -183,7 +183,7 @@ def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any]) -> Reconciler:
     resource = kwargs.get("resource")
     metrics.watch_event(resource.plural if resource is not None else "unknown")
     reconciler: Reconciler = memo["reconciler"]
-    reconciler.bind(
+    reconciler.cache.bind(
         kwargs["agents"],
         kwargs["agent_pods"],
         kwargs["agent_sessions"],

@@ -25,7 +25,7 @@ from stockade.config import OperatorConfig, load_config
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
 from stockade.runtime import metrics, tracing
 from stockade.runtime.health import Health, HealthServer
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeClient
 from stockade.runtime.kinds import OWNED_KINDS
 from stockade.runtime.leader import LeaderElector
 
@@ -100,8 +100,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         log.info(
             "tracing: one trace per Agent attempt to %s", os.environ[tracing.ENDPOINT_VARIABLE]
         )
-    reconciler = Reconciler(Kube(await api_client()), config)
-    memo["reconciler"] = reconciler
+    kube = KubeClient(await api_client())
+    reconciler = Reconciler(kube, config)
+    memo["kube"], memo["reconciler"] = kube, reconciler
     health = start_health(config, memo)
     if health is not None:
         reconciler.on_watch_checked = health.watch_checked
@@ -217,5 +218,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if elector is not None:
         await elector.stop()
         await elector.leases.api_client.close()
-    if reconciler is not None:
-        await reconciler.kube.api.close()  # type: ignore[no-untyped-call]
+    kube: KubeClient | None = memo.get("kube")
+    if kube is not None:
+        await kube.api.close()  # type: ignore[no-untyped-call]

@@ -15,13 +15,13 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from stockade.core.children import ChildView
 from stockade.core.lifecycle import Reason, Rejection
-from stockade.runtime.k8s import Kube, api_message, classify_rejection
+from stockade.runtime.k8s import KubeApi, api_message, classify_rejection
 
 log = logging.getLogger("stockade.reconcile")
 
 
 async def create_or_find(
-    kube: Kube, manifest: dict[str, Any], *, look_first: bool = False
+    kube: KubeApi, manifest: dict[str, Any], *, look_first: bool = False
 ) -> ChildView | Rejection | None:
     """Create `manifest`, or find what holds its name (for the caller to judge).
 

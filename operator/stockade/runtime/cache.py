@@ -18,7 +18,7 @@ from typing import Any
 from stockade.core.children import ChildView
 from stockade.core.observe import PodView
 from stockade.runtime import metrics
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -75,7 +75,7 @@ class Cache:
 
     """
 
-    kube: Kube
+    kube: KubeApi
     namespaces: tuple[str, ...] = ()
     ghost_grace: float = 10.0
     on_watch_checked: Callable[[str, int], None] | None = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.runtime import metrics
-from stockade.runtime.k8s import Kube
+from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -24,7 +24,7 @@ EVENTS_IN_FLIGHT = 200
 class EventRecorder:
     """Posts core/v1 Events on Agents, at most :data:`EVENTS_IN_FLIGHT` at once."""
 
-    kube: Kube
+    kube: KubeApi
     _events: set[asyncio.Task[None]] = field(default_factory=set)
 
     def post(self, agent: dict[str, Any], *, warning: bool, reason: str, message: str) -> None:

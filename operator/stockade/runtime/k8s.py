@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -114,13 +114,66 @@ async def _write(
     return result
 
 
-@dataclass
-class Kube:
-    """The operator's API client and the few operations the reconciler needs.
+class KubeApi(Protocol):
+    """The operations the controllers need from the API server (:class:`KubeClient`).
 
-    The API groups' clients are built once, with the Kube: the client library imports
-    each group's (large) module on first use, which is better paid at start-up than
-    in the first reconcile.
+    The one seam between the reconcilers and the cluster: the operator passes a
+    :class:`KubeClient`; unit tests pass one in-memory fake implementing this protocol
+    (``tests/unit/conftest.py``). Each method is documented on :class:`KubeClient`.
+    """
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        """Create a namespaced object; False if it already exists."""
+
+    async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a child (a kind of KIND_RESOURCE) as a plain dict; None if absent."""
+
+    async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
+        """The ValidatingAdmissionPolicyBinding `name`, None when missing."""
+
+    async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
+        """Replace an object conditionally on `resource_version`; False on 409/404."""
+
+    async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:
+        """Delete a pod (a missing one is fine); `force`: grace period 0."""
+
+    async def list_uids(self, resource: str, namespaces: tuple[str, ...]) -> set[str] | None:
+        """The UIDs of every `resource` object in `namespaces`; None when refused."""
+
+    async def patch_agent_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Merge-patch an Agent's status; the new resourceVersion or None."""
+
+    async def patch_agent_owners(
+        self, namespace: str, name: str, owners: list[dict[str, Any]], resource_version: str
+    ) -> str | None:
+        """Set an Agent's ownerReferences conditionally; the new version."""
+
+    async def patch_session_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Merge-patch an AgentSession's status; the new version or None."""
+
+    async def delete_session(self, namespace: str, name: str) -> None:
+        """Delete an AgentSession (background propagation)."""
+
+    async def delete_agent(self, namespace: str, name: str) -> None:
+        """Delete an Agent (background propagation)."""
+
+    async def event(
+        self, agent: dict[str, Any], *, warning: bool, reason: str, message: str
+    ) -> None:
+        """Record a core/v1 Event on the Agent."""
+
+
+@dataclass
+class KubeClient:
+    """The operator's API client: :class:`KubeApi` over the official asyncio client.
+
+    The API groups' clients are built once, with the KubeClient: the client library
+    imports each group's (large) module on first use, which is better paid at start-up
+    than in the first reconcile.
     """
 
     api: client.ApiClient
