@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from stockade.api.agent import AGENT_KIND, AGENT_PLURAL, GROUP, VERSION, Agent
 from tests.integration.cluster import REPO_ROOT, Cluster
+from tests.unit.test_policy import CNI_ANNOTATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def full_manifest(name: str = "full") -> dict[str, Any]:
             ],
             "podMetadata": {
                 "labels": {"team": "platform"},
-                "annotations": {"example.com/owner": "alice"},
+                "annotations": {"user.stockade.dev/owner": "alice"},
             },
         },
     }
@@ -433,10 +434,13 @@ INVALID_CREATES: list[Any] = [
         pytest.param(
             annotate(key, "x"),
             "spec.podMetadata.annotations",
-            "are not allowed",
+            "annotation keys must be unprefixed and without dots",
             id=f"annotation-{key}",
         )
         for key in (
+            # CNI attachment and address annotations (issue 20, class 3): they could put
+            # an egress None agent on a network no NetworkPolicy fences.
+            *CNI_ANNOTATIONS,
             "container.apparmor.security.beta.kubernetes.io/agent",
             "seccomp.security.alpha.kubernetes.io/pod",
             "io.katacontainers.config.hypervisor.kernel_params",
@@ -567,8 +571,8 @@ def test_harmless_probe_and_annotations_are_accepted(
         "kubectl.kubernetes.io/default-container": "agent",
         "kubernetes.io/description": "reviews pull requests",
         "sim.stockade.dev/exit-code": "0",
-        "example.com/owner": "alice",
-        "notkubernetes.io/x": "y",
+        "user.stockade.dev/owner": "alice",
+        "owner": "alice",
     }
     body["spec"]["podMetadata"] = {"annotations": annotations}
     created = create(cluster, namespace, body)
