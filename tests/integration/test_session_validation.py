@@ -176,6 +176,15 @@ INVALID_CREATES: list[Any] = [
         "cidrs is required when egress is Custom",
         id="defaults-custom-egress-without-cidrs",
     ),
+    *(
+        pytest.param(
+            at("spec.agentDefaults.network", {"egress": "Custom", "cidrs": [cidr]}),
+            "spec.agentDefaults.network.cidrs[0]",
+            "must not overlap the link-local and cloud metadata",
+            id=f"defaults-custom-egress-{cidr}",
+        )
+        for cidr in ("169.254.169.254/32", "169.0.0.0/8", "fe80::/10")
+    ),
     pytest.param(
         at("spec.agentDefaults.runtimeClassName", "gVisor_sandbox"),
         "spec.agentDefaults.runtimeClassName",

@@ -232,6 +232,32 @@ INVALID_CREATES: list[Any] = [
         "only allowed when egress is Custom",
         id="cidrs-without-custom",
     ),
+    *(
+        # Custom egress never reaches the link-local ranges (the cloud metadata service,
+        # issue 20, class 8), not even through a wider CIDR that contains them.
+        pytest.param(
+            at("spec.network", {"egress": "Custom", "cidrs": ["203.0.113.0/24", cidr]}),
+            "spec.network.cidrs[1]",
+            "must not overlap the link-local and cloud metadata",
+            id=f"custom-egress-{cidr}",
+        )
+        for cidr in (
+            "169.254.169.254/32",
+            "169.0.0.0/8",
+            "0.0.0.0/0",
+            "fe80::/64",
+            "fe80::a9fe:a9fe/128",
+            "fd00:ec2::254/128",
+            "100.64.0.0/10",
+            "::/0",
+        )
+    ),
+    pytest.param(
+        at("spec.network", {"egress": "Custom", "cidrs": ["::ffff:169.254.169.254/128"]}),
+        "spec.network.cidrs[0]",
+        "must be a CIDR network address",  # Kubernetes' cidr() refuses IPv4-mapped IPv6
+        id="custom-egress-ipv4-mapped-metadata",
+    ),
     pytest.param(
         at("spec.network", {"egress": "DNS", "ports": [{"port": 443}]}),
         "spec.network.ports",
