@@ -149,6 +149,13 @@ class OperatorConfig(BaseModel):
         egress_dns_cidrs: CIDRs added to the preset's DNS peers (e.g. a NodeLocal
             DNSCache address or a DNS server outside the cluster).
         egress_dns_ports: replace the preset's DNS ports (each allowed over UDP and TCP).
+        egress_denied_cidrs: CIDRs Custom egress may not reach (issue 20), on top of the
+            link-local and cloud metadata addresses
+            (:data:`stockade.api.network.ALWAYS_DENIED_CIDRS`, refused by the CRD) and
+            the API server's addresses (read from the ``kubernetes`` EndpointSlice in
+            ``default``): typically the cluster's pod and service ranges and the nodes'
+            network. An Agent whose ``spec.network.cidrs`` entry overlaps one fails
+            with ``EgressDenied`` before it gets a pod. Default: none.
         leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
             while holding it (:mod:`stockade.runtime.leader`). Off by default, so a single
             operator run by hand (tests, ``make run``) needs no Lease; the Helm chart
@@ -206,6 +213,7 @@ class OperatorConfig(BaseModel):
     egress_dns_pod_labels: Mapping[str, str] | None = None
     egress_dns_cidrs: tuple[str, ...] = ()
     egress_dns_ports: tuple[int, ...] | None = None
+    egress_denied_cidrs: tuple[str, ...] = ()
     leader_election: bool = False
     leader_election_namespace: str = ""
     leader_election_lease_name: str = Field(
@@ -238,7 +246,7 @@ class OperatorConfig(BaseModel):
                 raise ValueError(f"{pattern!r}: '*' may only end an entry")
         return value
 
-    @field_validator("egress_dns_cidrs")
+    @field_validator("egress_dns_cidrs", "egress_denied_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
@@ -361,6 +369,7 @@ _ENV = {
     "egress_dns_pod_labels": "STOCKADE_EGRESS_DNS_POD_LABELS",
     "egress_dns_cidrs": "STOCKADE_EGRESS_DNS_CIDRS",
     "egress_dns_ports": "STOCKADE_EGRESS_DNS_PORTS",
+    "egress_denied_cidrs": "STOCKADE_EGRESS_DENIED_CIDRS",
     "leader_election": "STOCKADE_LEADER_ELECTION",
     "leader_election_namespace": "STOCKADE_LEADER_ELECTION_NAMESPACE",
     "leader_election_lease_name": "STOCKADE_LEADER_ELECTION_LEASE_NAME",
@@ -385,7 +394,13 @@ _ALLOW_LISTS = frozenset(
         "allowed_priority_classes",
     }
 )
-_LISTS = {"namespaces", "egress_dns_cidrs", "egress_dns_ports", *_ALLOW_LISTS}
+_LISTS = {
+    "namespaces",
+    "egress_dns_cidrs",
+    "egress_dns_ports",
+    "egress_denied_cidrs",
+    *_ALLOW_LISTS,
+}
 """Lists where a set-but-empty variable means "nothing allowed", not "the default"."""
 _FALLBACK = {"operator_namespace": "POD_NAMESPACE"}
 """Variables read when a setting's own is unset (the downward API's namespace)."""

@@ -18,6 +18,7 @@ carries the Agent's UID are its own; a name held by anything else is a
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ class Reconciler:
             election is on).
         policy_present: whether the chart's admission policy binding was found
             (:meth:`check_admission_policy`); False until checked (references refused).
+        api_server_cidrs: the API server's addresses as CIDRs (:meth:`check_api_server`),
+            which Custom egress may not reach; None until read (Custom egress refused).
         ghost_grace: see :class:`~stockade.runtime.cache.Cache`.
 
     The parts: :attr:`cache`, :attr:`agents`, :attr:`sessions`, :attr:`shared`.
@@ -88,6 +91,7 @@ class Reconciler:
     config: OperatorConfig
     leading: bool = True
     policy_present: bool = False
+    api_server_cidrs: tuple[str, ...] | None = None
     ghost_grace: float = 10.0
     _policy_checked: bool = False
     cache: Cache = field(init=False)
@@ -106,6 +110,7 @@ class Reconciler:
         self.events = EventRecorder(self.kube)
         leading: Callable[[], bool] = lambda: self.leading  # noqa: E731
         present: Callable[[], bool] = lambda: self.policy_present  # noqa: E731
+        api_server: Callable[[], tuple[str, ...] | None] = lambda: self.api_server_cidrs  # noqa: E731
         self.shared = SharedPolicies(self.kube, self.config, self.cache, expectations, leading)
         self.sessions = Sessions(
             self.kube,
@@ -116,6 +121,7 @@ class Reconciler:
             self.poke_session,
             leading,
             present,
+            api_server,
         )
         children = Children(self.kube, self.config, self.cache, expectations, self.shared)
         self.agents = Agents(
@@ -132,6 +138,7 @@ class Reconciler:
             self._forget_agent,
             leading,
             present,
+            api_server,
         )
         self._agent_queue = WorkQueue(
             self.agents.reconcile,
@@ -269,6 +276,31 @@ class Reconciler:
             )
         return present
 
+    async def check_api_server(self) -> tuple[str, ...] | None:
+        """Read the API server's addresses; set :attr:`api_server_cidrs` (Custom egress).
+
+        From the ``kubernetes`` EndpointSlice in ``default``, which the API server keeps
+        (:meth:`Kube.read_api_server_addresses`). A failed read keeps the last known
+        addresses (none known: Custom egress is refused, ``EgressDenied``) and is
+        logged; a change is logged too.
+        """
+        try:
+            found = await self.kube.read_api_server_addresses()
+        except Exception as exc:  # 403, network: keep what we know, try again later
+            log.warning(
+                "cannot read the API server's addresses (EndpointSlice default/kubernetes): %s; %s",
+                exc,
+                "keeping the last known ones"
+                if self.api_server_cidrs is not None
+                else "Agents with Custom egress are refused (EgressDenied) until they are known",
+            )
+            return self.api_server_cidrs
+        cidrs = tuple(str(ipaddress.ip_network(a)) for a in found if _is_ip(a))
+        if cidrs != self.api_server_cidrs:
+            log.info("the API server's addresses (denied to Custom egress): %s", cidrs)
+        self.api_server_cidrs = cidrs
+        return cidrs
+
     def start_resync(self) -> asyncio.Task[None] | None:
         """Start :meth:`resync` every ``config.resync_seconds`` (None when disabled)."""
         if not self.config.resync_seconds:
@@ -279,6 +311,7 @@ class Reconciler:
                 await asyncio.sleep(self.config.resync_seconds)
                 try:
                     await self.check_admission_policy()
+                    await self.check_api_server()
                     await self.resync()
                 except Exception as exc:  # the next round tries again
                     if is_transient(exc):
@@ -326,3 +359,11 @@ def phase_samples(reconciler: Reconciler) -> Iterable[tuple[str, str]]:
 def session_phase_samples(reconciler: Reconciler) -> Iterable[tuple[str, str]]:
     """``(namespace, phase)`` for every AgentSession the reconciler knows."""
     return list(reconciler.session_phases.values())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -24,6 +24,9 @@ from tests.integration.operator import Agents, OperatorProcess
 
 __all__ = ["NamespaceFactory"]
 
+DENIED_CLUSTER_RANGE = "198.51.100.0/24"
+"""The operator's ``STOCKADE_EGRESS_DENIED_CIDRS`` in the integration suite."""
+
 
 @pytest.fixture(scope="session")
 def admission_policy(cluster: Cluster, crds: None) -> str:
@@ -43,7 +46,13 @@ def stockade_operator(
     checks the tests' admission policy binding (the chart's own, as the chart's
     ServiceAccount: RBAC lets it read only that one).
     """
-    env = {"STOCKADE_ADMISSION_POLICY_BINDING": admission_policy, **operator_auth.operator_env}
+    env = {
+        "STOCKADE_ADMISSION_POLICY_BINDING": admission_policy,
+        # A stand-in for the cluster's pod and service ranges (TEST-NET-2): Custom egress
+        # may not reach it (test_egress_policies.py).
+        "STOCKADE_EGRESS_DENIED_CIDRS": DENIED_CLUSTER_RANGE,
+        **operator_auth.operator_env,
+    }
     process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
     process.start()
     try:

@@ -10,6 +10,7 @@ one write less per Agent; docs/architecture.md: a NetworkPolicy per egress mode)
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.conftest import DENIED_CLUSTER_RANGE
 from tests.integration.operator import Agents
 from tests.integration.test_agents import spec
 
@@ -159,3 +161,38 @@ def test_a_shared_policys_name_held_by_someone_else_stalls_only_its_agents(
     assert agents.pods("blocked") == []
     found = read(cluster, namespace, "stockade-egress-internet")
     assert found is not None and found.metadata.labels == {"team": "a"}  # untouched
+
+
+def api_server_addresses(cluster: Cluster) -> list[str]:
+    """The addresses of the EndpointSlice the API server keeps for itself."""
+    found = client.DiscoveryV1Api(cluster.api).read_namespaced_endpoint_slice(
+        "kubernetes", "default"
+    )
+    return [a for endpoint in found.endpoints or () for a in endpoint.addresses]
+
+
+@pytest.mark.parametrize("target", ["api-server", "cluster-range"])
+def test_custom_egress_to_a_denied_range_is_held_without_a_pod(
+    agents: Agents, cluster: Cluster, namespace: str, target: str
+) -> None:
+    """Issue 20, class 8: a CIDR overlapping the API server or a denied range fails
+    with EgressDenied, and neither a pod nor a NetworkPolicy is made."""
+    if target == "api-server":
+        (address, *_) = api_server_addresses(cluster)
+        prefix = 24 if ":" not in address else 64
+        cidr = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    else:
+        cidr = DENIED_CLUSTER_RANGE.replace("0/24", "128/25")
+    network = {"egress": "Custom", "cidrs": ["203.0.113.0/24", cidr]}
+    agents.create("held", spec(task="t", network=network))
+    status = agents.wait_phase("held", "Failed")
+    assert status["reason"] == "EgressDenied", status
+    assert "spec.network.cidrs[1]" in status["message"]
+    assert cidr in status["message"]
+    assert agents.condition("held", "Stalled")["status"] == "True"
+    assert agents.condition("held", "Stalled")["reason"] == "EgressDenied"
+    assert agents.pods("held") == []
+    assert read(cluster, namespace, "held-egress") is None
+    # An allowed neighbour in the same namespace still runs.
+    agents.create("fine", spec(task="t", network=CUSTOM))
+    agents.wait_phase("fine", "Running", "Succeeded")

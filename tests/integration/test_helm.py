@@ -182,6 +182,7 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_EGRESS_DNS_POD_LABELS": "",
         "STOCKADE_EGRESS_DNS_CIDRS": "",
         "STOCKADE_EGRESS_DNS_PORTS": "",
+        "STOCKADE_EGRESS_DENIED_CIDRS": "",
         "STOCKADE_METRICS_PORT": "8080",
         "STOCKADE_HEALTH_PORT": "8081",
         "STOCKADE_LEADER_ELECTION": "true",
@@ -281,15 +282,19 @@ def test_cluster_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
     assert env_of(objects)["STOCKADE_NAMESPACES"] == ""
 
 
+API_SERVER_ADDRESS = "stockade-api-server-address"
+"""The Role (in ``default``) that lets the operator read the API server's EndpointSlice."""
+
+
 def test_namespaced_rbac_is_one_role_per_watched_namespace(helm: Helm) -> None:
     objects = helm.render(NAMESPACED)
     # Cluster-wide: only the admission policy binding's `get` (test below).
     assert [r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")] == [
         "stockade-admission-policy"
     ]
-    election = "stockade-leader-election"
-    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] != election]
-    bindings = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] != election]
+    others = {"stockade-leader-election", API_SERVER_ADDRESS}
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] not in others]
+    bindings = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] not in others]
     assert [r["metadata"]["namespace"] for r in roles] == ["team-a", "team-b"]
     assert [b["metadata"]["namespace"] for b in bindings] == ["team-a", "team-b"]
     assert all(r["rules"] == EXPECTED_RULES for r in roles)
@@ -409,7 +414,36 @@ def test_replicas_and_leader_election_off(helm: Helm) -> None:
     env = env_of(single)
     assert env["STOCKADE_LEADER_ELECTION"] == "false"
     assert "STOCKADE_LEADER_ELECTION_NAMESPACE" not in env
-    assert not by_kind(single, "Role") and not by_kind(single, "RoleBinding")
+    # Only the API server's EndpointSlice is read by a Role then (test below).
+    assert [r["metadata"]["name"] for r in by_kind(single, "Role")] == [API_SERVER_ADDRESS]
+    assert [b["metadata"]["name"] for b in by_kind(single, "RoleBinding")] == [API_SERVER_ADDRESS]
+
+
+@pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster", "namespaced"])
+def test_the_api_server_endpointslice_is_the_only_read_in_default(
+    helm: Helm, values: dict[str, Any]
+) -> None:
+    """Custom egress may not reach the API server: the operator reads its addresses from
+    one EndpointSlice, by name, in `default`, whatever rbac.scope says (issue 20)."""
+    objects = helm.render(values)
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == API_SERVER_ADDRESS]
+    assert role["metadata"]["namespace"] == "default"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "resourceNames": ["kubernetes"],
+            "verbs": ["get"],
+        }
+    ]
+    (binding,) = [
+        b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] == API_SERVER_ADDRESS
+    ]
+    assert binding["metadata"]["namespace"] == "default"
+    assert binding["roleRef"]["name"] == API_SERVER_ADDRESS
+    assert binding["subjects"][0]["name"] == "stockade"
+    env = env_of(helm.render({**values, "egress.deniedCidrs": ["10.96.0.0/12", "10.244.0.0/16"]}))
+    assert env["STOCKADE_EGRESS_DENIED_CIDRS"] == "10.96.0.0/12,10.244.0.0/16"
 
 
 @pytest.mark.parametrize(
@@ -441,6 +475,8 @@ def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> Non
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",

@@ -19,6 +19,7 @@ from stockade.api.agent import AGENT_KIND, AGENT_PLURAL, GROUP, VERSION, Agent
 from stockade.api.session import SESSION_KIND, SESSION_PLURAL, AgentSession
 from tests.integration.cluster import REPO_ROOT, Cluster, wait_for
 from tests.integration.test_validation import Mutation, assert_rejected, at
+from tests.unit.test_policy import CNI_ANNOTATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -175,6 +176,15 @@ INVALID_CREATES: list[Any] = [
         "cidrs is required when egress is Custom",
         id="defaults-custom-egress-without-cidrs",
     ),
+    *(
+        pytest.param(
+            at("spec.agentDefaults.network", {"egress": "Custom", "cidrs": [cidr]}),
+            "spec.agentDefaults.network.cidrs[0]",
+            "must not overlap the link-local and cloud metadata",
+            id=f"defaults-custom-egress-{cidr}",
+        )
+        for cidr in ("169.254.169.254/32", "169.0.0.0/8", "fe80::/10")
+    ),
     pytest.param(
         at("spec.agentDefaults.runtimeClassName", "gVisor_sandbox"),
         "spec.agentDefaults.runtimeClassName",
@@ -253,6 +263,18 @@ def test_unknown_field_is_rejected_with_strict_validation(
     body["spec"]["agentDefaults"]["command"] = ["/bin/agent"]  # not a session default
     assert_rejected(
         lambda: create(cluster, namespace, body), "spec.agentDefaults.command", status=400
+    )
+
+
+@pytest.mark.parametrize("key", CNI_ANNOTATIONS)
+def test_agent_defaults_carry_no_pod_annotations(
+    cluster: Cluster, crds: None, namespace: str, key: str
+) -> None:
+    """agentDefaults has no podMetadata: a CNI key there is refused, never merged."""
+    body = full_session()
+    body["spec"]["agentDefaults"]["podMetadata"] = {"annotations": {key: "x"}}
+    assert_rejected(
+        lambda: create(cluster, namespace, body), "spec.agentDefaults.podMetadata", status=400
     )
 
 

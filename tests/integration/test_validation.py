@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from stockade.api.agent import AGENT_KIND, AGENT_PLURAL, GROUP, VERSION, Agent
 from tests.integration.cluster import REPO_ROOT, Cluster
+from tests.unit.test_policy import CNI_ANNOTATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def full_manifest(name: str = "full") -> dict[str, Any]:
             ],
             "podMetadata": {
                 "labels": {"team": "platform"},
-                "annotations": {"example.com/owner": "alice"},
+                "annotations": {"user.stockade.dev/owner": "alice"},
             },
         },
     }
@@ -230,6 +231,32 @@ INVALID_CREATES: list[Any] = [
         "spec.network.cidrs",
         "only allowed when egress is Custom",
         id="cidrs-without-custom",
+    ),
+    *(
+        # Custom egress never reaches the link-local ranges (the cloud metadata service,
+        # issue 20, class 8), not even through a wider CIDR that contains them.
+        pytest.param(
+            at("spec.network", {"egress": "Custom", "cidrs": ["203.0.113.0/24", cidr]}),
+            "spec.network.cidrs[1]",
+            "must not overlap the link-local and cloud metadata",
+            id=f"custom-egress-{cidr}",
+        )
+        for cidr in (
+            "169.254.169.254/32",
+            "169.0.0.0/8",
+            "0.0.0.0/0",
+            "fe80::/64",
+            "fe80::a9fe:a9fe/128",
+            "fd00:ec2::254/128",
+            "100.64.0.0/10",
+            "::/0",
+        )
+    ),
+    pytest.param(
+        at("spec.network", {"egress": "Custom", "cidrs": ["::ffff:169.254.169.254/128"]}),
+        "spec.network.cidrs[0]",
+        "must be a CIDR network address",  # Kubernetes' cidr() refuses IPv4-mapped IPv6
+        id="custom-egress-ipv4-mapped-metadata",
     ),
     pytest.param(
         at("spec.network", {"egress": "DNS", "ports": [{"port": 443}]}),
@@ -433,10 +460,13 @@ INVALID_CREATES: list[Any] = [
         pytest.param(
             annotate(key, "x"),
             "spec.podMetadata.annotations",
-            "are not allowed",
+            "annotation keys must be unprefixed and without dots",
             id=f"annotation-{key}",
         )
         for key in (
+            # CNI attachment and address annotations (issue 20, class 3): they could put
+            # an egress None agent on a network no NetworkPolicy fences.
+            *CNI_ANNOTATIONS,
             "container.apparmor.security.beta.kubernetes.io/agent",
             "seccomp.security.alpha.kubernetes.io/pod",
             "io.katacontainers.config.hypervisor.kernel_params",
@@ -567,8 +597,8 @@ def test_harmless_probe_and_annotations_are_accepted(
         "kubectl.kubernetes.io/default-container": "agent",
         "kubernetes.io/description": "reviews pull requests",
         "sim.stockade.dev/exit-code": "0",
-        "example.com/owner": "alice",
-        "notkubernetes.io/x": "y",
+        "user.stockade.dev/owner": "alice",
+        "owner": "alice",
     }
     body["spec"]["podMetadata"] = {"annotations": annotations}
     created = create(cluster, namespace, body)

@@ -483,7 +483,7 @@ def test_pod_metadata_merges_under_stockade_labels() -> None:
                 "stockade.dev/egress": "internet",  # a wider shared policy's label
                 "app.kubernetes.io/managed-by": "helm",
             },
-            "annotations": {"example.com/owner": "alice"},
+            "annotations": {"user.stockade.dev/owner": "alice"},
         }
     )
     meta = pod(agent)["metadata"]
@@ -494,7 +494,7 @@ def test_pod_metadata_merges_under_stockade_labels() -> None:
         "stockade.dev/attempt": "1",
         "stockade.dev/egress": "none",
     }
-    assert meta["annotations"] == {"example.com/owner": "alice"}
+    assert meta["annotations"] == {"user.stockade.dev/owner": "alice"}
 
 
 def test_empty_pod_metadata() -> None:

@@ -322,7 +322,7 @@ FULL_SPEC: dict[str, Any] = {
     "priorityClassName": "low",
     "nodeSelector": {"pool": "sandbox"},
     "tolerations": [{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}],
-    "podMetadata": {"labels": {"team": "a"}, "annotations": {"x/y": "z"}},
+    "podMetadata": {"labels": {"team": "a"}, "annotations": {"user.stockade.dev/y": "z"}},
 }
 
 

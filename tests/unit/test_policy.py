@@ -25,6 +25,8 @@ from stockade.runtime import metrics
 from tests.unit.conftest import IMAGE, FakeKube, spec
 
 DEFAULT = OperatorConfig()
+ANNOTATION_REFUSED = "annotation keys must be unprefixed and without dots"
+"""The start of the CRD's (and the model's) message for a refused annotation key."""
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 
 
@@ -113,7 +115,7 @@ def test_label_allow_list_is_configurable() -> None:
 
 
 def test_annotations_alone_are_not_the_policys_business() -> None:
-    annotations = {"sim.stockade.dev/exit-code": "0", "example.com/owner": "alice"}
+    annotations = {"sim.stockade.dev/exit-code": "0", "user.stockade.dev/owner": "alice"}
     assert spec_problems(spec(podMetadata={"annotations": annotations}), DEFAULT) is None
 
 
@@ -210,7 +212,34 @@ def test_probe_host_is_refused(handler: str) -> None:
     ],
 )
 def test_isolation_annotations_are_refused(key: str) -> None:
-    with pytest.raises(ValidationError, match="not allowed"):
+    with pytest.raises(ValidationError, match=ANNOTATION_REFUSED):
+        spec(podMetadata={"annotations": {key: "x"}})
+
+
+CNI_ANNOTATIONS = (
+    "k8s.v1.cni.cncf.io/networks",
+    "v1.multus-cni.io/default-network",
+    "cni.projectcalico.org/ipAddrs",
+    "cni.projectcalico.org/ipv4pools",
+    "cni.projectcalico.org/ipv6pools",
+    "cni.projectcalico.org/floatingIPs",
+    "ovn.kubernetes.io/logical_switch",
+    "io.cilium/proxy-visibility",
+    "policy.cilium.io/proxy-visibility",
+    "kube-ovn.io/logical_switch",
+    "sidecar.istio.io/inject",
+    "linkerd.io/inject",
+    "vault.hashicorp.com/agent-inject",
+    "example.com/owner",
+    "notkubernetes.io/x",
+)
+"""Keys some cluster component may read: the CNI plugins' network attachment and address
+annotations, sidecar injectors, and any other domain (issue 20, class 3)."""
+
+
+@pytest.mark.parametrize("key", CNI_ANNOTATIONS)
+def test_annotations_outside_the_allow_list_are_refused(key: str) -> None:
+    with pytest.raises(ValidationError, match=ANNOTATION_REFUSED):
         spec(podMetadata={"annotations": {key: "x"}})
 
 
@@ -220,9 +249,9 @@ def test_isolation_annotations_are_refused(key: str) -> None:
         "kubectl.kubernetes.io/default-container",
         "kubernetes.io/description",
         "sim.stockade.dev/exit-code",
-        "example.com/owner",
-        "notkubernetes.io/x",
+        "user.stockade.dev/owner",
         "owner",
+        "description",
     ],
 )
 def test_harmless_annotations_are_accepted(key: str) -> None:

@@ -12,7 +12,6 @@ Probe, Toleration, ResourceRequirements) and the Kubernetes API conventions else
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -100,56 +99,60 @@ def _quantity(value: str) -> Decimal:
 
 DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)]
 
-FORBIDDEN_ANNOTATIONS = (
-    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*(kubernetes\.io|k8s\.io)/"
-    r"|io\.katacontainers\.|dev\.gvisor\.|io\.kubernetes\.|io\.containerd\."
-    r"|run\.oci\.|org\.systemd\.property\."
-    r"|([^/]*\.)?(crio\.io|cri-o\.io)(/|$))"
-)
-"""Pod annotation keys an Agent may not set (``spec.podMetadata.annotations``).
-
-They configure the sandbox or the node, not the agent: AppArmor and seccomp
-(``container.apparmor.security.beta.kubernetes.io/``,
-``seccomp.security.alpha.kubernetes.io/``), Kata's VM (``io.katacontainers.``: kernel,
-hypervisor, devices), gVisor (``dev.gvisor.``: flags, mounts), the container runtimes
-(``io.kubernetes.cri-o.``, ``io.kubernetes.cri.``, ``io.containerd.``, CRI-O's
-``*.crio.io`` and ``*.cri-o.io``, crun's ``run.oci.``, runc's systemd
-``org.systemd.property.``), and every key of Kubernetes' own ``kubernetes.io/`` and
-``k8s.io/`` prefixes and their subdomains (``*.kubernetes.io/``, ``*.k8s.io/``: e.g.
-the cluster autoscaler's eviction and scale-down controls), except
-:data:`ALLOWED_KUBERNETES_ANNOTATIONS`.
-"""
-
-ALLOWED_KUBERNETES_ANNOTATIONS = (
+ALLOWED_ANNOTATIONS = (
     "kubectl.kubernetes.io/default-container",
     "kubernetes.io/description",
 )
-"""The harmless keys among :data:`FORBIDDEN_ANNOTATIONS`: kubectl's default container for
+"""The prefixed pod annotation keys an Agent may set (``spec.podMetadata.annotations``)
+beyond :data:`ALLOWED_ANNOTATION_PREFIXES`: kubectl's default container for
 ``exec``/``logs`` (the pod has one container anyway) and a free-text description."""
 
+ALLOWED_ANNOTATION_PREFIXES = ("user.stockade.dev/", "sim.stockade.dev/")
+"""Annotation key prefixes an Agent may set: ``user.stockade.dev/`` (the Agent author's
+own, as for labels: nothing may act on it) and ``sim.stockade.dev/`` (read only by the
+local simulated kubelet, ``hack/kwok/``; nothing in a real cluster reads it)."""
+
 _ANNOTATIONS_MESSAGE = (
-    "annotation keys under kubernetes.io/, k8s.io/ (and their subdomains), "
-    "io.katacontainers., dev.gvisor., io.kubernetes., io.containerd., run.oci., "
-    "org.systemd.property., crio.io and cri-o.io are not allowed: they change the "
-    "pod's sandbox, security profile or placement (allowed: "
-    + ", ".join(ALLOWED_KUBERNETES_ANNOTATIONS)
-    + ")"
+    "annotation keys must be unprefixed and without dots (e.g. owner), under "
+    + " or ".join(ALLOWED_ANNOTATION_PREFIXES)
+    + ", or one of "
+    + ", ".join(ALLOWED_ANNOTATIONS)
+    + ": other prefixes are read by cluster components (CNI plugins such as Multus, "
+    "Calico and Cilium, sidecar injectors, the container runtime, the sandbox, "
+    "Kubernetes itself), which could change the pod's network, sandbox or placement"
 )
 
 _SAFE_ANNOTATION_KEYS = rule(
-    f"self.all(k, !k.matches(r'{FORBIDDEN_ANNOTATIONS}') || "
-    f"k in {list(ALLOWED_KUBERNETES_ANNOTATIONS)!r})",
+    "self.all(k, !(k.contains('/') || k.contains('.')) || k in "
+    + repr(list(ALLOWED_ANNOTATIONS))
+    + "".join(f" || k.startsWith('{prefix}')" for prefix in ALLOWED_ANNOTATION_PREFIXES)
+    + ")",
     _ANNOTATIONS_MESSAGE,
     reason="FieldValueForbidden",
 )
 
 
-def _check_annotations(value: dict[str, str] | None) -> dict[str, str] | None:
-    refused = sorted(
-        key
-        for key in value or ()
-        if re.search(FORBIDDEN_ANNOTATIONS, key) and key not in ALLOWED_KUBERNETES_ANNOTATIONS
+def annotation_allowed(key: str) -> bool:
+    """Whether an Agent may set pod annotation `key` (the CRD's rule, in Python).
+
+    Allowed: unprefixed keys without dots (no ``/``: private to the user, per the
+    Kubernetes conventions; no ``.``: the container runtimes and sandboxes read dotted
+    reverse-DNS names without a prefix, such as ``io.katacontainers.config...``,
+    ``dev.gvisor...``, ``io.kubernetes.cri-o...``, ``cpu-quota.crio.io``), keys under
+    :data:`ALLOWED_ANNOTATION_PREFIXES`, and :data:`ALLOWED_ANNOTATIONS`. Every other
+    key may be read by some cluster component (issue 20: Multus'
+    ``k8s.v1.cni.cncf.io/networks`` attaches the pod to a network no NetworkPolicy
+    fences), so an allow-list, not a deny-list.
+    """
+    return (
+        ("/" not in key and "." not in key)
+        or key in ALLOWED_ANNOTATIONS
+        or key.startswith(ALLOWED_ANNOTATION_PREFIXES)
     )
+
+
+def _check_annotations(value: dict[str, str] | None) -> dict[str, str] | None:
+    refused = sorted(key for key in value or () if not annotation_allowed(key))
     if refused:
         raise ValueError(f"{', '.join(refused)}: {_ANNOTATIONS_MESSAGE}")
     return value
@@ -283,11 +286,10 @@ class PodMetadata(Model):
         dict[str, Annotated[str, Field(max_length=65536)]] | None,
         Field(max_length=64, json_schema_extra=cel(_QUALIFIED_KEYS, _SAFE_ANNOTATION_KEYS)),
     ] = None
-    """Annotations added to the pod. Keys that configure the sandbox, the runtime or
-    Kubernetes itself are refused: kubernetes.io/, k8s.io/ and their subdomains (except
-    kubectl.kubernetes.io/default-container and kubernetes.io/description),
-    io.katacontainers., dev.gvisor., io.kubernetes., io.containerd., run.oci.,
-    org.systemd.property., crio.io and cri-o.io."""
+    """Annotations added to the pod. Only unprefixed keys without dots (e.g. owner), keys under
+    user.stockade.dev/ or sim.stockade.dev/, kubectl.kubernetes.io/default-container and
+    kubernetes.io/description: any other prefix may be read by a cluster component (CNI
+    plugins, sidecar injectors, the runtime, the sandbox, Kubernetes itself)."""
 
     @field_validator("annotations")
     @classmethod

@@ -66,6 +66,8 @@ class Agents:
             (``(key, delay)``); forget_agent drops an Agent's timers (it is gone).
         leading / policy_present: whether this replica may write / whether the chart's
             admission policy binding was found.
+        api_server_cidrs: the API server's addresses as CIDRs (None: not known), which
+            Custom egress may not reach.
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         phase_entered: ``(namespace, phase, Unix time it was entered)`` per known Agent
             (``stockade_agent_phase_oldest_seconds``).
@@ -85,6 +87,7 @@ class Agents:
     forget_agent: Callable[[AgentKey], None]
     leading: Callable[[], bool]
     policy_present: Callable[[], bool]
+    api_server_cidrs: Callable[[], tuple[str, ...] | None]
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     phase_entered: dict[AgentKey, tuple[str, str, float]] = field(default_factory=dict)
     _warned: set[tuple[str, str]] = field(default_factory=set)
@@ -126,7 +129,13 @@ class Agents:
         uid = uid_of(agent)
         session_ref = session_name(agent)
         session = self.cache.session((namespace, session_ref)) if session_ref else None
-        prepared = prepare(agent, self.config, session, policy_present=self.policy_present())
+        prepared = prepare(
+            agent,
+            self.config,
+            session,
+            policy_present=self.policy_present(),
+            api_server_cidrs=self.api_server_cidrs(),
+        )
         spec_error = prepared.error
         view = agent_view(agent, prepared)
         admission_, failure = Admission(), None

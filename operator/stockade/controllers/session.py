@@ -37,6 +37,8 @@ class Sessions:
             (``(key, delay)``).
         leading: whether this replica may write.
         policy_present: whether the chart's admission policy binding was found.
+        api_server_cidrs: the API server's addresses as CIDRs (None: not known), which
+            Custom egress may not reach.
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
 
@@ -50,6 +52,7 @@ class Sessions:
     poke_session: Callable[[AgentKey, float], None]
     leading: Callable[[], bool]
     policy_present: Callable[[], bool]
+    api_server_cidrs: Callable[[], tuple[str, ...] | None]
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _verdicts: dict[AgentKey, Mapping[str, admission.Verdict]] = field(default_factory=dict)
@@ -152,6 +155,7 @@ class Sessions:
             session_meta.get("uid"),
             session_meta.get("generation"),
             self.policy_present(),
+            self.api_server_cidrs(),
         )
         cached = self._member_views.get(key)
         if cached is not None and cached[0] == stamp:
@@ -163,7 +167,13 @@ class Sessions:
     def _member_view(self, body: Mapping[str, Any], session: Mapping[str, Any]) -> MemberView:
         metadata = body.get("metadata") or {}
         status = body.get("status") or {}
-        prepared = prepare(body, self.config, session, policy_present=self.policy_present())
+        prepared = prepare(
+            body,
+            self.config,
+            session,
+            policy_present=self.policy_present(),
+            api_server_cidrs=self.api_server_cidrs(),
+        )
         return MemberView(
             name=str(metadata.get("name")),
             created=parse_time(metadata.get("creationTimestamp")) or datetime.now(UTC),

@@ -21,6 +21,10 @@ settings (:class:`~stockade.config.OperatorConfig`):
   ValidatingAdmissionPolicy; while its binding is absent the operator refuses them
   (``ReferenceNotAllowed``) unless ``referencesWithoutPolicy`` is ``allow``.
 
+- ``spec.network.cidrs`` of Custom egress (:func:`egress_problems`): no entry may
+  overlap the link-local and cloud metadata addresses, the API server's addresses, or
+  ``egressDeniedCidrs`` (``EgressDenied``).
+
 The RuntimeClass allow-list is applied where the RuntimeClass is resolved
 (:func:`stockade.build.runtime.resolve_runtime_class`). A problem fails the Agent
 (``InvalidSpec``, or ``NamespaceNotAllowed``) with a message naming the field and the
@@ -32,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stockade.api.agent import AgentSpec
+from stockade.api.network import ALWAYS_DENIED_CIDRS, EgressMode, overlaps
 from stockade.config import OperatorConfig, matches, setting
 from stockade.core.lifecycle import Reason
 
@@ -204,3 +209,84 @@ def reference_problems(
             Reason.REFERENCE_NOT_ALLOWED,
         )
     ]
+
+
+DENIED_CIDRS_SETTING = "egress.deniedCidrs (STOCKADE_EGRESS_DENIED_CIDRS)"
+"""How an administrator changes :attr:`OperatorConfig.egress_denied_cidrs`."""
+
+
+def denied_ranges(
+    config: OperatorConfig, api_server: tuple[str, ...] | None
+) -> list[tuple[str, str]]:
+    """Every range Custom egress may not reach, as ``(cidr, why)`` pairs, in that order.
+
+    The link-local and cloud metadata addresses
+    (:data:`~stockade.api.network.ALWAYS_DENIED_CIDRS`), the API server's addresses
+    `api_server` (from the ``kubernetes`` EndpointSlice; None: not known), and
+    ``config.egress_denied_cidrs`` (the cluster's ranges, set by its administrator).
+    """
+    ranges = [(c, "a link-local or cloud metadata address") for c in ALWAYS_DENIED_CIDRS]
+    ranges += [(c, "the API server's address") for c in api_server or ()]
+    ranges += [
+        (c, f"a range the operator denies, {DENIED_CIDRS_SETTING}")
+        for c in config.egress_denied_cidrs
+    ]
+    return ranges
+
+
+def egress_problems(
+    spec: AgentSpec,
+    config: OperatorConfig,
+    api_server: tuple[str, ...] | None,
+    *,
+    started: bool = False,
+) -> list[Problem] | None:
+    """Refuse Custom egress CIDRs that overlap a denied range (issue 20, ``EgressDenied``).
+
+    Args:
+        spec: the effective spec (a session's ``agentDefaults.network`` merged in).
+        config: the operator's settings (``egress_denied_cidrs``).
+        api_server: the API server's addresses as CIDRs (``192.0.2.2/32``); None when
+            they could not be read: then Custom egress is refused (fail closed) unless
+            the Agent has `started` (its pod ran under the rules known then; only a
+            known overlap stops it).
+        started: whether the Agent already created a pod.
+
+    Returns:
+        One :class:`Problem` per overlapping ``spec.network.cidrs[i]`` (naming the first
+        denied range it overlaps and why it is denied); None when nothing is refused.
+
+    """
+    network = spec.network
+    if network is None or network.egress != EgressMode.CUSTOM or not network.cidrs:
+        return None
+    problems: list[Problem] = []
+    ranges = denied_ranges(config, api_server)
+    for index, cidr in enumerate(network.cidrs):
+        hit = next(((c, why) for c, why in ranges if _overlap(cidr, c)), None)
+        if hit is not None:
+            problems.append(
+                Problem(
+                    f"spec.network.cidrs[{index}]",
+                    f"{cidr} overlaps {hit[0]} ({hit[1]}), which Custom egress may not reach",
+                    Reason.EGRESS_DENIED,
+                )
+            )
+    if api_server is None and not started and not problems:
+        problems.append(
+            Problem(
+                "spec.network.cidrs",
+                "Custom egress is refused while the API server's addresses are not known "
+                "(the operator cannot read the EndpointSlice default/kubernetes: see its "
+                "log and its RBAC)",
+                Reason.EGRESS_DENIED,
+            )
+        )
+    return problems or None
+
+
+def _overlap(a: str, b: str) -> bool:
+    try:
+        return overlaps(a, b)
+    except ValueError:  # not a CIDR: the model refuses it before this is asked
+        return True

@@ -20,7 +20,9 @@ class Reason(StrEnum):
     ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
     never run: :mod:`stockade.core.policy`), ReferenceNotAllowed (the Agent references a
     ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
-    which checks its author's rights to them, is absent). Waiting reasons
+    which checks its author's rights to them, is absent), EgressDenied (a Custom
+    egress CIDR overlaps a denied range: link-local, a cloud metadata address, the API
+    server's, or one of the operator's ``egressDeniedCidrs``). Waiting reasons
     (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
     QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
@@ -54,6 +56,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
+    EGRESS_DENIED = "EgressDenied"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -75,6 +78,7 @@ STALLING_REASONS = frozenset(
         Reason.INVALID_SPEC,
         Reason.NAMESPACE_NOT_ALLOWED,
         Reason.REFERENCE_NOT_ALLOWED,
+        Reason.EGRESS_DENIED,
     }
 )
 """Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
@@ -91,6 +95,8 @@ WARNING_REASONS = frozenset(
         Reason.POD_LOST,
         Reason.INVALID_SPEC,
         Reason.NAMESPACE_NOT_ALLOWED,
+        Reason.REFERENCE_NOT_ALLOWED,
+        Reason.EGRESS_DENIED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,

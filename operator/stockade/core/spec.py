@@ -85,6 +85,7 @@ def prepare(
     session: Mapping[str, Any] | None = None,
     *,
     policy_present: bool = False,
+    api_server_cidrs: tuple[str, ...] | None = (),
 ) -> Prepared:
     """Validate an Agent's effective spec and resolve its RuntimeClass and resources (pure).
 
@@ -93,7 +94,10 @@ def prepare(
     chart's admission policy binding was found), an Agent that has not created a pod yet
     and references a ServiceAccount, Secret or ConfigMap is refused
     (``ReferenceNotAllowed``, :func:`stockade.core.policy.reference_problems`); one that
-    already ran keeps running (its references were accepted then).
+    already ran keeps running (its references were accepted then). Custom egress CIDRs
+    that overlap a denied range fail it with ``EgressDenied``
+    (:func:`stockade.core.policy.egress_problems`; `api_server_cidrs` are the API
+    server's addresses, None when they could not be read, empty when none are known).
     """
     refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
     if refused is not None:
@@ -117,6 +121,8 @@ def prepare(
     if refusals := policy.spec_problems(spec, config):
         return Prepared(spec, None, None, policy.describe(refusals))
     started = int((agent.get("status") or {}).get("attempts") or 0) > 0
+    if refusals := policy.egress_problems(spec, config, api_server_cidrs, started=started):
+        return Prepared(spec, None, None, policy.describe(refusals), refusals[0].reason)
     if not started and (
         refusals := policy.reference_problems(spec, config, policy_present=policy_present)
     ):

@@ -115,6 +115,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         metrics.LEADER.set(1)
     # Before any Agent is reconciled: the references it may make depend on the answer.
     await reconciler.check_admission_policy()
+    await reconciler.check_api_server()  # Custom egress may not reach it
     memo["resync"] = reconciler.start_resync()
     if config.metrics_port and not memo.get("metrics_started"):
         metrics.register_gauges(

@@ -263,6 +263,28 @@ class KubeClient:
         result: dict[str, Any] = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
         return result
 
+    async def read_api_server_addresses(self) -> list[str]:
+        """The API server's addresses: the ``kubernetes`` EndpointSlice in ``default``.
+
+        The API server keeps that EndpointSlice (and the Endpoints of the same name) to
+        its own advertised addresses. Returns every endpoint address (IPv4 or IPv6), in
+        the slice's order, duplicates removed.
+
+        Raises:
+            ApiException: the GET failed (403 without the chart's RBAC, 404 when the
+                API server does not reconcile its endpoints).
+
+        """
+        found = await self.request(
+            "GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"
+        )
+        addresses = [
+            str(address)
+            for endpoint in found.get("endpoints") or ()
+            for address in endpoint.get("addresses") or ()
+        ]
+        return list(dict.fromkeys(addresses))
+
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).
 
