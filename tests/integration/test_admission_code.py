@@ -198,9 +198,7 @@ def test_a_member_with_its_own_secret_takes_no_code_from_a_later_session(
     got the author's env, network and config around its Secret.
     """
     agents.create("bare", {"sessionRef": {"name": "team"}, "env": [SECRET_ENV]})
-    agents.create(
-        "own", {"sessionRef": {"name": "team"}, "image": IMAGE, "env": [SECRET_ENV]}
-    )
+    agents.create("own", {"sessionRef": {"name": "team"}, "image": IMAGE, "env": [SECRET_ENV]})
     defaults = {
         "image": OTHER_IMAGE,
         "env": [{"name": "NODE_OPTIONS", "value": "--require /tmp/x.js"}],
@@ -237,4 +235,3 @@ def test_a_member_without_references_still_takes_the_session_code(
     (pod,) = agents.pods("member")
     assert pod.spec.containers[0].image == OTHER_IMAGE
     assert "KEY" in [e.name for e in pod.spec.containers[0].env or ()]
-
