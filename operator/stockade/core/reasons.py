@@ -20,7 +20,9 @@ class Reason(StrEnum):
     ``kube-public``, ``kube-node-lease`` or the operator's own namespace, where Agents
     never run: :mod:`stockade.core.policy`), ReferenceNotAllowed (the Agent references a
     ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
-    which checks its author's rights to them, is absent). Waiting reasons
+    which checks its author's rights to them, is absent), OwnImageRequired (a member
+    with its own ServiceAccount, Secret or ConfigMap references sets no image: it takes
+    no code from its session, :func:`stockade.core.spec.member_defaults`). Waiting reasons
     (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
     QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
@@ -54,6 +56,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
+    OWN_IMAGE_REQUIRED = "OwnImageRequired"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -75,6 +78,7 @@ STALLING_REASONS = frozenset(
         Reason.INVALID_SPEC,
         Reason.NAMESPACE_NOT_ALLOWED,
         Reason.REFERENCE_NOT_ALLOWED,
+        Reason.OWN_IMAGE_REQUIRED,
     }
 )
 """Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
@@ -91,6 +95,7 @@ WARNING_REASONS = frozenset(
         Reason.POD_LOST,
         Reason.INVALID_SPEC,
         Reason.NAMESPACE_NOT_ALLOWED,
+        Reason.OWN_IMAGE_REQUIRED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,
