@@ -235,3 +235,25 @@ def test_a_member_without_references_still_takes_the_session_code(
     (pod,) = agents.pods("member")
     assert pod.spec.containers[0].image == OTHER_IMAGE
     assert "KEY" in [e.name for e in pod.spec.containers[0].env or ()]
+
+
+@pytest.mark.parametrize(("secrets", "configmaps"), [(8, 8), (64, 64)])
+def test_a_code_change_of_the_largest_defaults_stays_within_the_cel_cost_budget(
+    cluster: Cluster, namespace: str, admission_policy: str, secrets: int, configmaps: int
+) -> None:
+    """An image change re-checks every reference of 128 env variables (the schema's
+    maximum) and compares them: as the admin every authorizer call is made (dry run)."""
+    env = [
+        {"name": f"S{i}", "valueFrom": {"secretKeyRef": {"name": f"s{i}", "key": "k"}}}
+        for i in range(secrets)
+    ] + [
+        {"name": f"C{i}", "valueFrom": {"configMapKeyRef": {"name": f"c{i}", "key": "k"}}}
+        for i in range(configmaps)
+    ]
+    sessions = Sessions(cluster, namespace)
+    sessions.create("largest", {"agentDefaults": {"image": IMAGE, "env": env}})
+    patched = sessions.api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "agentsessions", "largest",
+        {"spec": {"agentDefaults": {"image": OTHER_IMAGE, "env": env[::-1]}}}, dry_run="All",
+    )  # fmt: skip
+    assert patched["spec"]["agentDefaults"]["image"] == OTHER_IMAGE
