@@ -266,8 +266,9 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
 ) -> None:
     """The API server stops a policy over its CEL budget: the worst cases must pass.
 
-    A member (one more check: ``join`` on its session); 128 env variables and 16 envFrom entries are the schema's maximum; as the admin
-    every authorizer call is made and allowed (a server-side dry run).
+    A member (one more check: ``join`` on its session); 128 env variables and 16
+    envFrom entries are the schema's maximum; as the admin every authorizer call is
+    made and allowed (a server-side dry run).
     """
     env = [
         {"name": f"S{i}", "valueFrom": {"secretKeyRef": {"name": f"s{i}", "key": "k"}}}
