@@ -252,7 +252,7 @@ def test_a_code_change_of_the_largest_defaults_stays_within_the_cel_cost_budget(
     ]
     sessions = Sessions(cluster, namespace)
     sessions.create("largest", {"agentDefaults": {"image": IMAGE, "env": env}})
-    patched = sessions.api.patch_namespaced_custom_object(
+    patched: dict[str, Any] = sessions.api.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, "agentsessions", "largest",
         {"spec": {"agentDefaults": {"image": OTHER_IMAGE, "env": env[::-1]}}}, dry_run="All",
     )  # fmt: skip
