@@ -11,7 +11,7 @@ test_admission_policy.py, with fewer rights than the admin.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -252,8 +252,8 @@ def test_a_code_change_of_the_largest_defaults_stays_within_the_cel_cost_budget(
     ]
     sessions = Sessions(cluster, namespace)
     sessions.create("largest", {"agentDefaults": {"image": IMAGE, "env": env}})
-    patched: dict[str, Any] = sessions.api.patch_namespaced_custom_object(
+    patched = sessions.api.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, "agentsessions", "largest",
         {"spec": {"agentDefaults": {"image": OTHER_IMAGE, "env": env[::-1]}}}, dry_run="All",
     )  # fmt: skip
-    assert patched["spec"]["agentDefaults"]["image"] == OTHER_IMAGE
+    assert cast(dict[str, Any], patched)["spec"]["agentDefaults"]["image"] == OTHER_IMAGE
