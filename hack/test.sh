@@ -19,6 +19,7 @@ SA_SUITE=(
   tests/integration/test_agents.py
   tests/integration/test_sessions.py
   tests/integration/test_admission_policy.py
+  tests/integration/test_admission_code.py
   tests/integration/test_operator_auth.py
 )
 

@@ -266,8 +266,9 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
 ) -> None:
     """The API server stops a policy over its CEL budget: the worst cases must pass.
 
-    128 env variables and 16 envFrom entries are the schema's maximum; as the admin
-    every authorizer call is made and allowed (a server-side dry run).
+    A member (one more check: ``join`` on its session); 128 env variables and 16
+    envFrom entries are the schema's maximum; as the admin every authorizer call is
+    made and allowed (a server-side dry run).
     """
     env = [
         {"name": f"S{i}", "valueFrom": {"secretKeyRef": {"name": f"s{i}", "key": "k"}}}
@@ -281,7 +282,8 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
     ]
     if secrets + configmaps <= 16:
         env_from = []  # exactly 8 + 8 names, each checked by name
-    spec = {"image": IMAGE, "serviceAccountName": "default", "env": env, "envFrom": env_from}
+    spec = {"image": IMAGE, "serviceAccountName": "default", "env": env, "envFrom": env_from,
+            "sessionRef": {"name": "team"}}  # fmt: skip
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Agent", "metadata": {"name": "largest"}}
     body["spec"] = spec
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(

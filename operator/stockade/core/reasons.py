@@ -22,7 +22,9 @@ class Reason(StrEnum):
     ServiceAccount, Secret or ConfigMap while the chart's ValidatingAdmissionPolicy,
     which checks its author's rights to them, is absent), EgressDenied (a Custom
     egress CIDR overlaps a denied range: link-local, a cloud metadata address, the API
-    server's, or one of the operator's ``egressDeniedCidrs``). Waiting reasons
+    server's, or one of the operator's ``egressDeniedCidrs``), OwnImageRequired (a member
+    with its own ServiceAccount, Secret or ConfigMap references sets no image: it takes
+    no code from its session, :func:`stockade.core.spec.member_defaults`). Waiting reasons
     (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
     QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
@@ -57,6 +59,7 @@ class Reason(StrEnum):
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
     EGRESS_DENIED = "EgressDenied"
+    OWN_IMAGE_REQUIRED = "OwnImageRequired"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -79,6 +82,7 @@ STALLING_REASONS = frozenset(
         Reason.NAMESPACE_NOT_ALLOWED,
         Reason.REFERENCE_NOT_ALLOWED,
         Reason.EGRESS_DENIED,
+        Reason.OWN_IMAGE_REQUIRED,
     }
 )
 """Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
@@ -97,6 +101,7 @@ WARNING_REASONS = frozenset(
         Reason.NAMESPACE_NOT_ALLOWED,
         Reason.REFERENCE_NOT_ALLOWED,
         Reason.EGRESS_DENIED,
+        Reason.OWN_IMAGE_REQUIRED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,

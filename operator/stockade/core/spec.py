@@ -4,6 +4,11 @@ What the Agent controller and the session's admission both read of a spec: the
 ``agentDefaults`` of its session under its own fields (:func:`merge_defaults`), the
 pydantic validation, the RuntimeClass and resources it resolves to, and the policy
 checks (:func:`prepare`); the lifecycle's view of it (:func:`agent_view`).
+
+Issue 20: which fields shape what a pod runs (:data:`AGENT_CODE_FIELDS`,
+:data:`DEFAULTS_CODE_FIELDS`, the same lists as the chart's admission policy), and the
+rule that a member with references of its own takes no code from its session
+(:func:`member_defaults`).
 """
 
 from __future__ import annotations
@@ -35,12 +40,86 @@ class Prepared:
     reason: Reason = Reason.INVALID_SPEC
 
 
+AGENT_CODE_FIELDS = frozenset(
+    {
+        "sessionRef",
+        "image",
+        "command",
+        "args",
+        "env",
+        "envFrom",
+        "workingDir",
+        "task",
+        "config",
+        "runtimeClassName",
+        "network",
+        "livenessProbe",
+        "readinessProbe",
+        "serviceAccountName",
+        "podMetadata",
+    }
+)
+"""The Agent spec fields (JSON names) that shape what its pod runs (issue 20).
+
+The code and its input (image, command, args, env, envFrom, workingDir, task, config),
+the probes (an ``exec`` probe runs a command), the sandbox and the network (where the
+code may send what it reads), the ServiceAccount, ``podMetadata`` (annotations other
+admission webhooks act on) and ``sessionRef`` (where defaults come from). Whoever
+changes one of them must be allowed to use every reference the pod gets: the chart's
+admission policy lists the same names (a unit test keeps them equal). The rest
+(resources, deadlines, timeouts, restarts, suspend, TTL, workspace, placement) decide
+when and where the code runs, not what it is.
+"""
+
+DEFAULTS_CODE_FIELDS = ("image", "runtimeClassName", "network", "env", "config")
+"""The session ``agentDefaults`` fields that shape what a member runs (JSON names):
+each is an :data:`AGENT_CODE_FIELDS` field; only ``resources`` is not."""
+
+
+def own_references(spec: Mapping[str, Any]) -> list[str]:
+    """The fields of an Agent's own `spec` (a raw camelCase dict) that reference objects.
+
+    ``serviceAccountName``, each ``env[i].valueFrom.secretKeyRef`` / ``configMapKeyRef``
+    and each ``envFrom[i].secretRef`` / ``configMapRef``, as paths such as
+    ``"spec.env[0].valueFrom.secretKeyRef"``, in spec order; defaults are not merged in.
+    Pure; malformed entries (the CRD schema refuses them) are skipped.
+    """
+    found = ["spec.serviceAccountName"] if spec.get("serviceAccountName") else []
+    for index, var in enumerate(spec.get("env") or ()):
+        source = var.get("valueFrom") if isinstance(var, Mapping) else None
+        for key in ("secretKeyRef", "configMapKeyRef"):
+            if isinstance(source, Mapping) and source.get(key):
+                found.append(f"spec.env[{index}].valueFrom.{key}")
+    for index, env_from in enumerate(spec.get("envFrom") or ()):
+        for key in ("secretRef", "configMapRef"):
+            if isinstance(env_from, Mapping) and env_from.get(key):
+                found.append(f"spec.envFrom[{index}].{key}")
+    return found
+
+
+def member_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of its session's ``agentDefaults`` a member takes (issue 20, pure).
+
+    A member that references a ServiceAccount, Secret or ConfigMap of its own
+    (:func:`own_references`) takes no code from its session: none of
+    :data:`DEFAULTS_CODE_FIELDS` (image, runtimeClassName, network, env, config), only
+    ``resources``. Whoever may create or edit the session (possibly after the member,
+    as GitOps applies them) would otherwise choose the code that reads the member's
+    Secrets; such a member sets its own image (else ``OwnImageRequired``, see
+    :func:`prepare`). A member without references of its own takes all of them.
+    """
+    if not own_references(spec):
+        return dict(defaults)
+    return {k: v for k, v in defaults.items() if k not in DEFAULTS_CODE_FIELDS}
+
+
 def merge_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The Agent's effective spec: the session's ``agentDefaults`` under its own fields.
 
     image, runtimeClassName and network are taken when the Agent sets none; resources
     merge per resource, config per key and env per name, the Agent's values winning.
-    Pure; nothing is written back to the Agent (GitOps tools see no drift).
+    Pure; nothing is written back to the Agent (GitOps tools see no drift). :func:`prepare`
+    passes only the :func:`member_defaults` the member may take.
     """
     out = dict(spec)
     for key in ("image", "runtimeClassName", "network"):
@@ -90,7 +169,10 @@ def prepare(
     """Validate an Agent's effective spec and resolve its RuntimeClass and resources (pure).
 
     Anything that slipped past the CRD schema becomes ``error`` (InvalidSpec), never an
-    exception. A member uses :func:`session_defaults`. Without `policy_present` (the
+    exception. A member uses :func:`session_defaults`, and only those
+    :func:`member_defaults` lets it take: a member with ServiceAccount, Secret or
+    ConfigMap references of its own and no image of its own is refused at once
+    (``OwnImageRequired``; no session could supply it). Without `policy_present` (the
     chart's admission policy binding was found), an Agent that has not created a pod yet
     and references a ServiceAccount, Secret or ConfigMap is refused
     (``ReferenceNotAllowed``, :func:`stockade.core.policy.reference_problems`); one that
@@ -103,9 +185,13 @@ def prepare(
     if refused is not None:
         return Prepared(None, None, None, str(refused), refused.reason)
     raw = dict(agent.get("spec") or {})
+    own = own_references(raw) if session_name(agent) else []
     defaults = session_defaults(agent, session)
     if defaults is not None:
-        raw = merge_defaults(raw, defaults)
+        raw = merge_defaults(raw, member_defaults(raw, defaults))
+    if own and not raw.get("image"):
+        return Prepared(None, None, None, _own_image_required(session_name(agent), own),
+                        Reason.OWN_IMAGE_REQUIRED)  # fmt: skip
     try:
         spec = AgentSpec.model_validate(raw)
     except ValidationError as exc:
@@ -132,6 +218,17 @@ def prepare(
             spec, runtime_class, resources, "spec.image: no image (nor a session default)"
         )
     return Prepared(spec, runtime_class, resources, None)
+
+
+def _own_image_required(session: str | None, own: list[str]) -> str:
+    """The message of a member with references of its own and no image."""
+    return (
+        f"spec.image: required, because this Agent references objects itself "
+        f"({', '.join(own[:4])}{', ...' if len(own) > 4 else ''}): a member with its own "
+        f"ServiceAccount, Secret or ConfigMap references takes no image, runtimeClassName, "
+        f'network, env or config from session "{session}"\'s agentDefaults (whoever may '
+        f"edit the session would choose the code that reads them); set spec.image"
+    )
 
 
 def requests_of(prepared: Prepared) -> dict[str, Decimal]:
