@@ -44,6 +44,8 @@ class FakeKube:
             LIST failed).
         bindings: what :meth:`read_policy_binding` answers per name (an exception is
             raised).
+        api_server: what :meth:`read_api_server_addresses` answers (an exception is
+            raised).
         version: the last resourceVersion handed out (one counter, as etcd's).
 
     """
@@ -54,6 +56,7 @@ class FakeKube:
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     uids: dict[str, set[str] | None] = field(default_factory=dict)
     bindings: dict[str, dict[str, Any] | Exception | None] = field(default_factory=dict)
+    api_server: list[str] | Exception = field(default_factory=list)
     version: int = 0
 
     def _stored(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +97,13 @@ class FakeKube:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    async def read_api_server_addresses(self) -> list[str]:
+        """:attr:`api_server` (raised when it is an exception)."""
+        self.calls.append(("read", "EndpointSlice", "kubernetes"))
+        if isinstance(self.api_server, Exception):
+            raise self.api_server
+        return list(self.api_server)
 
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """Store `manifest` over the object; False (404) when there is none."""

@@ -148,3 +148,22 @@ def test_prepare_refuses_a_session_default_that_overlaps() -> None:
 def test_egress_denied_stalls_and_warns() -> None:
     assert Reason.EGRESS_DENIED in STALLING_REASONS
     assert Reason.EGRESS_DENIED in WARNING_REASONS
+
+
+def test_the_reconciler_learns_the_api_server_and_keeps_it_through_a_failed_read() -> None:
+    """The addresses become CIDRs; a refused read keeps the last known ones, and with
+    none known Custom egress stays refused (None)."""
+    import asyncio
+
+    from stockade.reconcile import Reconciler
+    from tests.unit.conftest import FakeKube
+
+    kube = FakeKube(api_server=PermissionError("403 endpointslices"))
+    reconciler = Reconciler(kube, OperatorConfig())
+    check = reconciler.check_api_server
+    assert asyncio.run(check()) is None
+    kube.api_server = ["10.96.0.1", "fd00::1", "not-an-ip"]
+    assert asyncio.run(check()) == ("10.96.0.1/32", "fd00::1/128")
+    kube.api_server = PermissionError("403 endpointslices")
+    assert asyncio.run(check()) == ("10.96.0.1/32", "fd00::1/128")
+    assert reconciler.api_server_cidrs == ("10.96.0.1/32", "fd00::1/128")

@@ -42,7 +42,7 @@ DEFAULTS = {
 }
 CONFIG = OperatorConfig(allowed_runtime_classes=("gvisor", "kata"))
 # With the policy's binding present: the operator's own reference refusal is not at play.
-PRESENT = {"policy_present": True}
+PRESENT: dict[str, Any] = {"policy_present": True}
 
 
 def member(**spec: Any) -> dict[str, Any]:

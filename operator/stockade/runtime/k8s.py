@@ -131,6 +131,9 @@ class KubeApi(Protocol):
     async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
         """The ValidatingAdmissionPolicyBinding `name`, None when missing."""
 
+    async def read_api_server_addresses(self) -> list[str]:
+        """The API server's addresses (EndpointSlice ``default/kubernetes``)."""
+
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """Replace an object conditionally on `resource_version`; False on 409/404."""
 
