@@ -292,7 +292,7 @@ def test_editing_agent_defaults_does_not_fail_running_members(
 def test_a_pod_the_api_server_finds_invalid_fails_the_agent(agents: Agents) -> None:
     """A 422 on the pod (input the CRD schema cannot see: a pod's annotations may total
     256 KiB) is Failed/InvalidSpec as documented, not Pending forever (main)."""
-    blobs = {f"example.com/blob-{i}": "x" * 60000 for i in range(5)}
+    blobs = {f"user.stockade.dev/blob-{i}": "x" * 60000 for i in range(5)}
     agents.create("huge", spec(blobs))
     status = agents.wait_phase("huge", "Failed", timeout=30)
     assert status["reason"] == "InvalidSpec", status

@@ -111,7 +111,7 @@ SPECS = st.fixed_dictionaries(
                     st.sampled_from(["user.stockade.dev/team", "user.stockade.dev/x"]), NAMES
                 ),
                 "annotations": st.dictionaries(
-                    st.sampled_from(["example.com/note", "team", "prometheus.io/scrape"]), TEXT
+                    st.sampled_from(["user.stockade.dev/note", "team", "kubernetes.io/description"]), TEXT
                 ),
             },
         ),
