@@ -222,15 +222,15 @@ class HTTPHeader(Model):
     """Header value."""
 
 
-class HTTPGetAction(Model):
-    """An HTTP GET against the agent container; a 2xx or 3xx status is success."""
+class _PodLocalAction(Model):
+    """A probe action that may only reach the pod itself: ``host`` must be empty.
+
+    One rule for the HTTP and TCP actions (the CRD's CEL rule and the model's
+    validator); the Pod Security Standard baseline refuses ``host`` too.
+    """
 
     model_config = ConfigDict(json_schema_extra=cel(_NO_PROBE_HOST))
 
-    path: Annotated[str, Field(max_length=2048)] | None = None
-    """Path to request."""
-    port: PortOrName
-    """Port number or name."""
     host: Annotated[str, Field(max_length=253)] | None = None
     """Not allowed (only empty): the probe always connects to the pod's IP. (The Pod
     Security Standard baseline refuses it too.)"""
@@ -240,27 +240,25 @@ class HTTPGetAction(Model):
     def _no_host(cls, value: str | None) -> str | None:
         return _check_probe_host(value)
 
+
+class HTTPGetAction(_PodLocalAction):
+    """An HTTP GET against the agent container; a 2xx or 3xx status is success."""
+
+    path: Annotated[str, Field(max_length=2048)] | None = None
+    """Path to request."""
+    port: PortOrName
+    """Port number or name."""
     scheme: Literal["HTTP", "HTTPS"] | None = None
     """HTTP or HTTPS; HTTP when unset."""
     http_headers: Annotated[list[HTTPHeader] | None, Field(max_length=16)] = None
     """Extra request headers."""
 
 
-class TCPSocketAction(Model):
+class TCPSocketAction(_PodLocalAction):
     """Open a TCP connection to the agent container; a connection is success."""
-
-    model_config = ConfigDict(json_schema_extra=cel(_NO_PROBE_HOST))
 
     port: PortOrName
     """Port number or name."""
-    host: Annotated[str, Field(max_length=253)] | None = None
-    """Not allowed (only empty): the probe always connects to the pod's IP. (The Pod
-    Security Standard baseline refuses it too.)"""
-
-    @field_validator("host")
-    @classmethod
-    def _no_host(cls, value: str | None) -> str | None:
-        return _check_probe_host(value)
 
 
 class GRPCAction(Model):
