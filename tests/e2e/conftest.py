@@ -31,7 +31,7 @@ import pytest
 from tests.integration.admission import install_admission_policy
 from tests.integration.auth import OperatorAuth
 from tests.integration.cluster import HACK, Cluster
-from tests.integration.operator import Agents, OperatorProcess
+from tests.integration.operator import Agents, OperatorProcess, running_operator
 
 NODE_NAME = "stockade-node-0"
 TAINT_KEY = "stockade.dev/real-node"
@@ -106,12 +106,8 @@ def e2e_operator(
         **operator_auth.operator_env,
         "STOCKADE_ALLOWED_TOLERATION_KEYS": TAINT_KEY,
     }
-    process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
-    process.start()
-    try:
+    with running_operator(cluster, env, operator_auth.kubeconfig) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import NamespaceFactory
 from tests.integration.auth import OperatorAuth
 from tests.integration.cluster import Cluster
-from tests.integration.operator import Agents, OperatorProcess
+from tests.integration.operator import Agents, OperatorProcess, running_operator
 
 __all__ = ["NamespaceFactory"]
 
@@ -53,12 +53,8 @@ def stockade_operator(
         "STOCKADE_EGRESS_DENIED_CIDRS": DENIED_CLUSTER_RANGE,
         **operator_auth.operator_env,
     }
-    process = OperatorProcess(cluster, env=env, kubeconfig=operator_auth.kubeconfig)
-    process.start()
-    try:
+    with running_operator(cluster, env, operator_auth.kubeconfig) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

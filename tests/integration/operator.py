@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -102,6 +104,22 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@contextmanager
+def running_operator(
+    cluster: Cluster, env: dict[str, str] | None = None, kubeconfig: Path | None = None
+) -> Iterator[OperatorProcess]:
+    """Start an :class:`OperatorProcess` (healthy before it yields); stop it afterwards.
+
+    The one way every suite's fixture (integration, reliability, e2e) runs the operator.
+    """
+    process = OperatorProcess(cluster, env=env, kubeconfig=kubeconfig)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 class Agents:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from tests.integration.cluster import Cluster
-from tests.integration.operator import OperatorProcess
+from tests.integration.operator import OperatorProcess, running_operator
 
 OperatorFactory = Callable[..., OperatorProcess]
 
@@ -39,15 +40,12 @@ def wait_for_terminating_namespaces(cluster: Cluster, timeout: float = 90) -> No
 @pytest.fixture
 def make_operator(cluster: Cluster, crds: None) -> Iterator[OperatorFactory]:
     """Factory: make_operator(**env) -> a started operator, stopped after the test."""
-    started: list[OperatorProcess] = []
     wait_for_terminating_namespaces(cluster)
+    with ExitStack() as started:
 
-    def make(**env: str) -> OperatorProcess:
-        process = OperatorProcess(cluster, env={"STOCKADE_LOG_FORMAT": "json", **env})
-        started.append(process)
-        process.start()
-        return process
+        def make(**env: str) -> OperatorProcess:
+            return started.enter_context(
+                running_operator(cluster, {"STOCKADE_LOG_FORMAT": "json", **env})
+            )
 
-    yield make
-    for process in started:
-        process.stop()
+        yield make
