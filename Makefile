@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
+	lint docs dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ cluster-down: ## stop and delete the local control plane (idempotent)
 
 run: $(VENV_STAMP) binaries ## the demo: local cluster + operator + samples, until they settle
 	bash hack/run.sh
+
+docs: $(VENV_STAMP) ## regenerate docs/reference/ (API, CLI, Helm values) and build the site --strict into .cache/site
+	$(PY) -m tests.docs.reference
+	$(PY) -m mkdocs build --strict
 
 dashboard: $(VENV_STAMP) ## regenerate the Grafana dashboard (manifests/monitoring/, the chart's dashboards/)
 	$(PY) -m tests.monitoring.dashboard
