@@ -26,7 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import REPO_ROOT, Cluster
-from tests.integration.helm import Helm
+from tests.integration.helm import NO_CRDS, Helm
 
 AUTH_ENV = "STOCKADE_TEST_AUTH"
 POOL_ENV = "STOCKADE_TEST_NAMESPACE_POOL"
@@ -135,7 +135,7 @@ def set_up(cluster: Cluster, mode: str) -> OperatorAuth:
         values.update({"rbac.scope": "namespaced", "watchNamespaces": pool})
     helm = Helm(cluster.kubeconfig)
     # The CRDs are installed by the `crds` fixture; the chart's copies are not needed.
-    helm.install(release, namespace, values, "--skip-crds")
+    helm.install(release, namespace, {**values, **NO_CRDS})
     token = cluster.kubectl("-n", namespace, "create", "token", release, "--duration", "2h").strip()
     kubeconfig = service_account_kubeconfig(
         cluster, token, REPO_ROOT / ".cache" / "operator-auth" / f"{release}.kubeconfig"

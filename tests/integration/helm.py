@@ -19,6 +19,11 @@ from tests.integration.cluster import REPO_ROOT, resolve_binary
 CHART = REPO_ROOT / "helm" / "stockade"
 
 
+NO_CRDS = {"crds.enabled": False}
+"""Values for a release in the shared test cluster: its CRDs come from the ``crds``
+fixture (crds/), not owned by any release, which Helm would refuse to adopt."""
+
+
 def set_args(values: Mapping[str, Any] | None) -> list[str]:
     """``--set-json key=<json>`` arguments for `values` (dotted keys; any JSON value)."""
     import json

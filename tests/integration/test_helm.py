@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import HACK, Cluster
-from tests.integration.helm import CHART, Helm, by_kind, set_args
+from tests.integration.helm import CHART, NO_CRDS, Helm, by_kind, set_args
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +121,7 @@ def test_template(helm: Helm, mode: str) -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",  # templates/crds.yaml: upgraded with the chart
         "Deployment",
         "Pod",  # the `helm test` hook
         "Role",  # the leader-election Lease's (and the namespaced mode's)
@@ -474,6 +476,8 @@ def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> Non
         "ClusterRole",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Role",
         "Role",
         "RoleBinding",
@@ -921,7 +925,8 @@ def test_install_yaml_is_the_default_chart(helm: Helm) -> None:
     )
     assert crds == expected
     rest = [d for d in docs[1:] if d["kind"] != "CustomResourceDefinition"]
-    assert rest == helm.render(extra=["--skip-tests"])  # no one-shot test pod in it
+    rendered = helm.render(extra=["--skip-tests"])  # no one-shot test pod in it
+    assert rest == [d for d in rendered if d["kind"] != "CustomResourceDefinition"]
 
 
 # --- in the cluster ------------------------------------------------------------------
@@ -970,7 +975,7 @@ def test_install_cluster_mode(
     # The CRDs exist already (the `crds` fixture, from crds/; the chart's copies are the
     # same files): helm skips them. --wait: the operator's pod is admitted under
     # `restricted`, scheduled and (kwok) Running and Ready.
-    result = helm.install(name, namespace, {}, "--skip-crds", "--wait", "--timeout", "120s")
+    result = helm.install(name, namespace, NO_CRDS, "--wait", "--timeout", "120s")
     assert "kubectl get agents -A" in result.stdout  # NOTES.txt
     deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(name, namespace)
     assert deployment.status.ready_replicas == 1
@@ -1024,8 +1029,8 @@ def test_install_namespaced_mode(
     namespaces.extend([home, *watched, other])
     name = f"stockade-{home[-5:]}"
     installed.append((name, home))
-    values = {"rbac.scope": "namespaced", "watchNamespaces": watched}
-    helm.install(name, home, values, "--skip-crds", "--wait", "--timeout", "120s")
+    values = {**NO_CRDS, "rbac.scope": "namespaced", "watchNamespaces": watched}
+    helm.install(name, home, values, "--wait", "--timeout", "120s")
     user = f"system:serviceaccount:{home}:{name}"
     for ns in watched:
         assert can_i(cluster, user, "list", "agents.stockade.dev", "-n", ns)
@@ -1185,3 +1190,81 @@ def test_the_dashboard_configmap_is_optional_and_labelled_for_the_sidecar(helm: 
     assert board["metadata"]["annotations"] == {"grafana_folder": "Stockade"}
     shipped = (CHART.parent.parent / "manifests/monitoring/stockade-dashboard.json").read_text()
     assert json.loads(board["data"]["stockade.json"]) == json.loads(shipped)
+
+
+def _widget_crd(group: str, fields: list[str]) -> str:
+    """A small CRD ``widgets.<group>`` whose spec has string `fields` (for the upgrade test)."""
+    properties = {f: {"type": "string"} for f in fields}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": {"type": "object", "properties": properties}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    return yaml.safe_dump(crd)
+
+
+def test_helm_upgrade_updates_the_crds_and_uninstall_keeps_them(
+    cluster: Cluster, tmp_path: Path, namespaces: list[str]
+) -> None:
+    """The CRDs are templates (templates/crds.yaml over files/crds/): `helm upgrade`
+    applies a changed CRD (a chart's crds/ directory is never upgraded), and with
+    crds.keep (the default) `helm uninstall` leaves it. The chart is a copy whose
+    files/crds/ holds a test CRD, so the shared Stockade CRDs are not touched."""
+    chart = tmp_path / "stockade"
+    shutil.copytree(CHART, chart)
+    for old in (chart / "files" / "crds").glob("*.yaml"):
+        old.unlink()
+    group = f"t{uuid.uuid4().hex[:6]}.stockade.dev"
+    crd_file = chart / "files" / "crds" / "widgets.yaml"
+    namespace = fresh_namespace(cluster, "t-helm-crds")
+    namespaces.append(namespace)
+    helm = Helm(cluster.kubeconfig)
+    values = {"operator.enabled": False, "admissionPolicy.enabled": False}
+    extensions = client.ApiextensionsV1Api(cluster.api)
+    name = f"widgets.{group}"
+
+    def install() -> None:
+        helm.run("upgrade", "--install", "crds", str(chart), "--namespace", namespace,
+                 *set_args(values))  # fmt: skip
+
+    def fields() -> set[str]:
+        crd = extensions.read_custom_resource_definition(name)
+        spec = crd.spec.versions[0].schema.open_apiv3_schema.properties["spec"]
+        return set(spec.properties or {})
+
+    try:
+        crd_file.write_text(_widget_crd(group, ["size"]))
+        install()
+        assert fields() == {"size"}
+        crd_file.write_text(_widget_crd(group, ["size", "colour"]))
+        install()
+        assert fields() == {"size", "colour"}, "helm upgrade left the CRD as it was"
+        kept = extensions.read_custom_resource_definition(name)
+        assert kept.metadata.annotations["helm.sh/resource-policy"] == "keep"
+        helm.uninstall("crds", namespace)
+        assert fields() == {"size", "colour"}, "helm uninstall deleted a kept CRD"
+    finally:
+        helm.uninstall("crds", namespace)
+        try:
+            extensions.delete_custom_resource_definition(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

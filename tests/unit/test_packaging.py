@@ -31,11 +31,11 @@ def pyproject() -> dict[str, Any]:
 
 def test_chart_crds_are_copies_of_crds() -> None:
     source = {p.name: p.read_bytes() for p in (REPO_ROOT / "crds").glob("*.yaml")}
-    copies = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
     assert source, "no CRDs in crds/"
     assert sorted(copies) == sorted(source), "run `make manifests`"
     for name, text in source.items():
-        assert copies[name] == text, f"helm/stockade/crds/{name} is stale: run `make manifests`"
+        assert copies[name] == text, f"files/crds/{name} is stale: run `make manifests`"
 
 
 def test_chart_metadata() -> None:
