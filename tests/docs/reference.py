@@ -129,13 +129,15 @@ def cli_page(group: click.Group, prog: str = "kubectl stockade") -> str:
     """The CLI reference: the help of `group` and of each of its commands, in order."""
     out = [HEADER.format(source="the click commands in operator/stockade/cli/commands.py")]
     out.append(f"# CLI reference (`{prog}`)\n")
-    with click.Context(group, info_name=prog, terminal_width=100) as ctx:
+    settings = {"terminal_width": 100, **group.context_settings}  # as the CLI runs: -h too
+    with click.Context(group, info_name=prog, **settings) as ctx:
         out.append(f"\n```text\n{group.get_help(ctx)}\n```\n")
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
             if command is None or command.hidden:
                 continue
-            with click.Context(command, info_name=name, parent=ctx, terminal_width=100) as sub:
+            sub_settings = {"terminal_width": 100, **command.context_settings}
+            with click.Context(command, info_name=name, parent=ctx, **sub_settings) as sub:
                 out.append(f"\n## {prog} {name}\n\n```text\n{command.get_help(sub)}\n```\n")
     return "".join(out)
 

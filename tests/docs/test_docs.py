@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,16 @@ from tests.docs.reference import REPO_ROOT, api_page, cli_page, helm_values_page
 
 def test_generated_pages_match_their_sources() -> None:
     """Fails when a model, a click command or values.yaml changed without `make docs`."""
-    drifted = [
-        str(path.relative_to(REPO_ROOT))
+    drifted = {
+        str(path.relative_to(REPO_ROOT)): "".join(
+            list(difflib.unified_diff(path.read_text().splitlines(True), content.splitlines(True)))[
+                :20
+            ]
+        )
         for path, content in pages().items()
         if not path.exists() or path.read_text() != content
-    ]
-    assert not drifted, f"{drifted} differ from their sources: run `make docs`"
+    }
+    assert not drifted, f"differ from their sources (run `make docs`): {drifted}"
 
 
 def test_the_site_builds_with_strict_links(tmp_path: Path) -> None:
