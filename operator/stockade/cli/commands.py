@@ -16,6 +16,7 @@ from typing import Any, TextIO, TypeVar
 import click
 import yaml
 
+from stockade import __version__
 from stockade.cli import format as fmt
 from stockade.cli.errors import FAILED, NOT_INSTALLED, OK, TIMEOUT, USAGE, CliError
 from stockade.cli.kube import Kube, Target
@@ -108,9 +109,10 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="kubectl stockade")
 @connection_options
 def cli() -> None:
-    r"""Run and inspect Stockade Agents (sandboxed AI agents) and AgentSessions.
+    """Run and inspect Stockade Agents (sandboxed AI agents) and AgentSessions.
 
     \b
     Exit codes: 0 success; 1 the Agent Failed, or an error (not found, API error,
@@ -178,7 +180,7 @@ def run(
     output: str | None,
     dry_run: bool,
 ) -> None:
-    r"""Create the Agent NAME; with --wait, follow it and print its result.
+    """Create the Agent NAME; with --wait, follow it and print its result.
 
     \b
     kubectl stockade run hello --image ghcr.io/example/agent:1 --task "Say hello" --wait
@@ -410,7 +412,7 @@ def resume(ctx: click.Context, name: str) -> None:
 @connection_options
 @click.pass_context
 def exec_(ctx: click.Context, name: str, timeout: str, command: tuple[str, ...]) -> None:
-    r"""Run COMMAND in the running Agent's container with your own rights (pods/exec).
+    """Run COMMAND in the running Agent's container with your own rights (pods/exec).
 
     \b
     kubectl stockade exec NAME -- ls /workspace
