@@ -8,7 +8,7 @@
   is minted through the TokenRequest API (``kubectl create token``) and written into a
   kubeconfig, and the operator runs with that: it can do exactly what the chart grants.
 - ``serviceaccount-namespaced``: the same with ``rbac.scope=namespaced`` over a pool of
-  namespaces created up front (``STOCKADE_TEST_NAMESPACE_POOL``, default 48); the
+  namespaces created up front (``STOCKADE_TEST_NAMESPACE_POOL``, default 96); the
   operator watches only those (``STOCKADE_NAMESPACES``) and the ``make_namespace``
   fixture hands them out instead of creating new ones.
 """
@@ -126,7 +126,7 @@ def set_up(cluster: Cluster, mode: str) -> OperatorAuth:
     values: dict[str, Any] = {"operator.enabled": False, "metrics.service.enabled": False}
     pool: list[str] | None = None
     if mode == SA_NAMESPACED:
-        size = int(os.environ.get(POOL_ENV, "48"))
+        size = int(os.environ.get(POOL_ENV, "96"))
         pool = [f"t-pool-{suffix}-{i:02d}" for i in range(size)]
         for name in pool:
             cluster.core.create_namespace(
