@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stockade.api.agent import AgentSpec, Credential
+from stockade.api.agent import AgentSpec
+from stockade.api.credentials import Credential
 from stockade.api.network import EgressMode, Network, host_name
 from stockade.api.session import AgentSessionSpec
 
