@@ -83,7 +83,11 @@ POD_FIELDS = {"metadata.namespace": "stockade-system", "metadata.name": "stockad
 
 def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
     """The operator's environment, downward-API fields resolved as for POD_FIELDS."""
-    (deployment,) = by_kind(objects, "Deployment")
+    (deployment,) = [
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {}
     for e in container["env"]:
@@ -1353,3 +1357,34 @@ def test_the_gateway_network_policy(helm: Helm) -> None:
 def test_wrong_gateway_values_fail(helm: Helm, values: dict[str, Any]) -> None:
     result = helm.template(values, check=False)
     assert result.returncode != 0
+
+
+def test_the_gateway_objects_are_accepted_server_side(
+    cluster: Cluster, helm: Helm, namespaces: list[str]
+) -> None:
+    """The gateway's objects, and the shared hosts policy of an Agent namespace, dry-run."""
+    from stockade.api.agent import AgentSpec
+    from stockade.build.names import AgentRef
+    from stockade.build.network import build_network_policy
+    from stockade.config import load_config
+
+    namespace = fresh_namespace(cluster, "t-helm-gw")
+    namespaces.append(namespace)
+    values = {
+        **GATEWAY,
+        "gateway.networkPolicy.apiServerCidrs": ["192.0.2.10/32"],
+        "gateway.podLabels": {"team": "platform"},
+    }
+    rendered = helm.template(values, namespace=namespace).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    gateway = [d for d in docs if d["metadata"]["name"].startswith("stockade-gateway")]
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump_all(gateway))
+    for kind in ("deployment.apps", "service", "networkpolicy.networking.k8s.io"):
+        assert f"{kind}/stockade-gateway created (server dry run)" in out, out
+    config = load_config({**env_of(helm.render(values)), "STOCKADE_OPERATOR_NAMESPACE": namespace})
+    spec = AgentSpec.model_validate(
+        {"image": "busybox", "network": {"egress": "Hosts", "hosts": ["pypi.org"]}}
+    )
+    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
+    assert "networkpolicy.networking.k8s.io/stockade-egress-hosts created (server dry run)" in out

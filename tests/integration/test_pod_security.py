@@ -111,7 +111,10 @@ SPECS = st.fixed_dictionaries(
                     st.sampled_from(["user.stockade.dev/team", "user.stockade.dev/x"]), NAMES
                 ),
                 "annotations": st.dictionaries(
-                    st.sampled_from(["user.stockade.dev/note", "team", "kubernetes.io/description"]), TEXT
+                    st.sampled_from(
+                        ["user.stockade.dev/note", "team", "kubernetes.io/description"]
+                    ),
+                    TEXT,
                 ),
             },
         ),
