@@ -730,6 +730,9 @@ def test_hosts_egress_and_credentials_are_accepted(
     assert parsed.credentials is not None and parsed.credentials[0].prefix() == "Bearer "
     member = minimal_manifest("member")
     member["spec"] = {"sessionRef": {"name": "team"}, "credentials": [CREDENTIAL]}
+    # A member with credentials takes no network from its session: it sets its own.
+    assert_rejected(lambda: create(cluster, namespace, member), "spec.credentials")
+    member["spec"]["network"] = HOSTS_NETWORK
     assert create(cluster, namespace, member)["spec"]["credentials"][0]["name"] == "openai"
     with_env = minimal_manifest("with-env")
     with_env["spec"]["network"] = HOSTS_NETWORK

@@ -127,12 +127,13 @@ def test_invalid_credentials_are_refused(data: dict[str, Any]) -> None:
         AgentSpec.model_validate(data)
 
 
-def test_member_credentials_wait_for_the_effective_network() -> None:
-    """A member without a network of its own may take Hosts from its session's defaults."""
-    parsed = AgentSpec.model_validate(
-        {"sessionRef": {"name": "team"}, "credentials": [credential()]}
+def test_member_credentials_need_a_network_of_their_own() -> None:
+    """Credentials reference a Secret: the member takes no network from its session."""
+    with pytest.raises(ValidationError, match="set on the Agent"):
+        AgentSpec.model_validate({"sessionRef": {"name": "team"}, "credentials": [credential()]})
+    AgentSpec.model_validate(
+        {"sessionRef": {"name": "team"}, "network": HOSTS, "credentials": [credential()]}
     )
-    assert parsed.credentials is not None
 
 
 def test_session_defaults_allow_hosts() -> None:

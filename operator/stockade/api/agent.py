@@ -424,15 +424,13 @@ class AgentSpec(Model):
     """Extra labels and annotations for the pod."""
     credentials: CredentialList | None = None
     """Credentials the egress gateway adds to requests to some of network.hosts (a
-    header from a Secret key; the agent never sees the value). Needs network.egress
-    Hosts."""
+    header from a Secret key; the agent never sees the value). Need network.egress Hosts
+    on the Agent itself (a member with credentials takes no network from its session)."""
 
     @model_validator(mode="after")
     def _credentials_fit(self) -> AgentSpec:
         env = {var.name for var in self.env or ()}
-        found = problems(
-            self.credentials or [], self.network, env, in_session=self.session_ref is not None
-        )
+        found = problems(self.credentials or [], self.network, env)
         if found:
             raise ValueError("; ".join(found))
         return self

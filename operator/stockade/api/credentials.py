@@ -124,9 +124,11 @@ CredentialList = Annotated[
 
 CREDENTIAL_RULES = [
     rule(
-        "!has(self.credentials) || (has(self.network) ? self.network.egress == 'Hosts' "
-        ": has(self.sessionRef))",
-        "credentials need network.egress Hosts (the egress gateway adds them)",
+        # A member with credentials references a Secret: it takes no network from its
+        # session (stockade.core.spec.member_defaults), so it needs its own.
+        "!has(self.credentials) || has(self.network) && self.network.egress == 'Hosts'",
+        "credentials need network.egress Hosts (the egress gateway adds them), set on the "
+        "Agent itself",
         field_path=".credentials",
         reason="FieldValueForbidden",
     ),
@@ -159,8 +161,6 @@ def problems(
     credentials: Sequence[Credential],
     network: Network | None,
     env_names: Iterable[str],
-    *,
-    in_session: bool,
 ) -> list[str]:
     """What is wrong with `credentials` given the spec's `network` and env names.
 
@@ -168,8 +168,6 @@ def problems(
         credentials: ``spec.credentials``.
         network: ``spec.network`` (None: unset).
         env_names: the names of ``spec.env``.
-        in_session: the spec has a sessionRef (then a missing network is not refused
-            here: the session's agentDefaults may supply it).
 
     Returns:
         Messages ``"<field path>: <problem>"``; empty when nothing is wrong.
@@ -178,7 +176,7 @@ def problems(
     if not credentials:
         return []
     if network is None:
-        return [] if in_session else ["spec.credentials: credentials need network.egress Hosts"]
+        return ["spec.credentials: credentials need network.egress Hosts, set on the Agent"]
     if network.egress != EgressMode.HOSTS:
         return [f"spec.credentials: credentials need network.egress Hosts (it is {network.egress})"]
     found: list[str] = []

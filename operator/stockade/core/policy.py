@@ -323,7 +323,7 @@ def gateway_problems(spec: AgentSpec, config: OperatorConfig) -> list[Problem] |
     hosts = network is not None and network.egress == EgressMode.HOSTS
     if spec.credentials:
         env = {var.name for var in spec.env or ()}
-        found = credential_problems(spec.credentials, network, env, in_session=False)
+        found = credential_problems(spec.credentials, network, env)
         if found:
             return [Problem(*_split_problem(text)) for text in found]
     if not hosts:
