@@ -57,7 +57,7 @@ class CredentialSecretKeyRef(Model):
 
 
 class Credential(Model):
-    """A credential the egress gateway adds to the requests to some hosts (issue 21).
+    """A credential the egress gateway adds to the requests to some hosts.
 
     The agent never sees the value: the gateway reads the Secret, intercepts the TLS of
     these hosts (with a certificate of its own CA, which the pod trusts) and sets the
