@@ -297,6 +297,7 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
             {"name": f"k{i}", "secretKeyRef": {"name": f"k{i}", "key": "k"}, "hosts": ["a.com"]}
             for i in range(16)
         ]
+        spec["network"] = {"egress": "Hosts", "hosts": ["a.com"]}
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Agent", "metadata": {"name": "largest"}}
     body["spec"] = spec
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
