@@ -156,6 +156,17 @@ class OperatorConfig(BaseModel):
             ``default``): typically the cluster's pod and service ranges and the nodes'
             network. An Agent whose ``spec.network.cidrs`` entry overlaps one fails
             with ``EgressDenied`` before it gets a pod. Default: none.
+        gateway_address: ``host:port`` of the egress gateway's Service (issue 21), e.g.
+            ``stockade-gateway.stockade-system.svc:3128`` (set by the chart when
+            ``gateway.enabled``). The pods of Agents with egress ``Hosts`` get it as
+            their ``HTTPS_PROXY``/``HTTP_PROXY``; unset (the default), such an Agent fails
+            with ``GatewayNotConfigured`` before it gets a pod.
+        gateway_ca_configmap: the ConfigMap in the operator's namespace where the
+            gateway publishes its CA (``ca.crt``, ``ca-bundle.crt``: public roots plus
+            the gateway CA); copied into a Hosts Agent's input ConfigMap and trusted by
+            its pod (``SSL_CERT_FILE`` and the like). Empty (the default), or while it
+            is absent, the pod gets no CA (intercepted hosts then fail TLS
+            verification; tunnelled hosts work).
         leader_election: campaign for a coordination.k8s.io/v1 Lease and write only
             while holding it (:mod:`stockade.runtime.leader`). Off by default, so a single
             operator run by hand (tests, ``make run``) needs no Lease; the Helm chart
@@ -214,6 +225,14 @@ class OperatorConfig(BaseModel):
     egress_dns_cidrs: tuple[str, ...] = ()
     egress_dns_ports: tuple[int, ...] | None = None
     egress_denied_cidrs: tuple[str, ...] = ()
+    gateway_address: str | None = Field(
+        default=None, max_length=260, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}$"
+    )
+    gateway_ca_configmap: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$",
+    )
     leader_election: bool = False
     leader_election_namespace: str = ""
     leader_election_lease_name: str = Field(
@@ -370,6 +389,8 @@ _ENV = {
     "egress_dns_cidrs": "STOCKADE_EGRESS_DNS_CIDRS",
     "egress_dns_ports": "STOCKADE_EGRESS_DNS_PORTS",
     "egress_denied_cidrs": "STOCKADE_EGRESS_DENIED_CIDRS",
+    "gateway_address": "STOCKADE_GATEWAY_ADDRESS",
+    "gateway_ca_configmap": "STOCKADE_GATEWAY_CA_CONFIGMAP",
     "leader_election": "STOCKADE_LEADER_ELECTION",
     "leader_election_namespace": "STOCKADE_LEADER_ELECTION_NAMESPACE",
     "leader_election_lease_name": "STOCKADE_LEADER_ELECTION_LEASE_NAME",

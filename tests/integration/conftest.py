@@ -27,6 +27,13 @@ __all__ = ["NamespaceFactory"]
 DENIED_CLUSTER_RANGE = "198.51.100.0/24"
 """The operator's ``STOCKADE_EGRESS_DENIED_CIDRS`` in the integration suite."""
 
+GATEWAY_NAMESPACE = "t-stockade-operator"
+"""The operator's own namespace in the integration suite (the egress gateway's)."""
+GATEWAY_ADDRESS = f"stockade-gateway.{GATEWAY_NAMESPACE}.svc:3128"
+"""The operator's ``STOCKADE_GATEWAY_ADDRESS`` (no gateway runs: kwok plays the pods)."""
+GATEWAY_CA_CONFIGMAP = "stockade-gateway-ca"
+"""The operator's ``STOCKADE_GATEWAY_CA_CONFIGMAP``."""
+
 
 @pytest.fixture(scope="session")
 def admission_policy(cluster: Cluster, crds: None) -> str:
@@ -51,6 +58,10 @@ def stockade_operator(
         # A stand-in for the cluster's pod and service ranges (TEST-NET-2): Custom egress
         # may not reach it (test_egress_policies.py).
         "STOCKADE_EGRESS_DENIED_CIDRS": DENIED_CLUSTER_RANGE,
+        # Egress Hosts (issue 21): where the gateway would be, and its CA.
+        "STOCKADE_OPERATOR_NAMESPACE": GATEWAY_NAMESPACE,
+        "STOCKADE_GATEWAY_ADDRESS": GATEWAY_ADDRESS,
+        "STOCKADE_GATEWAY_CA_CONFIGMAP": GATEWAY_CA_CONFIGMAP,
         **operator_auth.operator_env,
     }
     with running_operator(cluster, env, operator_auth.kubeconfig) as process:

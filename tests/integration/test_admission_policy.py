@@ -123,6 +123,14 @@ ESCALATIONS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["api-key"],
          "verbs": ["get"]},
     ),
+    "credentials-secretKeyRef": (  # issue 21: the gateway adds the Secret to requests
+        {"network": {"egress": "Hosts", "hosts": ["api.example.com"]},
+         "credentials": [{"name": "api", "secretKeyRef": {"name": "api-key", "key": "k"},
+                          "hosts": ["api.example.com"]}]},
+        r'spec\.credentials\[\]\.secretKeyRef: user author may not get secrets \\?"api-key',
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["api-key"],
+         "verbs": ["get"]},
+    ),
     "env-configMapKeyRef": (
         {"env": [CONFIG_ENV]},
         r"spec\.env\[\]\.valueFrom\.configMapKeyRef: user author may not get configmaps",
@@ -266,9 +274,9 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
 ) -> None:
     """The API server stops a policy over its CEL budget: the worst cases must pass.
 
-    A member (one more check: ``join`` on its session); 128 env variables and 16
-    envFrom entries are the schema's maximum; as the admin every authorizer call is
-    made and allowed (a server-side dry run).
+    A member (one more check: ``join`` on its session); 128 env variables, 16
+    envFrom entries and 16 credentials are the schema's maximum; as the admin every
+    authorizer call is made and allowed (a server-side dry run).
     """
     env = [
         {"name": f"S{i}", "valueFrom": {"secretKeyRef": {"name": f"s{i}", "key": "k"}}}
@@ -284,6 +292,12 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
         env_from = []  # exactly 8 + 8 names, each checked by name
     spec = {"image": IMAGE, "serviceAccountName": "default", "env": env, "envFrom": env_from,
             "sessionRef": {"name": "team"}}  # fmt: skip
+    if secrets + configmaps > 16:  # and 16 credentials, each with its own Secret
+        spec["credentials"] = [
+            {"name": f"k{i}", "secretKeyRef": {"name": f"k{i}", "key": "k"}, "hosts": ["a.com"]}
+            for i in range(16)
+        ]
+        spec["network"] = {"egress": "Hosts", "hosts": ["a.com"]}
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Agent", "metadata": {"name": "largest"}}
     body["spec"] = spec
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(

@@ -17,8 +17,14 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.auth import ADMIN, OperatorAuth
 from tests.integration.cluster import Cluster, wait_for
-from tests.integration.conftest import DENIED_CLUSTER_RANGE
+from tests.integration.conftest import (
+    DENIED_CLUSTER_RANGE,
+    GATEWAY_ADDRESS,
+    GATEWAY_CA_CONFIGMAP,
+    GATEWAY_NAMESPACE,
+)
 from tests.integration.operator import Agents
 from tests.integration.test_agents import spec
 
@@ -196,3 +202,71 @@ def test_custom_egress_to_a_denied_range_is_held_without_a_pod(
     # An allowed neighbour in the same namespace still runs.
     agents.create("fine", spec(task="t", network=CUSTOM))
     agents.wait_phase("fine", "Running", "Succeeded")
+
+
+def test_a_hosts_agent_reaches_only_dns_and_the_gateway(
+    cluster: Cluster, namespace: str, agents: Agents, operator_auth: OperatorAuth
+) -> None:
+    """Issue 21: the pod's label, annotations, proxy and CA, and the shared hosts policy.
+
+    As the chart's ServiceAccount (gateway disabled: no Role to read the CA ConfigMap)
+    the read is refused: the pod keeps the proxy and gets no CA.
+    """
+    import hashlib
+    import json
+
+    core = client.CoreV1Api(cluster.api)
+    try:
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=GATEWAY_NAMESPACE))
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    ca = {"ca.crt": "GATEWAY CA", "ca-bundle.crt": "ROOTS AND GATEWAY CA"}
+    try:
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=GATEWAY_CA_CONFIGMAP), data=ca)
+        core.create_namespaced_config_map(GATEWAY_NAMESPACE, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    hosts = ["api.openai.com", "*.github.com", "pypi.org:443"]
+    credential = {
+        "name": "openai",
+        "secretKeyRef": {"name": "llm", "key": "api-key"},
+        "hosts": ["api.openai.com"],
+        "env": "OPENAI_API_KEY",
+    }
+    agents.create(
+        "proxied",
+        spec(network={"egress": "Hosts", "hosts": hosts}, credentials=[credential]),
+    )
+    agents.wait_phase("proxied", "Running")
+    (pod,) = agents.pods("proxied")
+    assert pod.metadata.labels["stockade.dev/egress"] == "hosts"
+    annotations = pod.metadata.annotations
+    assert json.loads(annotations["stockade.dev/gateway-hosts"]) == hosts
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    proxy = env["HTTPS_PROXY"]
+    assert proxy.startswith("http://stockade:") and proxy.endswith(f"@{GATEWAY_ADDRESS}")
+    token = proxy.removeprefix("http://stockade:").removesuffix(f"@{GATEWAY_ADDRESS}")
+    assert (
+        hashlib.sha256(token.encode()).hexdigest()
+        == annotations["stockade.dev/gateway-token-sha256"]
+    )
+    assert env["OPENAI_API_KEY"] == "stockade-credential-placeholder:openai"
+    if operator_auth.mode == ADMIN:
+        assert env["SSL_CERT_FILE"] == "/etc/stockade-gateway/ca-bundle.crt"
+        data = core.read_namespaced_config_map("proxied-input", namespace).data
+        assert data["gateway.ca.crt"] == "GATEWAY CA"
+    policy = read(cluster, namespace, "stockade-egress-hosts")
+    assert policy is not None and selects(policy, pod)
+    assert policy.spec.ingress is None  # no ingress at all
+    dns, gateway = policy.spec.egress
+    assert {p.port for p in dns.ports} == {53}
+    (peer,) = gateway.to
+    assert peer.namespace_selector.match_labels == {
+        "kubernetes.io/metadata.name": GATEWAY_NAMESPACE
+    }
+    assert peer.pod_selector.match_labels == {"app.kubernetes.io/component": "gateway"}
+    assert [(p.protocol, p.port) for p in gateway.ports] == [("TCP", 3128)]

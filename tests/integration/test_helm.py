@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,11 @@ POD_FIELDS = {"metadata.namespace": "stockade-system", "metadata.name": "stockad
 
 def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
     """The operator's environment, downward-API fields resolved as for POD_FIELDS."""
-    (deployment,) = by_kind(objects, "Deployment")
+    (deployment,) = [
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {}
     for e in container["env"]:
@@ -1268,3 +1272,202 @@ def test_helm_upgrade_updates_the_crds_and_uninstall_keeps_them(
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# --- the egress gateway (issue 21) -----------------------------------------------------
+
+GATEWAY = {"gateway.enabled": True}
+
+
+def _gateway_objects(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in objects
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "gateway"
+    }
+
+
+def _env_of(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_the_gateway_is_off_by_default(helm: Helm) -> None:
+    objects = helm.render()
+    assert _gateway_objects(objects) == {}
+    (deployment,) = by_kind(objects, "Deployment")
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not {"STOCKADE_GATEWAY_ADDRESS", "STOCKADE_GATEWAY_CA_CONFIGMAP"} & env
+
+
+def test_the_gateway_deployment_is_hardened_and_separate_from_the_operator(helm: Helm) -> None:
+    objects = helm.render(GATEWAY)
+    mine = _gateway_objects(objects)
+    deployment = mine[("Deployment", "stockade-gateway")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "stockade-gateway"
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "stockade.gateway"]
+    operator = next(
+        d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "stockade"
+    )
+    assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STOCKADE_GATEWAY_CA_SECRET"] == "stockade-gateway-ca"
+    assert env["STOCKADE_GATEWAY_CA_CONFIGMAP"] == "stockade-gateway-ca"
+    assert container["ports"] == [{"name": "proxy", "containerPort": 3128, "protocol": "TCP"}]
+    # Neither Deployment (nor Service) selects the other's pods.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "gateway"
+    selector = operator["spec"]["selector"]["matchLabels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())
+    service = mine[("Service", "stockade-gateway")]
+    assert service["spec"]["ports"] == [
+        {"name": "proxy", "port": 3128, "targetPort": "proxy", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_the_operator_learns_the_gateway_address_and_ca(helm: Helm) -> None:
+    objects = helm.render(GATEWAY, namespace="ops")
+    operator = next(
+        d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "stockade"
+    )
+    env = _env_of(operator)
+    assert env["STOCKADE_GATEWAY_ADDRESS"] == "stockade-gateway.ops.svc:3128"
+    assert env["STOCKADE_GATEWAY_CA_CONFIGMAP"] == "stockade-gateway-ca"
+    named = helm.render({**GATEWAY, "gateway.caConfigMapName": "gw-ca"})
+    operator = next(d for d in by_kind(named, "Deployment") if d["metadata"]["name"] == "stockade")
+    assert _env_of(operator)["STOCKADE_GATEWAY_CA_CONFIGMAP"] == "gw-ca"
+
+
+def test_the_gateway_rbac_is_least_privilege(helm: Helm) -> None:
+    mine = _gateway_objects(helm.render(GATEWAY))
+    cluster = mine[("ClusterRole", "stockade-gateway")]["rules"]
+    assert cluster == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["stockade.dev"], "resources": ["agents"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]
+    role = mine[("Role", "stockade-gateway")]
+    assert role["metadata"]["namespace"] == "stockade-system"
+    for rule in role["rules"]:
+        assert set(rule["verbs"]) <= {"create", "get", "update", "patch"}
+        if set(rule["verbs"]) - {"create"}:
+            assert rule["resourceNames"] == ["stockade-gateway-ca"]
+    binding = mine[("ClusterRoleBinding", "stockade-gateway")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "stockade-gateway", "namespace": "stockade-system"}
+    ]
+    # The operator reads the published CA, by name, in its namespace only.
+    reader = mine[("Role", "stockade-gateway-ca-reader")]
+    assert reader["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["stockade-gateway-ca"],
+            "verbs": ["get"],
+        }
+    ]
+    assert mine[("RoleBinding", "stockade-gateway-ca-reader")]["subjects"][0]["name"] == "stockade"
+    all_rules = [
+        r for o in mine.values() if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]
+    ]
+    assert "*" not in {v for r in all_rules for v in r["verbs"]}
+
+
+def test_the_gateway_network_policy(helm: Helm) -> None:
+    mine = _gateway_objects(helm.render(GATEWAY))
+    policy = mine[("NetworkPolicy", "stockade-gateway")]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {},
+                    "podSelector": {
+                        "matchLabels": {
+                            "app.kubernetes.io/managed-by": "stockade",
+                            "stockade.dev/egress": "hosts",
+                        }
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 3128}],
+        }
+    ]
+    dns, api, public = policy["egress"]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {"protocol": "UDP", "port": 53} in dns["ports"]
+    assert [p["port"] for p in api["ports"]] == [443, 6443]
+    assert "ports" not in public
+    assert "169.254.0.0/16" in public["to"][0]["ipBlock"]["except"]
+    assert "10.0.0.0/8" in public["to"][0]["ipBlock"]["except"]
+    pinned = _gateway_objects(
+        helm.render(
+            {
+                **GATEWAY,
+                "gateway.networkPolicy.apiServerCidrs": ["192.0.2.10/32"],
+                "egress.dns.preset": "nodelocal",
+            }
+        )
+    )[("NetworkPolicy", "stockade-gateway")]["spec"]
+    dns, api, _ = pinned["egress"]
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+    assert api["to"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    off = _gateway_objects(helm.render({**GATEWAY, "gateway.networkPolicy.enabled": False}))
+    assert ("NetworkPolicy", "stockade-gateway") not in off
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"gateway.enabled": "yes"},
+        {"gateway.replicas": 0},
+        {"gateway.caConfigMapName": "Not_A_Name"},
+        {"gateway.networkPolicy.apiServerCidrs": ["not-a-cidr"]},
+        {"gateway.unknown": 1},
+    ],
+)
+def test_wrong_gateway_values_fail(helm: Helm, values: dict[str, Any]) -> None:
+    result = helm.template(values, check=False)
+    assert result.returncode != 0
+
+
+def test_the_gateway_objects_are_accepted_server_side(
+    cluster: Cluster, helm: Helm, namespaces: list[str]
+) -> None:
+    """The gateway's objects, and the shared hosts policy of an Agent namespace, dry-run."""
+    from stockade.api.agent import AgentSpec
+    from stockade.build.names import AgentRef
+    from stockade.build.network import build_network_policy
+    from stockade.config import load_config
+
+    namespace = fresh_namespace(cluster, "t-helm-gw")
+    namespaces.append(namespace)
+    values = {
+        **GATEWAY,
+        "gateway.networkPolicy.apiServerCidrs": ["192.0.2.10/32"],
+        "gateway.podLabels": {"team": "platform"},
+    }
+    rendered = helm.template(values, namespace=namespace).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    gateway = [d for d in docs if d["metadata"]["name"].startswith("stockade-gateway")]
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump_all(gateway))
+    for kind in ("deployment.apps", "service", "networkpolicy.networking.k8s.io"):
+        assert f"{kind}/stockade-gateway created (server dry run)" in out, out
+    config = load_config({**env_of(helm.render(values)), "STOCKADE_OPERATOR_NAMESPACE": namespace})
+    spec = AgentSpec.model_validate(
+        {"image": "busybox", "network": {"egress": "Hosts", "hosts": ["pypi.org"]}}
+    )
+    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
+    assert "networkpolicy.networking.k8s.io/stockade-egress-hosts created (server dry run)" in out

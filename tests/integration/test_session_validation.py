@@ -186,6 +186,18 @@ INVALID_CREATES: list[Any] = [
         for cidr in ("169.254.169.254/32", "169.0.0.0/8", "fe80::/10")
     ),
     pytest.param(
+        at("spec.agentDefaults.network", {"egress": "Hosts"}),
+        "spec.agentDefaults.network.hosts",
+        "hosts is required when egress is Hosts",
+        id="defaults-hosts-egress-without-hosts",
+    ),
+    pytest.param(
+        at("spec.agentDefaults.network", {"egress": "Hosts", "hosts": ["*.*.example.com"]}),
+        "spec.agentDefaults.network.hosts[0]",
+        None,
+        id="defaults-hosts-egress-bad-wildcard",
+    ),
+    pytest.param(
         at("spec.agentDefaults.runtimeClassName", "gVisor_sandbox"),
         "spec.agentDefaults.runtimeClassName",
         "should match",
@@ -276,6 +288,22 @@ def test_agent_defaults_carry_no_pod_annotations(
     assert_rejected(
         lambda: create(cluster, namespace, body), "spec.agentDefaults.podMetadata", status=400
     )
+
+
+def test_agent_defaults_carry_no_credentials(cluster: Cluster, crds: None, namespace: str) -> None:
+    """Credentials are an Agent's own (issue 21): a session cannot hand its Secrets out."""
+    body = full_session()
+    body["spec"]["agentDefaults"]["credentials"] = []
+    assert_rejected(
+        lambda: create(cluster, namespace, body), "spec.agentDefaults.credentials", status=400
+    )
+
+
+def test_hosts_egress_defaults_are_accepted(cluster: Cluster, crds: None, namespace: str) -> None:
+    body = full_session()
+    body["spec"]["agentDefaults"]["network"] = {"egress": "Hosts", "hosts": ["pypi.org:443"]}
+    created = create(cluster, namespace, body)
+    assert created["spec"]["agentDefaults"]["network"]["hosts"] == ["pypi.org:443"]
 
 
 def test_full_session_is_accepted(cluster: Cluster, crds: None, namespace: str) -> None:

@@ -174,6 +174,19 @@ def at(path: str, value: Any) -> Mutation:
     return mutate
 
 
+HOSTS_NETWORK = {"egress": "Hosts", "hosts": ["api.openai.com", "*.github.com", "pypi.org:443"]}
+CREDENTIAL = {
+    "name": "openai",
+    "secretKeyRef": {"name": "llm-credentials", "key": "api-key"},
+    "hosts": ["api.openai.com"],
+}
+
+
+def _with_hosts(**fields: Any) -> Mutation:
+    """A mutation that sets egress Hosts (:data:`HOSTS_NETWORK`) and the spec `fields`."""
+    return spec_set(network=HOSTS_NETWORK, **fields)
+
+
 def annotate(key: str, value: str) -> Mutation:
     """A mutation that adds pod annotation `key` (dots and all) to spec.podMetadata."""
 
@@ -478,6 +491,96 @@ INVALID_CREATES: list[Any] = [
             "cpu-quota.crio.io",
         )
     ),
+    # Issue 21: egress Hosts and credentials.
+    pytest.param(
+        at("spec.network", {"egress": "Hosts"}),
+        "spec.network.hosts",
+        "hosts is required when egress is Hosts",
+        id="hosts-egress-without-hosts",
+    ),
+    pytest.param(
+        at("spec.network", {"egress": "Hosts", "hosts": []}),
+        "spec.network.hosts",
+        "hosts is required when egress is Hosts",
+        id="hosts-egress-with-empty-hosts",
+    ),
+    pytest.param(
+        at("spec.network", {"egress": "DNS", "hosts": ["api.openai.com"]}),
+        "spec.network.hosts",
+        "only allowed when egress is Hosts",
+        id="hosts-without-hosts-egress",
+    ),
+    *(
+        pytest.param(
+            at("spec.network", {"egress": "Hosts", "hosts": ["pypi.org", host]}),
+            "spec.network.hosts[1]",
+            None,
+            id=f"bad-host-{host}",
+        )
+        for host in (
+            "API.openai.com",
+            "a.*.com",
+            "*",
+            "a.com:0",
+            "a.com:65536",
+            "1.2.3.4",
+            "http://a.com",
+            "-a.com",
+        )
+    ),
+    pytest.param(
+        spec_set(credentials=[CREDENTIAL]),
+        "spec.credentials",
+        "credentials need network.egress Hosts",
+        id="credentials-without-hosts-egress",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[{**CREDENTIAL, "hosts": ["evil.example.com"]}]),
+        "spec.credentials",
+        "must be the name of a network.hosts entry",
+        id="credential-host-not-in-network-hosts",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[CREDENTIAL, CREDENTIAL]),
+        "spec.credentials[1]",
+        "Duplicate value",
+        id="credential-names-repeat",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[{**CREDENTIAL, "env": "API_KEY"}]),
+        "spec.credentials",
+        "must not be the name of a spec.env variable",
+        id="credential-env-clashes-with-env",
+    ),
+    pytest.param(
+        _with_hosts(
+            credentials=[
+                {**CREDENTIAL, "env": "K"},
+                {**CREDENTIAL, "name": "two", "env": "K"},
+            ]
+        ),
+        "spec.credentials",
+        "credentials[].env must be unique",
+        id="credential-env-repeats",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[{**CREDENTIAL, "header": "Host"}]),
+        "spec.credentials[0].header",
+        "must not be one that frames the request",
+        id="credential-header-host",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[{**CREDENTIAL, "name": "Open_AI"}]),
+        "spec.credentials[0].name",
+        None,
+        id="credential-name-not-a-label",
+    ),
+    pytest.param(
+        _with_hosts(credentials=[{**CREDENTIAL, "secretKeyRef": {"name": "llm"}}]),
+        "spec.credentials[0].secretKeyRef.key",
+        "Required value",
+        id="credential-without-key",
+    ),
     pytest.param(
         at("spec.tolerations.0.tolerationSeconds", 30),
         "spec.tolerations[0].tolerationSeconds",
@@ -604,6 +707,38 @@ def test_harmless_probe_and_annotations_are_accepted(
     created = create(cluster, namespace, body)
     assert created["spec"]["podMetadata"]["annotations"] == annotations
     assert Agent.model_validate(created).spec.pod_metadata is not None
+
+
+def test_hosts_egress_and_credentials_are_accepted(
+    cluster: Cluster, crds: None, namespace: str
+) -> None:
+    body = minimal_manifest()
+    body["spec"]["network"] = HOSTS_NETWORK
+    body["spec"]["credentials"] = [
+        {**CREDENTIAL, "env": "OPENAI_API_KEY"},
+        {
+            "name": "github",
+            "secretKeyRef": {"name": "gh", "key": "token"},
+            "hosts": ["*.github.com"],
+            "header": "X-Api-Key",
+            "valuePrefix": "",
+        },
+    ]
+    created = create(cluster, namespace, body)
+    assert created["spec"]["credentials"][0]["header"] == "Authorization"  # the CRD default
+    parsed = Agent.model_validate(created).spec
+    assert parsed.credentials is not None and parsed.credentials[0].prefix() == "Bearer "
+    member = minimal_manifest("member")
+    member["spec"] = {"sessionRef": {"name": "team"}, "credentials": [CREDENTIAL]}
+    # A member with credentials takes no network from its session: it sets its own.
+    assert_rejected(lambda: create(cluster, namespace, member), "spec.credentials")
+    member["spec"]["network"] = HOSTS_NETWORK
+    assert create(cluster, namespace, member)["spec"]["credentials"][0]["name"] == "openai"
+    with_env = minimal_manifest("with-env")
+    with_env["spec"]["network"] = HOSTS_NETWORK
+    with_env["spec"]["env"] = [{"name": "OTHER", "value": "1"}]
+    with_env["spec"]["credentials"] = [{**CREDENTIAL, "env": "OPENAI_API_KEY"}]
+    create(cluster, namespace, with_env)
 
 
 def test_defaults_are_applied(cluster: Cluster, crds: None, namespace: str) -> None:

@@ -46,6 +46,8 @@ class FakeKube:
             raised).
         api_server: what :meth:`read_api_server_addresses` answers (an exception is
             raised).
+        config_maps: what :meth:`read_config_map_data` answers per ``(namespace,
+            name)`` (absent: None; an exception is raised).
         version: the last resourceVersion handed out (one counter, as etcd's).
 
     """
@@ -57,6 +59,7 @@ class FakeKube:
     uids: dict[str, set[str] | None] = field(default_factory=dict)
     bindings: dict[str, dict[str, Any] | Exception | None] = field(default_factory=dict)
     api_server: list[str] | Exception = field(default_factory=list)
+    config_maps: dict[tuple[str, str], dict[str, str] | Exception] = field(default_factory=dict)
     version: int = 0
 
     def _stored(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +107,14 @@ class FakeKube:
         if isinstance(self.api_server, Exception):
             raise self.api_server
         return list(self.api_server)
+
+    async def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """:attr:`config_maps`' answer (raised when it is an exception)."""
+        self.calls.append(("read", "ConfigMapData", name))
+        answer = self.config_maps.get((namespace, name))
+        if isinstance(answer, Exception):
+            raise answer
+        return None if answer is None else dict(answer)
 
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """Store `manifest` over the object; False (404) when there is none."""

@@ -29,11 +29,24 @@ from stockade.build.network import (
     egress_label,
     egress_rules,
 )
-from stockade.build.pod import build_pod
+from stockade.build.pod import GatewayAccess, build_pod
 from stockade.config import DNS_PRESETS as CONFIG_DNS_PRESETS
 from stockade.config import OperatorConfig, load_config
 
 REF = AgentRef("demo", "team-a", "uid-1")
+CONFIG = OperatorConfig(operator_namespace="stockade-system", gateway_address="gw.svc:3128")
+"""Where the egress gateway runs (the operator's namespace), for Hosts egress."""
+GATEWAY_RULE: dict[str, Any] = {
+    "to": [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "stockade-system"}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}},
+        }
+    ],
+    "ports": [{"protocol": "TCP", "port": 3128}],
+}
 
 DNS_RULE: dict[str, Any] = {
     "to": [
@@ -68,7 +81,7 @@ def spec(**fields: Any) -> AgentSpec:
 
 def policy(network: dict[str, Any] | None = None) -> dict[str, Any]:
     fields = {} if network is None else {"network": network}
-    return build_network_policy(REF, spec(**fields))
+    return build_network_policy(REF, spec(**fields), CONFIG)
 
 
 def test_default_is_the_namespaces_shared_none_policy() -> None:
@@ -103,6 +116,8 @@ def network_of(mode: EgressMode) -> dict[str, Any]:
     network: dict[str, Any] = {"egress": mode.value}
     if mode == EgressMode.CUSTOM:
         network["cidrs"] = ["203.0.113.0/24"]
+    if mode == EgressMode.HOSTS:
+        network["hosts"] = ["api.openai.com"]
     return network
 
 
@@ -117,7 +132,12 @@ def selects(np: dict[str, Any], pod: dict[str, Any]) -> bool:
 def pod_of(ref: AgentRef, network: dict[str, Any]) -> dict[str, Any]:
     resources = {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}
     return build_pod(
-        ref, spec(network=network), attempt=1, runtime_class="gvisor", resources=resources
+        ref,
+        spec(network=network),
+        attempt=1,
+        runtime_class="gvisor",
+        resources=resources,
+        gateway=GatewayAccess(address="gw.svc:3128", token="t"),
     )
 
 
@@ -135,9 +155,10 @@ def test_an_agents_pod_is_selected_by_its_policy_and_by_no_other(mode: EgressMod
     """Policies add up: a pod selected by a wider one would get its egress too."""
     other = AgentRef("other", REF.namespace, "uid-2")
     others = [
-        *(build_shared_network_policy(REF.namespace, label) for label in SHARED_MODES),
+        *(build_shared_network_policy(REF.namespace, label, CONFIG) for label in SHARED_MODES),
         build_network_policy(other, spec(network=network_of(EgressMode.CUSTOM))),
         build_shared_network_policy("elsewhere", "internet"),
+        build_shared_network_policy("elsewhere", "hosts", CONFIG),
     ]
     pod = pod_of(REF, network_of(mode))
     mine = policy(network_of(mode))
@@ -146,11 +167,11 @@ def test_an_agents_pod_is_selected_by_its_policy_and_by_no_other(mode: EgressMod
 
 
 def test_egress_labels() -> None:
-    assert [egress_label(Network(egress=m)) for m in EgressMode if m != EgressMode.CUSTOM] == [
-        "none",
-        "dns",
-        "internet",
-    ]
+    assert [
+        egress_label(Network.model_validate(network_of(m)))
+        for m in EgressMode
+        if m != EgressMode.CUSTOM
+    ] == ["none", "dns", "internet", "hosts"]
     assert egress_label(None) == "none"
     assert egress_label(Network(egress=EgressMode.CUSTOM, cidrs=["10.0.0.0/8"])) == OWN_POLICY
     # Ports (which the API admits only with Custom) need a policy of the Agent's own.
@@ -308,9 +329,11 @@ def test_deterministic_and_dns_first(
     if mode == EgressMode.CUSTOM:
         network["cidrs"] = cidrs
         network["ports"] = ports
+    if mode == EgressMode.HOSTS:
+        network["hosts"] = ["pypi.org"]
     agent = spec(network=network)
-    np = build_network_policy(REF, agent)
-    assert np == build_network_policy(REF, agent)
+    np = build_network_policy(REF, agent, CONFIG)
+    assert np == build_network_policy(REF, agent, CONFIG)
     egress = np["spec"]["egress"]
     if mode == EgressMode.NONE:
         assert egress == []
@@ -319,6 +342,53 @@ def test_deterministic_and_dns_first(
     if mode == EgressMode.CUSTOM:
         assert [p["ipBlock"]["cidr"] for p in egress[1]["to"]] == cidrs
         assert ("ports" in egress[1]) == bool(ports)
+    if mode == EgressMode.HOSTS:
+        assert egress[1:] == [GATEWAY_RULE]
+
+
+# --- Hosts egress: DNS and the egress gateway only (issue 21) -------------------------
+
+
+def test_hosts_mode_reaches_dns_and_the_gateway_only() -> None:
+    np = policy({"egress": "Hosts", "hosts": ["api.openai.com", "*.github.com:22"]})
+    shared = {"app.kubernetes.io/managed-by": "stockade", "stockade.dev/egress": "hosts"}
+    assert np == {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "stockade-egress-hosts", "namespace": "team-a", "labels": shared},
+        "spec": {
+            "podSelector": {"matchLabels": shared},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [DNS_RULE, GATEWAY_RULE],
+        },
+    }
+    assert "hosts" in SHARED_MODES
+    # The hosts are the gateway's business: every Hosts Agent shares the policy.
+    other = build_network_policy(
+        AgentRef("b", REF.namespace, "uid-2"),
+        spec(network={"egress": "Hosts", "hosts": ["pypi.org"]}),
+        CONFIG,
+    )
+    assert other == np == build_shared_network_policy(REF.namespace, "hosts", CONFIG)
+
+
+def test_hosts_mode_follows_the_dns_preset() -> None:
+    config = load_config(
+        {"STOCKADE_EGRESS_DNS_PRESET": "openshift", "STOCKADE_OPERATOR_NAMESPACE": "ops"}
+    )
+    egress = build_shared_network_policy("team-a", "hosts", config)["spec"]["egress"]
+    assert egress[0] == dns_rule(DNS_PRESETS["openshift"])
+    assert egress[1]["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "ops"}
+    }
+
+
+def test_hosts_mode_without_the_operators_namespace_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="gateway"):
+        build_shared_network_policy("team-a", "hosts", OperatorConfig())
+    with pytest.raises(SpecError, match="gateway"):
+        build_shared_network_policy("team-a", "hosts")
 
 
 # --- where the cluster DNS is: presets and overrides --------------------------------

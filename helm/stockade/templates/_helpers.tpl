@@ -146,3 +146,28 @@ scanning disabled, so it needs nothing of its own.
 {{- define "stockade.admissionPolicyName" -}}
 {{- printf "%s-references" (include "stockade.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The egress gateway (issue 21): its names and address. */}}
+{{- define "stockade.gatewayName" -}}
+{{- printf "%s-gateway" (include "stockade.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stockade.gatewayCaSecret" -}}
+{{- default (printf "%s-ca" (include "stockade.gatewayName" .)) .Values.gateway.caSecretName }}
+{{- end }}
+
+{{- define "stockade.gatewayCaConfigMap" -}}
+{{- default (printf "%s-ca" (include "stockade.gatewayName" .)) .Values.gateway.caConfigMapName }}
+{{- end }}
+
+{{- define "stockade.gatewayAddress" -}}
+{{- printf "%s.%s.svc:3128" (include "stockade.gatewayName" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The gateway pods' labels: not the operator's selector labels (its Deployment and
+Service select app.kubernetes.io/name=<chart name>). */}}
+{{- define "stockade.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "stockade.name" . }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}

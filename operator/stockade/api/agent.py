@@ -38,6 +38,7 @@ from stockade.api.corev1 import (
     Probe,
     Toleration,
 )
+from stockade.api.credentials import CREDENTIAL_RULES, CredentialList, problems
 from stockade.api.network import Network
 
 GROUP = "stockade.dev"
@@ -298,8 +299,9 @@ class PodMetadata(Model):
 
 
 def _spec_rules(schema: dict[str, Any]) -> None:
-    """Add the AgentSpec's CEL rules: presence, probe and immutability rules."""
+    """Add the AgentSpec's CEL rules: presence, probe, credential and immutability rules."""
     rules = [
+        *CREDENTIAL_RULES,
         rule(
             "has(self.image) || has(self.sessionRef)",
             "image is required unless sessionRef is set",
@@ -420,6 +422,18 @@ class AgentSpec(Model):
     """Taints the pod tolerates."""
     pod_metadata: PodMetadata | None = None
     """Extra labels and annotations for the pod."""
+    credentials: CredentialList | None = None
+    """Credentials the egress gateway adds to requests to some of network.hosts (a
+    header from a Secret key; the agent never sees the value). Need network.egress Hosts
+    on the Agent itself (a member with credentials takes no network from its session)."""
+
+    @model_validator(mode="after")
+    def _credentials_fit(self) -> AgentSpec:
+        env = {var.name for var in self.env or ()}
+        found = problems(self.credentials or [], self.network, env)
+        if found:
+            raise ValueError("; ".join(found))
+        return self
 
 
 # --- status ----------------------------------------------------------------------------

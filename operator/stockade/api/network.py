@@ -1,17 +1,20 @@
-"""The Agent's network fence: ``spec.network`` (egress mode, custom destinations).
+"""The Agent's network fence: ``spec.network`` (egress mode, custom destinations, hosts).
 
 Enforced with a NetworkPolicy (:mod:`stockade.build.network`): ingress is always
-denied; egress is None, DNS only, the Internet (no cluster or link-local addresses), or
-Custom destinations.
+denied; egress is None, DNS only, the Internet (no cluster or link-local addresses),
+Custom destinations, or Hosts: DNS and the egress gateway only, which lets the pod reach
+the listed host names (issue 21, ``/work/gateway-contract.md``; the gateway is
+:mod:`stockade.gateway`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from stockade.api.base import Model, cel, rule
 
@@ -23,6 +26,7 @@ class EgressMode(StrEnum):
     DNS = "DNS"
     INTERNET = "Internet"
     CUSTOM = "Custom"
+    HOSTS = "Hosts"
 
 
 class NetworkPort(Model):
@@ -121,6 +125,73 @@ Cidr = Annotated[
 ]
 
 
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+
+HOST_NAME = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$"
+"""A host name of Hosts egress: a lower-case DNS name, ``*.`` allowed only as the first
+label (``*.github.com`` matches every name under github.com, not github.com itself)."""
+
+HOST_ENTRY = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:{_PORT})?$"
+"""A ``network.hosts`` entry: :data:`HOST_NAME` with an optional ``:port`` (1-65535);
+without a port, 443 and 80."""
+
+_NOT_AN_ADDRESS = rule(
+    "!self.matches(r'^[0-9.]+(:[0-9]+)?$')",
+    "must be a DNS name, not an IP address",
+)
+
+
+def host_name(entry: str) -> str:
+    """The name part of a ``network.hosts`` entry (``pypi.org:443`` -> ``pypi.org``)."""
+    return entry.rsplit(":", 1)[0] if ":" in entry else entry
+
+
+def _check_host(value: str, pattern: str, what: str) -> str:
+    if len(value) > 253 + 6 or not re.fullmatch(pattern, value):
+        raise ValueError(
+            f"{value!r} is not a {what}: a lower-case DNS name, '*.' only as the first label"
+            + (", an optional :port in 1-65535" if pattern == HOST_ENTRY else "")
+        )
+    if re.fullmatch(r"[0-9.]+(:[0-9]+)?", value):
+        raise ValueError(f"{value!r}: must be a DNS name, not an IP address")
+    return value
+
+
+HostEntry = Annotated[
+    str,
+    AfterValidator(lambda v: _check_host(v, HOST_ENTRY, "host entry")),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 259,
+            "pattern": HOST_ENTRY,
+            "x-kubernetes-validations": [_NOT_AN_ADDRESS],
+        }
+    ),
+]
+"""``name[:port]``, e.g. ``api.openai.com``, ``*.github.com``, ``pypi.org:443``."""
+
+HostName = Annotated[
+    str,
+    AfterValidator(lambda v: _check_host(v, HOST_NAME, "host name")),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 253,
+            "pattern": HOST_NAME,
+            "x-kubernetes-validations": [_NOT_AN_ADDRESS],
+        }
+    ),
+]
+"""A host name without a port, e.g. ``api.openai.com`` or ``*.github.com``."""
+
+HOSTS_MAX_ITEMS = 64
+"""``network.hosts`` holds at most this many entries."""
+
+
 class Network(Model):
     """Network access of the agent pod. Ingress is always denied."""
 
@@ -139,6 +210,18 @@ class Network(Model):
                 reason="FieldValueForbidden",
             ),
             rule(
+                "self.egress != 'Hosts' || (has(self.hosts) && self.hosts.size() > 0)",
+                "hosts is required when egress is Hosts",
+                field_path=".hosts",
+                reason="FieldValueRequired",
+            ),
+            rule(
+                "self.egress == 'Hosts' || !has(self.hosts)",
+                "hosts is only allowed when egress is Hosts",
+                field_path=".hosts",
+                reason="FieldValueForbidden",
+            ),
+            rule(
                 "self.egress == 'Custom' || !has(self.ports)",
                 "ports is only allowed when egress is Custom",
                 field_path=".ports",
@@ -149,8 +232,10 @@ class Network(Model):
 
     egress: EgressMode = EgressMode.NONE
     """Outbound traffic allowed: None (nothing), DNS (only the cluster DNS), Internet
-    (DNS and public addresses, no private ranges), or Custom (DNS and the listed cidrs
-    and ports)."""
+    (DNS and public addresses, no private ranges), Custom (DNS and the listed cidrs
+    and ports), or Hosts (DNS and the operator's egress gateway, which lets through
+    only the listed hosts and may add credentials; needs the gateway, else the Agent
+    fails with GatewayNotConfigured)."""
     cidrs: Annotated[
         list[Cidr] | None, Field(max_length=32, json_schema_extra=cel(list_type="set"))
     ] = None
@@ -167,6 +252,13 @@ class Network(Model):
         ),
     ] = None
     """Destination ports Custom egress allows; all ports of the cidrs when unset (Custom only)."""
+    hosts: Annotated[
+        list[HostEntry] | None,
+        Field(max_length=HOSTS_MAX_ITEMS, json_schema_extra=cel(list_type="set")),
+    ] = None
+    """Hosts that Hosts egress allows through the egress gateway (Hosts only, required
+    there): name[:port] with a lower-case DNS name, '*.' only as the first label (e.g.
+    api.openai.com, *.github.com, pypi.org:443); no port means 443 and 80."""
 
     @model_validator(mode="after")
     def _custom_only(self) -> Network:
@@ -175,6 +267,13 @@ class Network(Model):
                 raise ValueError("cidrs is required when egress is Custom")
         elif self.cidrs is not None or self.ports is not None:
             raise ValueError("cidrs and ports are only allowed when egress is Custom")
+        if self.egress == EgressMode.HOSTS:
+            if not self.hosts:
+                raise ValueError("hosts is required when egress is Hosts")
+        elif self.hosts is not None:
+            raise ValueError("hosts is only allowed when egress is Hosts")
+        if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
+            raise ValueError("hosts must not repeat an entry")
         for cidr in self.cidrs or ():
             _check_cidr(cidr)
         return self

@@ -1,7 +1,7 @@
 """The NetworkPolicy that fences an Agent's pods: no ingress, egress by ``spec.network``.
 
-The rules of the modes ``None``, ``DNS`` and ``Internet`` depend on nothing but the mode
-(and the operator's DNS settings), so one policy per namespace and mode,
+The rules of the modes ``None``, ``DNS``, ``Internet`` and ``Hosts`` depend on nothing but the mode
+(and the operator's DNS settings and namespace), so one policy per namespace and mode,
 ``stockade-egress-<mode>``, fences the pods of every Agent of that mode there: it
 selects the pod label ``stockade.dev/egress: <mode>`` (:func:`egress_label`), and it
 belongs to no Agent (no ownerReference; it stays while the namespace does and selects
@@ -23,7 +23,10 @@ mode (https://kubernetes.io/docs/concepts/services-networking/network-policies/)
   private ranges, as they usually do); the API admits ``ports`` only with Custom, but
   should any reach this mode they restrict it (never widen);
 - ``Custom``: DNS, plus ``spec.network.cidrs`` (at least one), restricted to
-  ``spec.network.ports`` when given.
+  ``spec.network.ports`` when given;
+- ``Hosts`` (issue 21): DNS, plus the egress gateway's pods (``app.kubernetes.io/component:
+  gateway`` in the operator's namespace) on TCP :data:`GATEWAY_PORT`; the gateway lets
+  through only the Agent's ``network.hosts`` (:mod:`stockade.gateway`).
 
 A NetworkPolicy only takes effect with a network plugin that enforces it.
 """
@@ -57,6 +60,12 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 NODELOCAL_DNS_ADDRESS = "169.254.20.10"
 """NodeLocal DNSCache's usual link-local listen address (``__PILLAR__LOCAL__DNS__`` in
 https://kubernetes.io/docs/tasks/administer-cluster/nodelocaldns/)."""
+
+
+GATEWAY_PORT = 3128
+"""The egress gateway's proxy port (TCP)."""
+GATEWAY_POD_LABELS: Mapping[str, str] = MappingProxyType({"app.kubernetes.io/component": "gateway"})
+"""The labels of the egress gateway's pods (the chart's gateway Deployment)."""
 
 
 @dataclass(frozen=True)
@@ -219,15 +228,40 @@ def custom_peers(network: Network) -> list[dict[str, Any]]:
     return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
 
 
-def egress_rules(network: Network, dns: DnsPeer = _KUBE_DNS) -> list[dict[str, Any]]:
+def gateway_rule(namespace: str) -> dict[str, Any]:
+    """Return the egress rule to the egress gateway's pods in `namespace` (TCP 3128).
+
+    Returns:
+        ``{"to": [{namespaceSelector, podSelector}], "ports": [TCP 3128]}``: the namespace
+        by its ``kubernetes.io/metadata.name`` label, the pods by
+        :data:`GATEWAY_POD_LABELS`.
+
+    """
+    return {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+                "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
+    }
+
+
+def egress_rules(
+    network: Network, dns: DnsPeer = _KUBE_DNS, gateway_namespace: str | None = None
+) -> list[dict[str, Any]]:
     """Return the ``spec.egress`` rules of the policy for `network` (see the module doc).
 
     Args:
         network: the Agent's ``spec.network``.
         dns: where the cluster DNS answers (:func:`dns_peer` of the operator's config).
+        gateway_namespace: where the egress gateway runs (the operator's namespace);
+            needed by Hosts egress.
 
     Raises:
-        SpecError: Custom without valid CIDRs (see :func:`custom_peers`).
+        SpecError: Custom without valid CIDRs (see :func:`custom_peers`); Hosts without
+            `gateway_namespace`.
 
     """
     mode = network.egress
@@ -239,13 +273,24 @@ def egress_rules(network: Network, dns: DnsPeer = _KUBE_DNS) -> list[dict[str, A
         return [dns_rule(dns), _rule(internet_peers(), network)]
     if mode == EgressMode.CUSTOM:
         return [dns_rule(dns), _rule(custom_peers(network), network)]
+    if mode == EgressMode.HOSTS:
+        if not gateway_namespace:
+            raise SpecError(
+                "spec.network.egress",
+                "Hosts egress needs the egress gateway's namespace (the operator's, "
+                "STOCKADE_OPERATOR_NAMESPACE)",
+            )
+        return [dns_rule(dns), gateway_rule(gateway_namespace)]
     raise SpecError("spec.network.egress", f"unknown egress mode {mode!r}")
 
 
 OWN_POLICY = "custom"
 """The ``stockade.dev/egress`` label of pods fenced by a policy of their Agent's own."""
 SHARED_MODES: Mapping[str, EgressMode] = MappingProxyType(
-    {mode.value.lower(): mode for mode in (EgressMode.NONE, EgressMode.DNS, EgressMode.INTERNET)}
+    {
+        mode.value.lower(): mode
+        for mode in (EgressMode.NONE, EgressMode.DNS, EgressMode.INTERNET, EgressMode.HOSTS)
+    }
 )
 """``stockade.dev/egress`` label values of the shared policies, and their modes."""
 
@@ -254,7 +299,7 @@ def egress_label(network: Network | None) -> str:
     """The ``stockade.dev/egress`` label of a pod whose Agent has ``spec.network`` `network`.
 
     Returns:
-        ``none``, ``dns`` or ``internet``: the namespace's shared policy of that mode
+        ``none``, ``dns``, ``internet`` or ``hosts``: the namespace's shared policy of that mode
         fences the pod; :data:`OWN_POLICY` (``custom``): the Agent's own policy does
         (Custom egress, or ports, which only an Agent's own policy can hold).
 
@@ -272,8 +317,9 @@ def build_shared_network_policy(
 
     Args:
         namespace: where it lives.
-        label: one of :data:`SHARED_MODES` (``none``, ``dns``, ``internet``).
-        config: where the cluster DNS is (:func:`dns_peer`); None: kube-dns.
+        label: one of :data:`SHARED_MODES` (``none``, ``dns``, ``internet``, ``hosts``).
+        config: where the cluster DNS is (:func:`dns_peer`) and the operator's
+            namespace (the gateway's, for ``hosts``); None: kube-dns, no namespace.
 
     Returns:
         A manifest selecting the pods labelled ``stockade.dev/egress: <label>`` (and
@@ -282,6 +328,7 @@ def build_shared_network_policy(
 
     Raises:
         KeyError: `label` is not a shared mode.
+        SpecError: ``hosts`` without ``config.operator_namespace``.
 
     """
     mode = SHARED_MODES[label]
@@ -298,7 +345,12 @@ def build_shared_network_policy(
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": egress_rules(Network(egress=mode), dns_peer(config) if config else _KUBE_DNS),
+            "egress": egress_rules(
+                # model_construct: the rules of a mode need no hosts (Hosts requires them).
+                Network.model_construct(egress=mode, cidrs=None, ports=None, hosts=None),
+                dns_peer(config) if config else _KUBE_DNS,
+                config.operator_namespace if config else None,
+            ),
         },
     }
 
@@ -352,7 +404,9 @@ def build_agent_network_policy(
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": egress_rules(
-                spec.network or Network(), dns_peer(config) if config else _KUBE_DNS
+                spec.network or Network(),
+                dns_peer(config) if config else _KUBE_DNS,
+                config.operator_namespace if config else None,
             ),
         },
     }

@@ -22,7 +22,16 @@ Layout inside the container:
   ``XDG_CACHE_HOME`` is ``$HOME/.cache``, so git, npm, pip and most CLIs find a
   writable home and cache (an Agent's own ``env`` may set either instead);
 - ``/tmp``: a scratch emptyDir;
-- ``/dev/termination-log``: where the agent writes its result (at most 4 KiB).
+- ``/dev/termination-log``: where the agent writes its result (at most 4 KiB);
+- egress Hosts (issue 21, :class:`GatewayAccess`): ``HTTPS_PROXY``/``HTTP_PROXY`` (and
+  their lower-case forms) name the egress gateway with the pod's token, ``NO_PROXY``
+  the loopback; with the gateway's CA copied into the input ConfigMap,
+  ``/etc/stockade-gateway/ca-bundle.crt`` (public roots plus the gateway CA: env
+  ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, ``GIT_SSL_CAINFO``,
+  ``PIP_CERT``) and ``/etc/stockade-gateway/ca.crt`` (``NODE_EXTRA_CA_CERTS``); the
+  annotations ``stockade.dev/gateway-hosts`` (JSON list of ``network.hosts``) and
+  ``stockade.dev/gateway-token-sha256`` tell the gateway what the pod may reach and
+  how it proves who it is; each ``credentials[].env`` holds a placeholder.
 
 The emptyDirs' ``sizeLimit`` comes from the operator's configuration
 (``tmp_size_limit``, ``home_size_limit``: 1Gi each by default); all of them count
@@ -32,12 +41,22 @@ against the container's ``ephemeral-storage`` limit
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from stockade.api.agent import AgentSpec
-from stockade.build.configmap import TASK_KEY, config_items, has_input
+from stockade.build.configmap import (
+    GATEWAY_CA_KEYS,
+    GATEWAY_KEY_PREFIX,
+    TASK_KEY,
+    config_items,
+    has_input,
+    uses_gateway,
+)
 from stockade.build.errors import SpecError
 from stockade.build.names import (
     ATTEMPT_LABEL,
@@ -71,6 +90,56 @@ RESERVED_ENV = frozenset({ENV_AGENT_NAME, ENV_ATTEMPT, ENV_TASK_FILE, ENV_CONFIG
 ENV_HOME = "HOME"
 ENV_XDG_CACHE_HOME = "XDG_CACHE_HOME"
 """Variables Stockade sets unless the Agent's ``env`` names them (the user's wins)."""
+
+GATEWAY_CA_DIR = "/etc/stockade-gateway"
+"""Where a Hosts pod finds the gateway's CA (``ca.crt``, ``ca-bundle.crt``)."""
+GATEWAY_HOSTS_ANNOTATION = "stockade.dev/gateway-hosts"
+"""JSON list of the pod's effective ``network.hosts`` (the gateway's allow-list)."""
+GATEWAY_TOKEN_ANNOTATION = "stockade.dev/gateway-token-sha256"
+"""Hex sha256 of the pod's gateway token (its proxy password)."""
+GATEWAY_USER = "stockade"
+"""The user name of the proxy URL (the gateway checks only the password)."""
+PROXY_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+NO_PROXY_ENV = ("NO_PROXY", "no_proxy")
+NO_PROXY = "localhost,127.0.0.1,::1"
+CA_BUNDLE_ENV = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+)
+CA_ENV = "NODE_EXTRA_CA_CERTS"
+GATEWAY_ENV = frozenset({*PROXY_ENV, *NO_PROXY_ENV, *CA_BUNDLE_ENV, CA_ENV})
+"""Variables Stockade sets on a Hosts pod: an Agent's ``env`` entry of the same name is
+dropped (the gateway is the pod's only way out)."""
+
+
+@dataclass(frozen=True)
+class GatewayAccess:
+    """What the pod of an Agent with egress Hosts needs of the egress gateway.
+
+    Attributes:
+        address: ``host:port`` of the gateway (``STOCKADE_GATEWAY_ADDRESS``).
+        token: the pod's random token (``secrets.token_urlsafe(32)``, made by the shell
+            for each pod): its proxy password; the pod carries its sha256.
+        ca: whether the Agent's input ConfigMap holds the gateway's CA
+            (:func:`stockade.build.configmap.gateway_ca_data`).
+
+    """
+
+    address: str
+    token: str
+    ca: bool = False
+
+    def proxy_url(self) -> str:
+        """``http://stockade:<token>@<address>``."""
+        return f"http://{GATEWAY_USER}:{self.token}@{self.address}"
+
+    def token_sha256(self) -> str:
+        """Hex sha256 of the token."""
+        return hashlib.sha256(self.token.encode()).hexdigest()
+
 
 _DEFAULT_CONFIG = OperatorConfig()
 
@@ -116,12 +185,32 @@ def home_dir(spec: AgentSpec) -> str:
     return WORKSPACE_DIR if spec.workspace is not None else HOME_DIR
 
 
-def _env(agent_meta: AgentRef, spec: AgentSpec, attempt: int) -> list[dict[str, Any]]:
+def _gateway_env(spec: AgentSpec, gateway: GatewayAccess) -> list[dict[str, Any]]:
+    """The proxy, CA and credential placeholder variables of a Hosts pod."""
+    url = gateway.proxy_url()
+    env: list[dict[str, Any]] = [{"name": name, "value": url} for name in PROXY_ENV]
+    env.extend({"name": name, "value": NO_PROXY} for name in NO_PROXY_ENV)
+    if gateway.ca:
+        bundle = f"{GATEWAY_CA_DIR}/ca-bundle.crt"
+        env.extend({"name": name, "value": bundle} for name in CA_BUNDLE_ENV)
+        env.append({"name": CA_ENV, "value": f"{GATEWAY_CA_DIR}/ca.crt"})
+    env.extend(
+        {"name": cred.env, "value": cred.placeholder()}
+        for cred in spec.credentials or ()
+        if cred.env is not None
+    )
+    return env
+
+
+def _env(
+    agent_meta: AgentRef, spec: AgentSpec, attempt: int, gateway: GatewayAccess | None = None
+) -> list[dict[str, Any]]:
     """List Stockade's variables, then the user's env (minus the names Stockade sets).
 
     Stockade's come first so that the user's values may refer to them (``$(VAR)`` only
     expands variables defined earlier). ``HOME`` and ``XDG_CACHE_HOME`` are left to
-    the user's env when it sets them.
+    the user's env when it sets them. With `gateway` (egress Hosts) the proxy, CA and
+    credential variables are Stockade's too (:data:`GATEWAY_ENV`).
     """
     env: list[dict[str, Any]] = [
         {"name": ENV_AGENT_NAME, "value": agent_meta.name},
@@ -137,14 +226,24 @@ def _env(agent_meta: AgentRef, spec: AgentSpec, attempt: int) -> list[dict[str, 
         env.append({"name": ENV_HOME, "value": home})
     if ENV_XDG_CACHE_HOME not in users:
         env.append({"name": ENV_XDG_CACHE_HOME, "value": f"{home}/.cache"})
-    env.extend(_dump(var) for var in spec.env or () if var.name not in RESERVED_ENV)
+    reserved: set[str] = set(RESERVED_ENV)
+    if gateway is not None:
+        extra = _gateway_env(spec, gateway)
+        env.extend(extra)
+        reserved.update(var["name"] for var in extra)
+    env.extend(_dump(var) for var in spec.env or () if var.name not in reserved)
     return env
 
 
 def _volumes(
-    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig
+    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig, gateway_ca: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(volumes, volumeMounts)``: /tmp, home (without a workspace), input, workspace."""
+    """``(volumes, volumeMounts)``: /tmp, home (without a workspace), input, workspace.
+
+    With `gateway_ca` also the gateway CA's keys of the input ConfigMap at
+    :data:`GATEWAY_CA_DIR`: a volume of its own, ``optional`` (a ConfigMap made before
+    the CA was known lacks the keys; the pod still starts).
+    """
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": config.tmp_size_limit}},
     ]
@@ -168,6 +267,22 @@ def _volumes(
             }
         )
         mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
+    if gateway_ca:
+        volumes.append(
+            {
+                "name": "gateway-ca",
+                "configMap": {
+                    "name": configmap_name(agent_meta.name),
+                    "items": [
+                        {"key": f"{GATEWAY_KEY_PREFIX}{key}", "path": key}
+                        for key in GATEWAY_CA_KEYS
+                    ],
+                    "defaultMode": 0o444,
+                    "optional": True,
+                },
+            }
+        )
+        mounts.append({"name": "gateway-ca", "mountPath": GATEWAY_CA_DIR, "readOnly": True})
     if spec.workspace is not None:
         volumes.append(
             {
@@ -188,6 +303,7 @@ def build_pod(
     resources: dict[str, dict[str, str]],
     session: str | None = None,
     config: OperatorConfig | None = None,
+    gateway: GatewayAccess | None = None,
 ) -> dict[str, Any]:
     """Build the core/v1 Pod of attempt `attempt` of the Agent (pure, deterministic).
 
@@ -206,12 +322,16 @@ def build_pod(
             ``spec.sessionRef.name``.
         config: the operator configuration (the emptyDirs' size limits); None: the
             defaults.
+        gateway: the egress gateway's address, the pod's token and whether the CA was
+            copied (:class:`GatewayAccess`); required for egress Hosts, ignored
+            otherwise.
 
     Returns:
         The Pod manifest; see the module docstring for what it holds.
 
     Raises:
-        SpecError: ``spec.image`` is unset, or a config key is invalid.
+        SpecError: ``spec.image`` is unset, a config key is invalid, or the egress is
+            Hosts without `gateway`.
         ValueError: `attempt` < 1.
 
     """
@@ -229,8 +349,24 @@ def build_pod(
     metadata["labels"][EGRESS_LABEL] = egress_label(spec.network)
     if pod_meta and pod_meta.annotations:
         metadata["annotations"] = dict(pod_meta.annotations)
+    if not uses_gateway(spec):
+        gateway = None
+    elif gateway is None:
+        raise SpecError(
+            "spec.network.egress",
+            "Hosts egress needs the egress gateway (STOCKADE_GATEWAY_ADDRESS)",
+        )
+    else:
+        assert spec.network is not None
+        annotations = metadata.setdefault("annotations", {})
+        annotations[GATEWAY_HOSTS_ANNOTATION] = json.dumps(
+            list(spec.network.hosts or ()), separators=(",", ":")
+        )
+        annotations[GATEWAY_TOKEN_ANNOTATION] = gateway.token_sha256()
 
-    volumes, mounts = _volumes(agent_meta, spec, config or _DEFAULT_CONFIG)
+    volumes, mounts = _volumes(
+        agent_meta, spec, config or _DEFAULT_CONFIG, gateway is not None and gateway.ca
+    )
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
     if spec.command:
         container["command"] = list(spec.command)
@@ -238,7 +374,7 @@ def build_pod(
         container["args"] = list(spec.args)
     if spec.working_dir:
         container["workingDir"] = spec.working_dir
-    container["env"] = _env(agent_meta, spec, attempt)
+    container["env"] = _env(agent_meta, spec, attempt, gateway)
     if spec.env_from:
         container["envFrom"] = [_dump(source) for source in spec.env_from]
     container["resources"] = {

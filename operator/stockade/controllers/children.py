@@ -2,6 +2,9 @@
 
 The children are its ConfigMap, NetworkPolicy (or its namespace's shared policy) and
 workspace PVC.
+An Agent with egress Hosts (issue 21) also gets the egress gateway's CA in its ConfigMap
+(read from ``STOCKADE_GATEWAY_CA_CONFIGMAP``, at most once a minute) and, in each pod,
+a fresh random token for the gateway (:class:`stockade.build.pod.GatewayAccess`).
 Children are created when missing and put back when they drifted, judged by UID
 (:func:`stockade.core.children.plan`); a name held by anything else is a
 ``ResourceConflict``, never success.
@@ -10,15 +13,20 @@ Children are created when missing and put back when they drifted, judged by UID
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from stockade.build.configmap import build_input_configmap
+from kubernetes.aio.client.exceptions import ApiException
+
+from stockade.api.agent import AgentSpec
+from stockade.build.configmap import build_input_configmap, gateway_ca_data, uses_gateway
 from stockade.build.errors import SpecError
-from stockade.build.names import RETAINED_ANNOTATION, AgentRef
+from stockade.build.names import RETAINED_ANNOTATION, AgentRef, configmap_name
 from stockade.build.network import OWN_POLICY, build_agent_network_policy, egress_label
-from stockade.build.pod import build_pod
+from stockade.build.pod import GatewayAccess, build_pod
 from stockade.build.workspace import build_workspace_pvc
 from stockade.config import OperatorConfig
 from stockade.controllers.egress import SharedPolicies
@@ -32,6 +40,9 @@ from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
+GATEWAY_CA_TTL_SECONDS = 60.0
+"""How long a read of the gateway's CA ConfigMap is reused."""
+
 
 @dataclass
 class Children:
@@ -42,6 +53,49 @@ class Children:
     cache: Cache
     expectations: Expectations
     shared: SharedPolicies
+    clock: Callable[[], float] = time.monotonic
+    _ca: tuple[float, dict[str, str] | None] | None = field(default=None, repr=False)
+
+    async def _read_gateway_ca(self) -> dict[str, str] | None:
+        """The data of the gateway's CA ConfigMap (None: not configured, absent, unreadable).
+
+        Read at most once per :data:`GATEWAY_CA_TTL_SECONDS`; a failed read is logged
+        and counts as absent (the pod then gets no CA, the proxy still works).
+        """
+        name, namespace = self.config.gateway_ca_configmap, self.config.operator_namespace
+        if not name or not namespace:
+            return None
+        now = float(self.clock())
+        if self._ca is not None and now - self._ca[0] < GATEWAY_CA_TTL_SECONDS:
+            return self._ca[1]
+        try:
+            data = await self.kube.read_config_map_data(namespace, name)
+        except ApiException as exc:
+            log.warning("cannot read the gateway CA ConfigMap %s/%s: %s", namespace, name, exc)
+            data = None
+        self._ca = (now, data)
+        return data
+
+    async def _gateway_ca(self, ref: AgentRef, spec: AgentSpec) -> dict[str, str] | None:
+        """The gateway CA the Agent's input ConfigMap holds, or is to hold.
+
+        The ConfigMap is immutable: one made before the CA was published keeps going
+        without it (its digest is the CA-less build's), rather than a replace that the
+        API server refuses at every reconcile.
+        """
+        if not uses_gateway(spec):
+            return None
+        ca = await self._read_gateway_ca()
+        if not gateway_ca_data(spec, ca):
+            return None
+        found = self.cache.children_of((ref.namespace, ref.name)).get(
+            ("ConfigMap", configmap_name(ref.name))
+        )
+        if found is not None:
+            without = build_input_configmap(ref, spec)
+            if without is not None and found.digest == digest(without):
+                return None
+        return ca
 
     async def ensure(self, agent: dict[str, Any], prepared: Prepared) -> Rejection | str | None:
         """Create what is missing of the Agent's children, restore what drifted.
@@ -66,7 +120,8 @@ class Children:
         try:
             own = label == OWN_POLICY  # else the shared one, ensured above
             fence = build_agent_network_policy(ref, spec, self.config) if own else None
-            built = [fence, build_input_configmap(ref, spec), build_workspace_pvc(ref, spec)]
+            ca = await self._gateway_ca(ref, spec)
+            built = [fence, build_input_configmap(ref, spec, ca), build_workspace_pvc(ref, spec)]
         except SpecError as exc:
             return str(exc)
         observed = self.cache.children_of((ref.namespace, ref.name))
@@ -125,6 +180,14 @@ class Children:
             return prepared.error or "the spec could not be prepared"
         metadata = agent["metadata"]
         ref = AgentRef(metadata["name"], metadata["namespace"], metadata["uid"])
+        gateway = None
+        if uses_gateway(spec) and self.config.gateway_address:
+            ca = await self._gateway_ca(ref, spec)
+            gateway = GatewayAccess(
+                address=self.config.gateway_address,
+                token=secrets.token_urlsafe(32),
+                ca=bool(gateway_ca_data(spec, ca)),
+            )
         try:
             pod = build_pod(
                 ref,
@@ -133,6 +196,7 @@ class Children:
                 runtime_class=prepared.runtime_class,
                 resources=prepared.resources,
                 config=self.config,
+                gateway=gateway,
             )
         except SpecError as exc:
             return str(exc)

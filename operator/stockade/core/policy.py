@@ -15,15 +15,22 @@ settings (:class:`~stockade.config.OperatorConfig`):
 - ``spec.priorityClassName``: only ``allowedPriorityClasses`` (default none).
 
 - references (:func:`reference_problems`): ``spec.serviceAccountName``,
-  ``spec.env[].valueFrom.secretKeyRef`` / ``configMapKeyRef`` and
-  ``spec.envFrom[].secretRef`` / ``configMapRef`` (also from a session's
-  ``agentDefaults``) are checked with the requester's own rights by the chart's
+  ``spec.env[].valueFrom.secretKeyRef`` / ``configMapKeyRef``,
+  ``spec.envFrom[].secretRef`` / ``configMapRef`` and
+  ``spec.credentials[].secretKeyRef`` (also from a session's ``agentDefaults``) are
+  checked with the requester's own rights by the chart's
   ValidatingAdmissionPolicy; while its binding is absent the operator refuses them
   (``ReferenceNotAllowed``) unless ``referencesWithoutPolicy`` is ``allow``.
 
 - ``spec.network.cidrs`` of Custom egress (:func:`egress_problems`): no entry may
   overlap the link-local and cloud metadata addresses, the API server's addresses, or
   ``egressDeniedCidrs`` (``EgressDenied``).
+
+- egress Hosts and ``spec.credentials`` (:func:`gateway_problems`, issue 21): Hosts
+  needs the egress gateway (``STOCKADE_GATEWAY_ADDRESS`` and the operator's
+  namespace, else ``GatewayNotConfigured``); credentials need the effective egress to
+  be Hosts (a member may take its network from its session) with their hosts among
+  its ``network.hosts`` (``InvalidSpec``).
 
 The RuntimeClass allow-list is applied where the RuntimeClass is resolved
 (:func:`stockade.build.runtime.resolve_runtime_class`). A problem fails the Agent
@@ -36,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stockade.api.agent import AgentSpec
+from stockade.api.credentials import problems as credential_problems
 from stockade.api.network import ALWAYS_DENIED_CIDRS, EgressMode, overlaps
 from stockade.config import OperatorConfig, matches, setting
 from stockade.core.lifecycle import Reason
@@ -165,6 +173,10 @@ def references(spec: AgentSpec) -> list[tuple[str, str]]:
                     f"ConfigMap {env_from.config_map_ref.name!r}",
                 )
             )
+    found.extend(
+        (f"spec.credentials[{index}].secretKeyRef", f"Secret {cred.secret_key_ref.name!r}")
+        for index, cred in enumerate(spec.credentials or ())
+    )
     return found
 
 
@@ -290,3 +302,54 @@ def _overlap(a: str, b: str) -> bool:
         return overlaps(a, b)
     except ValueError:  # not a CIDR: the model refuses it before this is asked
         return True
+
+
+def gateway_problems(spec: AgentSpec, config: OperatorConfig) -> list[Problem] | None:
+    """Refuse egress Hosts without the egress gateway, and misfit credentials (issue 21).
+
+    Args:
+        spec: the effective spec (a session's ``agentDefaults.network`` merged in).
+        config: the operator's settings (``gateway_address``, ``operator_namespace``).
+
+    Returns:
+        ``InvalidSpec`` problems for ``spec.credentials`` that do not fit the effective
+        network (:func:`stockade.api.credentials.problems`, also for a member
+        whose network came from its session, or that has none), else one
+        ``GatewayNotConfigured`` problem when the egress is Hosts and the gateway's
+        address or namespace is unset; None when nothing is refused.
+
+    """
+    network = spec.network
+    hosts = network is not None and network.egress == EgressMode.HOSTS
+    if spec.credentials:
+        env = {var.name for var in spec.env or ()}
+        found = credential_problems(spec.credentials, network, env)
+        if found:
+            return [Problem(*_split_problem(text)) for text in found]
+    if not hosts:
+        return None
+    missing = [
+        name
+        for name, value in (
+            ("STOCKADE_GATEWAY_ADDRESS", config.gateway_address),
+            ("STOCKADE_OPERATOR_NAMESPACE", config.operator_namespace),
+        )
+        if not value
+    ]
+    if not missing:
+        return None
+    return [
+        Problem(
+            "spec.network.egress",
+            "Hosts egress goes through the egress gateway, which this operator does not "
+            f"know ({' and '.join(missing)} unset): install the chart with "
+            "gateway.enabled=true",
+            Reason.GATEWAY_NOT_CONFIGURED,
+        )
+    ]
+
+
+def _split_problem(text: str) -> tuple[str, str]:
+    """``"spec.x: message"`` as ``("spec.x", "message")``."""
+    where, _, message = text.partition(": ")
+    return where, message

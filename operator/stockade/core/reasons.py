@@ -24,7 +24,9 @@ class Reason(StrEnum):
     egress CIDR overlaps a denied range: link-local, a cloud metadata address, the API
     server's, or one of the operator's ``egressDeniedCidrs``), OwnImageRequired (a member
     with its own ServiceAccount, Secret or ConfigMap references sets no image: it takes
-    no code from its session, :func:`stockade.core.spec.member_defaults`). Waiting reasons
+    no code from its session, :func:`stockade.core.spec.member_defaults`),
+    GatewayNotConfigured (egress Hosts while the operator knows no egress gateway:
+    ``STOCKADE_GATEWAY_ADDRESS`` or its namespace is unset). Waiting reasons
     (``Admitted=False``): SessionFull, BudgetExceeded, SessionNotFound, SessionSuspended,
     QuotaExceeded,
     RuntimeClassNotFound, PodRejected, ResourceConflict (a child's name is taken by an
@@ -60,6 +62,7 @@ class Reason(StrEnum):
     REFERENCE_NOT_ALLOWED = "ReferenceNotAllowed"
     EGRESS_DENIED = "EgressDenied"
     OWN_IMAGE_REQUIRED = "OwnImageRequired"
+    GATEWAY_NOT_CONFIGURED = "GatewayNotConfigured"
     # waiting for admission
     SESSION_FULL = "SessionFull"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -83,6 +86,7 @@ STALLING_REASONS = frozenset(
         Reason.REFERENCE_NOT_ALLOWED,
         Reason.EGRESS_DENIED,
         Reason.OWN_IMAGE_REQUIRED,
+        Reason.GATEWAY_NOT_CONFIGURED,
     }
 )
 """Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
@@ -102,6 +106,7 @@ WARNING_REASONS = frozenset(
         Reason.REFERENCE_NOT_ALLOWED,
         Reason.EGRESS_DENIED,
         Reason.OWN_IMAGE_REQUIRED,
+        Reason.GATEWAY_NOT_CONFIGURED,
         Reason.QUOTA_EXCEEDED,
         Reason.RUNTIME_CLASS_NOT_FOUND,
         Reason.POD_REJECTED,

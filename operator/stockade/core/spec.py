@@ -57,13 +57,15 @@ AGENT_CODE_FIELDS = frozenset(
         "readinessProbe",
         "serviceAccountName",
         "podMetadata",
+        "credentials",
     }
 )
 """The Agent spec fields (JSON names) that shape what its pod runs (issue 20).
 
 The code and its input (image, command, args, env, envFrom, workingDir, task, config),
 the probes (an ``exec`` probe runs a command), the sandbox and the network (where the
-code may send what it reads), the ServiceAccount, ``podMetadata`` (annotations other
+code may send what it reads), the credentials (Secrets the egress gateway adds to its
+requests), the ServiceAccount, ``podMetadata`` (annotations other
 admission webhooks act on) and ``sessionRef`` (where defaults come from). Whoever
 changes one of them must be allowed to use every reference the pod gets: the chart's
 admission policy lists the same names (a unit test keeps them equal). The rest
@@ -79,8 +81,9 @@ each is an :data:`AGENT_CODE_FIELDS` field; only ``resources`` is not."""
 def own_references(spec: Mapping[str, Any]) -> list[str]:
     """The fields of an Agent's own `spec` (a raw camelCase dict) that reference objects.
 
-    ``serviceAccountName``, each ``env[i].valueFrom.secretKeyRef`` / ``configMapKeyRef``
-    and each ``envFrom[i].secretRef`` / ``configMapRef``, as paths such as
+    ``serviceAccountName``, each ``env[i].valueFrom.secretKeyRef`` / ``configMapKeyRef``,
+    each ``envFrom[i].secretRef`` / ``configMapRef`` and each
+    ``credentials[i].secretKeyRef`` (issue 21), as paths such as
     ``"spec.env[0].valueFrom.secretKeyRef"``, in spec order; defaults are not merged in.
     Pure; malformed entries (the CRD schema refuses them) are skipped.
     """
@@ -94,6 +97,9 @@ def own_references(spec: Mapping[str, Any]) -> list[str]:
         for key in ("secretRef", "configMapRef"):
             if isinstance(env_from, Mapping) and env_from.get(key):
                 found.append(f"spec.envFrom[{index}].{key}")
+    for index, credential in enumerate(spec.get("credentials") or ()):
+        if isinstance(credential, Mapping) and credential.get("secretKeyRef"):
+            found.append(f"spec.credentials[{index}].secretKeyRef")
     return found
 
 
@@ -180,6 +186,9 @@ def prepare(
     that overlap a denied range fail it with ``EgressDenied``
     (:func:`stockade.core.policy.egress_problems`; `api_server_cidrs` are the API
     server's addresses, None when they could not be read, empty when none are known).
+    Egress Hosts without the egress gateway fails it with ``GatewayNotConfigured``, and
+    credentials that do not fit the effective network with ``InvalidSpec``
+    (:func:`stockade.core.policy.gateway_problems`).
     """
     refused = policy.namespace_problem((agent.get("metadata") or {}).get("namespace"), config)
     if refused is not None:
@@ -206,6 +215,8 @@ def prepare(
         return Prepared(spec, None, None, str(exc))
     if refusals := policy.spec_problems(spec, config):
         return Prepared(spec, None, None, policy.describe(refusals))
+    if refusals := policy.gateway_problems(spec, config):
+        return Prepared(spec, None, None, policy.describe(refusals), refusals[0].reason)
     started = int((agent.get("status") or {}).get("attempts") or 0) > 0
     if refusals := policy.egress_problems(spec, config, api_server_cidrs, started=started):
         return Prepared(spec, None, None, policy.describe(refusals), refusals[0].reason)

@@ -134,6 +134,9 @@ class KubeApi(Protocol):
     async def read_api_server_addresses(self) -> list[str]:
         """The API server's addresses (EndpointSlice ``default/kubernetes``)."""
 
+    async def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ``data`` of ConfigMap `namespace`/`name`; None when it is absent."""
+
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """Replace an object conditionally on `resource_version`; False on 409/404."""
 
@@ -287,6 +290,29 @@ class KubeClient:
             for address in endpoint.get("addresses") or ()
         ]
         return list(dict.fromkeys(addresses))
+
+    async def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """GET ConfigMap `namespace`/`name` and return its ``data`` (issue 21).
+
+        Used for the egress gateway's CA ConfigMap (``STOCKADE_GATEWAY_CA_CONFIGMAP``
+        in the operator's namespace), which any ConfigMap the operator may read could be.
+
+        Returns:
+            ``{key: value}`` of its ``data`` (empty when it has none); None on 404.
+
+        Raises:
+            ApiException: anything but 404 (403 when RBAC does not grant ``get``).
+
+        """
+        try:
+            found = await self.request(
+                "GET", f"/api/v1/namespaces/{quote(namespace)}/configmaps/{quote(name)}"
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {str(k): str(v) for k, v in (found.get("data") or {}).items()}
 
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).

@@ -1,0 +1,35 @@
+"""The CLI's help screens and --version (issue 22: a literal \\b showed in the help)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from stockade import __version__
+from stockade.cli.commands import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "example"),
+    [
+        ([], "Exit codes: 0 success;"),
+        (["run"], "kubectl stockade run hello --image"),
+        (["exec"], "kubectl stockade exec NAME -- ls /workspace"),
+    ],
+)
+def test_help_keeps_its_preformatted_lines_without_escape_marks(
+    args: list[str], example: str
+) -> None:
+    """click's \\b marker (a backspace on its own line) keeps the next paragraph as
+    written; a raw docstring printed it as the two characters \\ and b."""
+    result = CliRunner().invoke(cli, [*args, "--help"], prog_name="kubectl stockade")
+    assert result.exit_code == 0, result.output
+    assert "\\b" not in result.output and "\b" not in result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert any(line.startswith(example) for line in lines), result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"], prog_name="kubectl stockade")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"kubectl stockade, version {__version__}"
