@@ -46,8 +46,19 @@ RELIST_PAUSE = 2.0
 
 
 async def _json(call: Any) -> dict[str, Any]:
+    """Await a ``*_without_preload_content`` call and decode its JSON body.
+
+    Those calls do not raise on an error status; this does.
+
+    Raises:
+        ApiException: the status is 400 or above (``status``, ``reason``, ``body`` set).
+
+    """
     response = await call
-    body: dict[str, Any] = json.loads(await response.read())
+    raw = await response.read()
+    if response.status >= 400:
+        raise ApiException(status=response.status, reason=response.reason, body=raw.decode())
+    body: dict[str, Any] = json.loads(raw)
     return body
 
 
