@@ -137,10 +137,14 @@ async def https_get(
     host: str,
     trust: CertificateAuthority,
     headers: Mapping[str, str] | None = None,
+    port: int = 443,
 ) -> tuple[int, bytes]:
-    """TLS over an established tunnel, then ``GET /`` with `headers`; returns status and body."""
+    """TLS over an established tunnel, then ``GET /`` with `headers`; returns status and body.
+
+    The Host header names `host`, with `port` unless it is 443 (as clients send it).
+    """
     await writer.start_tls(client_context(trust), server_hostname=host)
-    lines = ["GET /v1/models HTTP/1.1", f"Host: {host}"]
+    lines = ["GET /v1/models HTTP/1.1", f"Host: {host}" if port == 443 else f"Host: {host}:{port}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()

@@ -198,12 +198,16 @@ def test_a_credential_host_is_intercepted_and_gets_the_real_key(
             assert status == 200
             # The client trusts the gateway's CA (the pod's bundle): the leaf is the gateway's.
             headers = {"Authorization": PLACEHOLDER, "X-Other": "kept"}
-            assert await https_get(reader, writer, "creds.example.test", GATEWAY_CA, headers) == (
+            reply = await https_get(
+                reader, writer, "creds.example.test", GATEWAY_CA, headers, port=s.upstream.port
+            )
+            assert reply == (
                 200,
                 b"hello from upstream",
             )
             # keep-alive: a second request on the same tunnel gets the key too
-            writer.write(b"GET /again HTTP/1.1\r\nHost: creds.example.test\r\n\r\n")
+            again = f"GET /again HTTP/1.1\r\nHost: creds.example.test:{s.upstream.port}\r\n\r\n"
+            writer.write(again.encode())
             await writer.drain()
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
             writer.close()
@@ -224,6 +228,29 @@ def test_a_credential_host_is_intercepted_and_gets_the_real_key(
     asyncio.run(main())
     assert SECRET.decode() not in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_inside_an_interception_another_origin_gets_no_credential() -> None:
+    async def main() -> None:
+        async with running() as s:
+            for extra in ({"Host": "denied.example.test"}, {}):
+                status, reader, writer = await connect(
+                    s.port, f"creds.example.test:{s.upstream.port}", basic(TOKEN)
+                )
+                assert status == 200
+                await writer.start_tls(
+                    client_context(GATEWAY_CA), server_hostname="creds.example.test"
+                )
+                target = "/" if extra else "http://denied.example.test/"
+                host = extra.get("Host", f"creds.example.test:{s.upstream.port}")
+                writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                await writer.drain()
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 403")
+                writer.close()
+            assert s.upstream.requests == []
+            assert [r.reason for r in s.audit.records if r.method == "GET"] == ["host-mismatch"] * 2
+
+    asyncio.run(main())
 
 
 def test_plain_http_to_a_credential_host_is_refused() -> None:

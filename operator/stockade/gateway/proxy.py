@@ -411,6 +411,18 @@ class Gateway:
             await self._answer(writer, 400)
             return False
         method, target, version = head.start
+        if not _same_origin(head, target, host, base.port):
+            # The credential goes only to the name it is for: a Host header or an
+            # absolute URI naming another origin (a shared front end would route it
+            # there) is refused.
+            self._emit(
+                replace(
+                    base, method=method, status=403, result="denied-host", reason="host-mismatch"
+                ),
+                started,
+            )
+            await self._answer(writer, 403)
+            return False
         headers = [(n, v) for n, v in head.headers if n.lower() not in HOP_BY_HOP_PROXY]
         headers = apply_headers(headers, added)
         up_writer.write(serialize_head((method, target, version), headers))
@@ -528,6 +540,23 @@ class Gateway:
         metrics.BYTES.labels("up").inc(record.bytes_up)
         metrics.BYTES.labels("down").inc(record.bytes_down)
         self.audit(record)
+
+
+def _same_origin(head: Head, target: str, host: str, port: int) -> bool:
+    """Whether a request inside an intercepted tunnel to `host`:`port` names only that origin.
+
+    The target must be origin-form (``/...``, or ``*`` for OPTIONS) and every ``Host``
+    header must be `host` (with `port`, or without it when `port` is 443).
+    """
+    if not (target.startswith("/") or (target == "*" and head.start[0] == "OPTIONS")):
+        return False
+    values = head.get_all("host")
+    if len(values) != 1:
+        return False
+    try:
+        return parse_authority(values[0], 443) == (host, port)
+    except WireError:
+        return False
 
 
 def _closes(head: Head) -> bool:
