@@ -49,6 +49,7 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> int:
+    """``GET /`` with ``Host: host`` (name:port); returns the body's size (bytes)."""
     writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     await writer.drain()
     head = parse_head(await reader.readuntil(b"\r\n\r\n"))
@@ -90,7 +91,7 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             streams = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=client_context(UPSTREAM_CA), server_hostname=host
             )
-            return streams, host
+            return streams, f"{host}:{port}"
         reader, writer = await asyncio.open_connection("127.0.0.1", gw_port)
         auth = basic(TOKEN)
         request = f"CONNECT {host}:{port} HTTP/1.1\r\nProxy-Authorization: {auth}\r\n\r\n"
@@ -99,7 +100,7 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         await reader.readuntil(b"\r\n\r\n")
         trust = GATEWAY_CA if path == "intercept" else UPSTREAM_CA
         await writer.start_tls(client_context(trust), server_hostname=host)
-        return (reader, writer), host
+        return (reader, writer), f"{host}:{port}"
 
     async def timed(n: int, once: Callable[[], Awaitable[object]]) -> list[float]:
         samples = []
