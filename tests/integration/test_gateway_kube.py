@@ -5,6 +5,14 @@ the Agent read by UID (no operator running: the test makes the Agent and its pod
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from dataclasses import replace
 from typing import Any, cast
@@ -147,3 +155,55 @@ def test_the_watch_indexes_hosts_pods_and_the_agent_is_read_by_uid(
 def _ips(cluster: Cluster, namespace: str) -> list[str]:
     pods = cluster.core.list_namespaced_pod(namespace).items
     return [p.status.pod_ip for p in pods if p.status and p.status.pod_ip]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_process_bootstraps_serves_407_audits_and_exports_metrics(
+    cluster: Cluster, namespace: str
+) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "STOCKADE_GATEWAY_NAMESPACE": namespace,
+        "STOCKADE_GATEWAY_PORT": str(port),
+        "STOCKADE_GATEWAY_METRICS_PORT": str(metrics_port),
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stockade.gateway"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None, "the gateway exited"
+                assert time.monotonic() < deadline, "the gateway did not listen in 30s"
+                time.sleep(0.2)
+        with connection:
+            connection.sendall(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n")
+            answer = connection.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 407")
+        assert b'Proxy-Authenticate: Basic realm="stockade"' in answer
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        assert 'stockade_gateway_requests_total{result="unauthenticated"} 1.0' in scrape
+        assert cluster.core.read_namespaced_config_map("stockade-gateway-ca", namespace).data[
+            "ca.crt"
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    audits = [line for line in lines if line.get("audit") is True]
+    assert [(a["result"], a["reason"], a["host"]) for a in audits] == [
+        ("unauthenticated", "no-pod", "")
+    ]
