@@ -17,7 +17,7 @@ import pytest
 from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
 from stockade.gateway.guard import parse_networks
-from stockade.gateway.proxy import Gateway
+from stockade.gateway.proxy import Gateway, source_address
 from stockade.gateway.sources import AgentCredentials, StaticSource
 from tests.unit.gateway_harness import (
     GATEWAY_CA,
@@ -334,3 +334,11 @@ def test_a_name_that_does_not_resolve_is_a_502() -> None:
             assert status == 502
 
     asyncio.run(main())
+
+
+def test_the_source_address_is_spelled_as_pod_ips_are() -> None:
+    assert source_address(("::ffff:10.0.0.5", 1234, 0, 0)) == "10.0.0.5"
+    assert source_address(("2001:db8:0::1", 1, 0, 0)) == "2001:db8::1"
+    assert source_address(("10.0.0.5", 1)) == "10.0.0.5"
+    assert source_address(None) == ""
+    assert source_address(("not-an-ip", 1)) == ""

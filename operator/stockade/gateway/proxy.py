@@ -93,6 +93,23 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return found
 
 
+def source_address(peer: object) -> str:
+    """The text form of a peer address as ``status.podIP`` spells it ("" when unknown).
+
+    An IPv4-mapped IPv6 peer (``::ffff:10.0.0.5``, a dual-stack socket) is its IPv4
+    address, and IPv6 is compressed, so the pod lookup compares like with like.
+    """
+    if not isinstance(peer, tuple) or not peer:
+        return ""
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 def log_audit(record: AuditRecord) -> None:
     """The default audit sink: one JSON line at INFO on ``stockade.gateway.audit``."""
     AUDIT_LOG.info(record.to_json())
@@ -162,8 +179,7 @@ class Gateway:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection (one request, or one tunnel); never raises."""
         metrics.CONNECTIONS.inc()
-        peer = writer.get_extra_info("peername")
-        source = str(peer[0]) if peer else ""
+        source = source_address(writer.get_extra_info("peername"))
         exchange = Exchange(AuditRecord("", "", "", source, "", "", 0, 0, ""))
         try:
             await self._serve(reader, writer, exchange)
