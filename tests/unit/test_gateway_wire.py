@@ -123,3 +123,18 @@ def test_a_leaf_is_signed_by_the_ca_and_names_the_host_only() -> None:
     assert leaf.not_valid_after_utc - NOW <= datetime.timedelta(days=7)
     bundle = ca_bundle(b"ROOTS", ca.cert_pem)
     assert bundle.startswith(b"ROOTS\n") and bundle.endswith(ca.cert_pem)
+
+
+def test_leaf_contexts_are_cached_bounded_and_reissued_after_a_day() -> None:
+    from stockade.gateway.leaves import LeafCache
+
+    now = [NOW]
+    cache = LeafCache(generate_ca(NOW), size=2, now=lambda: now[0])
+    first = cache.context("a.example.com")
+    assert cache.context("a.example.com") is first
+    cache.context("b.example.com")
+    cache.context("c.example.com")  # evicts a (least recently used)
+    assert cache.context("a.example.com") is not first
+    again = cache.context("a.example.com")
+    now[0] = NOW + datetime.timedelta(days=1, seconds=1)
+    assert cache.context("a.example.com") is not again

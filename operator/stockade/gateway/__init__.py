@@ -8,9 +8,10 @@ pure       ``hosts`` (host patterns), ``guard`` (addresses after resolution), ``
            (who is calling), ``credentials`` (which header a host gets), ``audit`` (the
            record), ``wire`` (HTTP/1.1 heads and the TLS ClientHello's SNI), ``certs`` (the
            CA and per-host leaf certificates), ``config`` (the environment)
-shell      ``sources`` (pods and Agents: static for tests), ``kube`` (the pod watch, the
-           Agent and Secret reads, the CA bootstrap), ``metrics``, ``proxy`` (the asyncio
-           server), ``__main__`` (the process)
+shell      ``sources`` (pods and Agents: static for tests), ``index`` (the pod index),
+           ``kube`` (the pod watch, the Agent and Secret reads, the CA bootstrap),
+           ``metrics``, ``leaves`` (interception leaves), ``proxy`` and ``relay`` (the
+           asyncio server), ``__main__`` (the process)
 
 docs/architecture.md ("The egress gateway") describes the request path.
 """

@@ -21,45 +21,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ipaddress
 import logging
-import os
 import socket
 import ssl
-import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from stockade.gateway import metrics
 from stockade.gateway.audit import AuditRecord
-from stockade.gateway.certs import CertificateAuthority, generate_leaf_key, issue_leaf
+from stockade.gateway.certs import CertificateAuthority
 from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import CredentialError, apply_headers, render, select
 from stockade.gateway.guard import IPAddress
 from stockade.gateway.hosts import allowed
 from stockade.gateway.identity import PodView, Refusal, identify
+from stockade.gateway.leaves import LeafCache
 from stockade.gateway.relay import (
     Closed,
     copy_body,
     pipe,
+    read_client_hello,
     read_head,
     request_framing,
     response_framing,
 )
 from stockade.gateway.sources import AgentUnavailable, CredentialSource, PodSource
 from stockade.gateway.wire import (
-    MAX_CLIENT_HELLO,
     Head,
     WireError,
     client_hello_sni,
-    handshake_complete,
     parse_absolute_uri,
     parse_authority,
     parse_head,
-    record_length,
     serialize_head,
 )
 
@@ -70,7 +65,6 @@ AuditSink = Callable[[AuditRecord], None]
 AUDIT_LOG = logging.getLogger("stockade.gateway.audit")
 log = logging.getLogger("stockade.gateway")
 HOP_BY_HOP_PROXY = ("proxy-authorization", "proxy-connection")
-LEAF_CACHE_SIZE = 1024
 REASONS = {
     200: "Connection established",
     400: "Bad Request",
@@ -160,10 +154,7 @@ class Gateway:
         self.guard = config.guard
         self.pods, self.agents, self.resolver, self.audit = pods, agents, resolver, audit
         self.upstream_tls = upstream_tls or ssl.create_default_context()
-        self._ca_cert, self._ca_key = ca.load()
-        self._leaf_key = generate_leaf_key()
-        self._leaves: OrderedDict[str, ssl.SSLContext] = OrderedDict()
-        self._keydir = tempfile.mkdtemp(prefix="stockade-gateway-")
+        self._leaves = LeafCache(ca)
 
     async def serve(self, host: str = "", port: int | None = None) -> asyncio.Server:
         """Listen on `host`:`port` (default: every address, ``config.port``)."""
@@ -187,7 +178,7 @@ class Gateway:
             self._finish(
                 exchange, status=refused.status, result=refused.result, reason=refused.reason
             )
-            await self._answer(writer, refused.status)
+            await answer(writer, refused.status)
         except (Closed, ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
             if exchange.record.result == "":
                 self._finish(
@@ -316,8 +307,8 @@ class Gateway:
     ) -> None:
         up_reader, up_writer = await self._dial(addresses, exchange.record.port)
         try:
-            await self._answer(writer, 200, close=False)
-            hello = await self._client_hello(reader)
+            await answer(writer, 200, close=False)
+            hello = await read_client_hello(reader, self.config.head_timeout)
             try:
                 sni = client_hello_sni(hello[1])
             except WireError:
@@ -333,45 +324,6 @@ class Gateway:
         finally:
             up_writer.close()
 
-    async def _client_hello(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-        """Read the TLS records holding the ClientHello: ``(raw records, handshake payload)``."""
-        raw, payload = b"", b""
-        timeout = self.config.head_timeout
-        try:
-            while not handshake_complete(payload) and len(raw) < MAX_CLIENT_HELLO:
-                header = await asyncio.wait_for(reader.readexactly(5), timeout)
-                size = record_length(header)
-                body = await asyncio.wait_for(reader.readexactly(size), timeout)
-                raw += header + body
-                payload += body
-        except (WireError, asyncio.IncompleteReadError, TimeoutError):
-            return raw, b""
-        return raw, payload
-
-    def _leaf_context(self, host: str) -> ssl.SSLContext:
-        context = self._leaves.get(host)
-        if context is not None:
-            self._leaves.move_to_end(host)
-            return context
-        chain, key = issue_leaf(
-            self._ca_cert, self._ca_key, self._leaf_key, host, datetime.datetime.now(datetime.UTC)
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(["http/1.1"])
-        # load_cert_chain reads files only: a private directory, the file removed at once.
-        fd, path = tempfile.mkstemp(dir=self._keydir, suffix=".pem")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key + chain)
-            context.load_cert_chain(path)
-        finally:
-            os.unlink(path)
-        self._leaves[host] = context
-        if len(self._leaves) > LEAF_CACHE_SIZE:
-            self._leaves.popitem(last=False)
-        return context
-
     async def _intercept(
         self,
         reader: asyncio.StreamReader,
@@ -385,9 +337,9 @@ class Gateway:
         upstream_tls = self.upstream_tls
         up_reader, up_writer = await self._dial(addresses, exchange.record.port, upstream_tls, host)
         try:
-            await self._answer(writer, 200, close=False)
+            await answer(writer, 200, close=False)
             try:
-                await writer.start_tls(self._leaf_context(host))
+                await writer.start_tls(self._leaves.context(host))
             except (ssl.SSLError, OSError, ConnectionError):
                 self._finish(
                     exchange, status=200, result="intercepted", reason="client-tls-failure"
@@ -424,7 +376,7 @@ class Gateway:
             head = parse_head(data)
             framing = request_framing(head)
         except WireError:
-            await self._answer(writer, 400)
+            await answer(writer, 400)
             return False
         method, target, version = head.start
         if not _same_origin(head, target, host, base.port):
@@ -437,7 +389,7 @@ class Gateway:
                 ),
                 started,
             )
-            await self._answer(writer, 403)
+            await answer(writer, 403)
             return False
         headers = [(n, v) for n, v in head.headers if n.lower() not in HOP_BY_HOP_PROXY]
         headers = apply_headers(headers, added)
@@ -516,18 +468,6 @@ class Gateway:
 
     # --- answers and records --------------------------------------------------------------
 
-    async def _answer(self, writer: asyncio.StreamWriter, status: int, close: bool = True) -> None:
-        headers = [("Content-Length", "0")] if status != 200 else []
-        if status == 407:
-            headers.append(("Proxy-Authenticate", 'Basic realm="stockade"'))
-        if close and status != 200:
-            headers.append(("Connection", "close"))
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            writer.write(
-                serialize_head(("HTTP/1.1", str(status), REASONS.get(status, "")), headers)
-            )
-            await writer.drain()
-
     def _finish(
         self,
         exchange: Exchange,
@@ -556,6 +496,18 @@ class Gateway:
         metrics.BYTES.labels("up").inc(record.bytes_up)
         metrics.BYTES.labels("down").inc(record.bytes_down)
         self.audit(record)
+
+
+async def answer(writer: asyncio.StreamWriter, status: int, close: bool = True) -> None:
+    """Write a bodiless answer `status` (with ``Proxy-Authenticate`` on a 407); never raises."""
+    headers = [("Content-Length", "0")] if status != 200 else []
+    if status == 407:
+        headers.append(("Proxy-Authenticate", 'Basic realm="stockade"'))
+    if close and status != 200:
+        headers.append(("Connection", "close"))
+    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+        writer.write(serialize_head(("HTTP/1.1", str(status), REASONS.get(status, "")), headers))
+        await writer.drain()
 
 
 def _same_origin(head: Head, target: str, host: str, port: int) -> bool:

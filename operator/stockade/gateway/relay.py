@@ -10,7 +10,15 @@ import asyncio
 import contextlib
 import time
 
-from stockade.gateway.wire import Head, WireError, content_length, is_chunked
+from stockade.gateway.wire import (
+    MAX_CLIENT_HELLO,
+    Head,
+    WireError,
+    content_length,
+    handshake_complete,
+    is_chunked,
+    record_length,
+)
 
 CHUNK = 64 * 1024
 MAX_CHUNK_LINE = 4096
@@ -227,3 +235,25 @@ async def pipe(
             if not task.done():
                 task.cancel()
     return counts[0], counts[1]
+
+
+async def read_client_hello(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bytes]:
+    """Read the TLS records holding the ClientHello (each within `timeout` seconds).
+
+    Returns:
+        ``(raw records, handshake payload)``; the payload is ``b""`` when the client sent
+        something else than a TLS handshake, closed, went silent, or sent more than
+        :data:`~stockade.gateway.wire.MAX_CLIENT_HELLO` bytes.
+
+    """
+    raw, payload = b"", b""
+    try:
+        while not handshake_complete(payload) and len(raw) < MAX_CLIENT_HELLO:
+            header = await asyncio.wait_for(reader.readexactly(5), timeout)
+            size = record_length(header)
+            body = await asyncio.wait_for(reader.readexactly(size), timeout)
+            raw += header + body
+            payload += body
+    except (WireError, asyncio.IncompleteReadError, TimeoutError):
+        return raw, b""
+    return (raw, payload) if handshake_complete(payload) else (raw, b"")
