@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from stockade.gateway.certs import CertificateAuthority
 from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
 from stockade.gateway.guard import parse_networks
@@ -50,7 +51,10 @@ class Setup:
 
 @asynccontextmanager
 async def running(
-    allow: str = "127.0.0.1", extra_hosts: tuple[str, ...] = ()
+    allow: str = "127.0.0.1",
+    extra_hosts: tuple[str, ...] = (),
+    upstream_trust: CertificateAuthority = UPSTREAM_CA,
+    max_connections: int = 100,
 ) -> AsyncIterator[Setup]:
     upstream = Upstream()
     up_server = await asyncio.start_server(
@@ -75,14 +79,19 @@ async def running(
         },
     )
     audit = Audit()
-    config = replace(GatewayConfig(), allow_addresses=parse_networks(allow), head_timeout=2.0)
+    config = replace(
+        GatewayConfig(),
+        allow_addresses=parse_networks(allow),
+        head_timeout=2.0,
+        max_connections=max_connections,
+    )
     gateway = Gateway(
         config,
         source,
         source,
         GATEWAY_CA,
         resolver=resolver_for(TABLE),
-        upstream_tls=client_context(UPSTREAM_CA),
+        upstream_tls=client_context(upstream_trust),
         audit=audit,
     )
     server = await gateway.serve("127.0.0.1", 0)
@@ -342,3 +351,41 @@ def test_the_source_address_is_spelled_as_pod_ips_are() -> None:
     assert source_address(("10.0.0.5", 1)) == "10.0.0.5"
     assert source_address(None) == ""
     assert source_address(("not-an-ip", 1)) == ""
+
+
+def test_an_upstream_the_gateway_cannot_verify_gets_no_credential() -> None:
+    async def main() -> None:
+        # The gateway trusts another CA than the upstream's: interception must not start.
+        async with running(upstream_trust=GATEWAY_CA) as s:
+            target = f"creds.example.test:{s.upstream.port}"
+            status, _, writer = await connect(s.port, target, basic(TOKEN))
+            writer.close()
+            assert status == 502
+            await wait_for_records(s.audit, 1)
+            assert (s.audit.records[0].result, s.audit.records[0].reason) == (
+                "upstream-error",
+                "tls-failure",
+            )
+            assert s.upstream.requests == []
+
+    asyncio.run(main())
+
+
+def test_connections_beyond_the_limit_get_503_and_the_first_ones_keep_working() -> None:
+    async def main() -> None:
+        async with running(max_connections=1) as s:
+            target = f"allowed.example.test:{s.upstream.port}"
+            status, reader, writer = await connect(s.port, target, basic(TOKEN))
+            assert status == 200
+            over, _, extra = await connect(s.port, target, basic(TOKEN))
+            extra.close()
+            assert over == 503
+            assert await https_get(
+                reader, writer, "allowed.example.test", UPSTREAM_CA, port=s.upstream.port
+            ) == (
+                200,
+                b"hello from upstream",
+            )
+            writer.close()
+
+    asyncio.run(main())

@@ -19,9 +19,11 @@ RESULTS = (
     "unauthenticated",
     "bad-request",
     "upstream-error",
+    "overloaded",
 )
 """The values of ``result``: tunnelled; credential host served through interception;
-host not in the pod's list; every resolved address refused; 407; 400; 502/504."""
+host not in the pod's list; every resolved address refused; 407; 400/408; 502/504;
+503 (more than ``max_connections`` open)."""
 
 
 @dataclass(frozen=True)

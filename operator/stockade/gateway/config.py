@@ -15,6 +15,7 @@ variable                               meaning (default)
 ``STOCKADE_GATEWAY_IDLE_TIMEOUT``      seconds a tunnel may stay silent both ways (300)
 ``STOCKADE_GATEWAY_CONNECT_TIMEOUT``   seconds to resolve and dial upstream (10)
 ``STOCKADE_GATEWAY_AGENT_CACHE_TTL``   seconds an Agent's credentials are cached (10)
+``STOCKADE_GATEWAY_MAX_CONNECTIONS``   client connections open at once; more get 503 (4096)
 =====================================  ==============================================
 """
 
@@ -47,6 +48,7 @@ class GatewayConfig:
     idle_timeout: float = 300.0
     connect_timeout: float = 10.0
     agent_cache_ttl: float = 10.0
+    max_connections: int = 4096
 
     @property
     def guard(self) -> AddressGuard:
@@ -107,6 +109,9 @@ def load_gateway_config(environ: Mapping[str, str] | None = None) -> GatewayConf
         idle_timeout=_number(env, "STOCKADE_GATEWAY_IDLE_TIMEOUT", defaults.idle_timeout, 1, 86400),
         connect_timeout=_number(
             env, "STOCKADE_GATEWAY_CONNECT_TIMEOUT", defaults.connect_timeout, 0.1, 600
+        ),
+        max_connections=int(
+            _number(env, "STOCKADE_GATEWAY_MAX_CONNECTIONS", defaults.max_connections, 1, 1 << 20)
         ),
         agent_cache_ttl=_number(
             env, "STOCKADE_GATEWAY_AGENT_CACHE_TTL", defaults.agent_cache_ttl, 0, 3600

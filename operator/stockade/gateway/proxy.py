@@ -2,6 +2,7 @@
 
 The request path (docs/architecture.md, "The egress gateway"):
 
+0. more than ``max_connections`` client connections open: 503;
 1. read the head (bounded in size and time: 400 / 408);
 2. identify the caller (:func:`stockade.gateway.identity.identify`: 407);
 3. check the target against the pod's hosts (403 ``denied-host``);
@@ -72,6 +73,7 @@ REASONS = {
     407: "Proxy Authentication Required",
     408: "Request Timeout",
     502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 
@@ -155,6 +157,7 @@ class Gateway:
         self.pods, self.agents, self.resolver, self.audit = pods, agents, resolver, audit
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._leaves = LeafCache(ca)
+        self._open = 0
 
     async def serve(self, host: str = "", port: int | None = None) -> asyncio.Server:
         """Listen on `host`:`port` (default: every address, ``config.port``)."""
@@ -170,9 +173,12 @@ class Gateway:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection (one request, or one tunnel); never raises."""
         metrics.CONNECTIONS.inc()
+        self._open += 1
         source = source_address(writer.get_extra_info("peername"))
         exchange = Exchange(AuditRecord("", "", "", source, "", "", 0, 0, ""))
         try:
+            if self._open > self.config.max_connections:
+                raise Refused(503, "overloaded", "max-connections")
             await self._serve(reader, writer, exchange)
         except Refused as refused:
             self._finish(
@@ -189,6 +195,7 @@ class Gateway:
             if exchange.record.result == "":
                 self._finish(exchange, status=502, result="upstream-error", reason="internal")
         finally:
+            self._open -= 1
             metrics.CONNECTIONS.dec()
             writer.close()
             with contextlib.suppress(Exception):
