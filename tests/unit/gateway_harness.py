@@ -64,6 +64,7 @@ class Upstream:
 
     body: bytes = b"hello from upstream"
     requests: list[list[tuple[str, str]]] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     port: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,6 +76,7 @@ class Upstream:
                     return
                 head = parse_head(data)
                 self.requests.append(head.headers)
+                self.targets.append(head.start[1])
                 length = int(head.get("content-length") or 0)
                 if length:
                     await reader.readexactly(length)

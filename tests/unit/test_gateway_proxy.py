@@ -389,3 +389,37 @@ def test_connections_beyond_the_limit_get_503_and_the_first_ones_keep_working() 
             writer.close()
 
     asyncio.run(main())
+
+
+def test_plain_http_to_an_allowed_host_is_forwarded_in_origin_form() -> None:
+    async def main() -> None:
+        plain = Upstream(body=b"plain")
+        plain_server = await asyncio.start_server(plain.handle, "127.0.0.1", 0)
+        plain_port = plain_server.sockets[0].getsockname()[1]
+        async with running(extra_hosts=(f"allowed.example.test:{plain_port}",)) as s:
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(
+                f"POST http://allowed.example.test:{plain_port}/x?y=1 HTTP/1.1\r\n"
+                f"Host: allowed.example.test:{plain_port}\r\n"
+                f"Proxy-Authorization: {basic(TOKEN)}\r\n"
+                "Content-Length: 3\r\n\r\nabc".encode()
+            )
+            await writer.drain()
+            response = await reader.read()  # the gateway closes after the response
+            writer.close()
+            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"plain")
+            assert plain.targets == ["/x?y=1"]
+            headers = dict((k.lower(), v) for k, v in plain.requests[0])
+            assert "proxy-authorization" not in headers
+            assert headers["connection"] == "close"
+            await wait_for_records(s.audit, 1)
+            record = s.audit.records[0]
+            assert (record.method, record.result, record.status, record.bytes_up) == (
+                "POST",
+                "allowed",
+                200,
+                3,
+            )
+        plain_server.close()
+
+    asyncio.run(main())
