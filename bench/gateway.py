@@ -1,0 +1,173 @@
+"""``python -m bench.gateway``: the egress gateway's added latency and tunnel throughput.
+
+Everything on 127.0.0.1 (a stub HTTPS upstream of a test CA, the gateway in-process with
+a static pod source and an injected resolver): the figures are the gateway's own cost
+on this machine, not a network's. Three paths:
+
+- ``direct``: the client talks TLS to the upstream itself;
+- ``tunnel``: CONNECT through the gateway, TLS end to end (SNI checked);
+- ``intercept``: CONNECT to a credential host: TLS to the gateway's leaf, the request
+  re-sent upstream over a second TLS session with the credential header set.
+
+Latency is per request (``GET``, 19-byte body) on a new connection each time (connect +
+CONNECT + TLS handshake(s) + request) and on one kept-alive connection; throughput is one
+download of ``--mib`` MiB. Prints a table; ``--json`` prints the figures as JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from tests.unit.gateway_harness import (
+    GATEWAY_CA,
+    UPSTREAM_CA,
+    Upstream,
+    basic,
+    client_context,
+    pod,
+    resolver_for,
+    server_context,
+)
+
+from bench.stats import percentile
+from stockade.gateway.config import GatewayConfig
+from stockade.gateway.credentials import Credential
+from stockade.gateway.guard import parse_networks
+from stockade.gateway.proxy import Gateway
+from stockade.gateway.sources import AgentCredentials, StaticSource
+from stockade.gateway.wire import parse_head
+
+TOKEN = "bench-token"
+HOSTS = ["tunnel.bench.test", "intercept.bench.test"]
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> int:
+    """``GET /`` with ``Host: host`` (name:port); returns the body's size (bytes)."""
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    head = parse_head(await reader.readuntil(b"\r\n\r\n"))
+    size = int(head.get("content-length") or 0)
+    left = size
+    while left:
+        left -= len(await reader.read(min(left, 1 << 20)))
+    return size
+
+
+async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run the measurements; returns ``{path: {figure: value}}`` (ms, MiB/s)."""
+    small, big = Upstream(), Upstream(body=b"x" * (args.mib << 20))
+    ctx = server_context(UPSTREAM_CA, HOSTS)
+    small_server = await asyncio.start_server(small.handle, "127.0.0.1", 0, ssl=ctx)
+    big_server = await asyncio.start_server(big.handle, "127.0.0.1", 0, ssl=ctx)
+    small_port = small_server.sockets[0].getsockname()[1]
+    big_port = big_server.sockets[0].getsockname()[1]
+    hosts = [f"{h}:{p}" for h in HOSTS for p in (small_port, big_port)]
+    me = pod("127.0.0.1", TOKEN, hosts)
+    cred = Credential("key", "s", "k", ("intercept.bench.test",))
+    source = StaticSource([me], {me.agent_key: AgentCredentials((cred,), {"key": b"sk-bench"})})
+    config = replace(GatewayConfig(), allow_addresses=parse_networks("127.0.0.1"))
+    gateway = Gateway(
+        config,
+        source,
+        source,
+        GATEWAY_CA,
+        resolver=resolver_for(dict.fromkeys(HOSTS, "127.0.0.1")),
+        upstream_tls=client_context(UPSTREAM_CA),
+        audit=lambda record: None,
+    )
+    server = await gateway.serve("127.0.0.1", 0)
+    gw_port = server.sockets[0].getsockname()[1]
+
+    async def open_path(path: str, port: int) -> tuple[Streams, str]:
+        host = HOSTS[1] if path == "intercept" else HOSTS[0]
+        if path == "direct":
+            streams = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(UPSTREAM_CA), server_hostname=host
+            )
+            return streams, f"{host}:{port}"
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw_port)
+        auth = basic(TOKEN)
+        request = f"CONNECT {host}:{port} HTTP/1.1\r\nProxy-Authorization: {auth}\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        trust = GATEWAY_CA if path == "intercept" else UPSTREAM_CA
+        await writer.start_tls(client_context(trust), server_hostname=host)
+        return (reader, writer), f"{host}:{port}"
+
+    async def timed(n: int, once: Callable[[], Awaitable[object]]) -> list[float]:
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await once()
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+
+    results: dict[str, dict[str, float]] = {}
+    for path in ("direct", "tunnel", "intercept"):
+
+        async def fresh(path: str = path) -> None:
+            (reader, writer), host = await open_path(path, small_port)
+            await _get(reader, writer, host)
+            writer.close()
+
+        new = await timed(args.requests, fresh)
+        (reader, writer), host = await open_path(path, small_port)
+
+        async def again(
+            r: asyncio.StreamReader = reader, w: asyncio.StreamWriter = writer, h: str = host
+        ) -> int:
+            return await _get(r, w, h)
+
+        kept = await timed(args.requests, again)
+        writer.close()
+        (reader, writer), host = await open_path(path, big_port)
+        start = time.perf_counter()
+        size = await _get(reader, writer, host)
+        elapsed = time.perf_counter() - start
+        writer.close()
+        results[path] = {
+            "new_p50_ms": percentile(new, 50),
+            "new_p99_ms": percentile(new, 99),
+            "kept_p50_ms": percentile(kept, 50),
+            "kept_p99_ms": percentile(kept, 99),
+            "throughput_mib_s": size / elapsed / (1 << 20),
+        }
+    for s in (server, small_server, big_server):
+        s.close()
+    return results
+
+
+def report(results: dict[str, dict[str, float]]) -> str:
+    """A text table, with the added latency of each path over ``direct``."""
+    base = results["direct"]
+    lines = [
+        f"{'path':<10} {'new p50':>9} {'new p99':>9} {'kept p50':>9} {'kept p99':>9}"
+        f" {'+p50 new':>9} {'+p50 kept':>9} {'MiB/s':>8}"
+    ]
+    for path, r in results.items():
+        lines.append(
+            f"{path:<10} {r['new_p50_ms']:>9.2f} {r['new_p99_ms']:>9.2f} {r['kept_p50_ms']:>9.3f}"
+            f" {r['kept_p99_ms']:>9.3f} {r['new_p50_ms'] - base['new_p50_ms']:>9.2f}"
+            f" {r['kept_p50_ms'] - base['kept_p50_ms']:>9.3f} {r['throughput_mib_s']:>8.0f}"
+        )
+    return "\n".join(lines) + "\n(ms; +p50 = added over direct)"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per latency series")
+    parser.add_argument("--mib", type=int, default=64, help="MiB of the throughput download")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    options = parser.parse_args()
+    figures = asyncio.run(main(options))
+    print(report(figures))
+    if options.json:
+        print(json.dumps(figures, indent=2))
