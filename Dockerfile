@@ -17,7 +17,8 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # A regular (non-editable) install; bytecode is compiled here, because the final
 # image's filesystem is read-only at run time.
-RUN /opt/stockade/bin/pip install . \
+# The `gateway` extra: the egress gateway (python -m stockade.gateway) runs from this image too.
+RUN /opt/stockade/bin/pip install '.[gateway]' \
     && /opt/stockade/bin/pip uninstall --yes pip \
     && /opt/stockade/bin/python -m compileall -q /opt/stockade/lib
 

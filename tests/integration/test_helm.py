@@ -1323,7 +1323,10 @@ def test_the_gateway_deployment_is_hardened_and_separate_from_the_operator(helm:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STOCKADE_GATEWAY_CA_SECRET"] == "stockade-gateway-ca"
     assert env["STOCKADE_GATEWAY_CA_CONFIGMAP"] == "stockade-gateway-ca"
-    assert container["ports"] == [{"name": "proxy", "containerPort": 3128, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "proxy", "containerPort": 3128, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},  # stockade_gateway_*
+    ]
     # Neither Deployment (nor Service) selects the other's pods.
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "gateway"
