@@ -33,3 +33,17 @@ def test_version() -> None:
     result = CliRunner().invoke(cli, ["--version"], prog_name="kubectl stockade")
     assert result.exit_code == 0
     assert result.output.strip() == f"kubectl stockade, version {__version__}"
+
+
+def test_help_does_not_import_the_kubernetes_client_or_the_models() -> None:
+    """`kubectl stockade --help` stays fast: kubernetes and the pydantic models (about
+    0.4 s of imports) load only when a command connects or builds a manifest."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, stockade.cli.commands as c; c.cli(['--help'], standalone_mode=False); "
+        "print(sorted(m for m in ('kubernetes', 'pydantic', 'stockade.api') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 import yaml
@@ -19,8 +19,10 @@ import yaml
 from stockade import __version__
 from stockade.cli import format as fmt
 from stockade.cli.errors import FAILED, NOT_INSTALLED, OK, TIMEOUT, USAGE, CliError
-from stockade.cli.kube import Kube, Target
 from stockade.cli.manifest import agent_manifest, check_name
+
+if TYPE_CHECKING:  # the client (kubernetes) is imported by the commands that connect
+    from stockade.cli.kube import Kube
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +79,8 @@ def connection_options(fn: F) -> F:
 
 def kube(ctx: click.Context) -> Kube:
     """A :class:`Kube` for the connection flags given anywhere on the command line."""
+    from stockade.cli.kube import Kube, Target
+
     stored = _stored(ctx)
     return Kube(
         Target(

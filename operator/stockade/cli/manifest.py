@@ -9,17 +9,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
-
-from stockade.api import GROUP, VERSION, AgentSpec
-from stockade.api.agent import AGENT_KIND, AGENT_NAME_MAX_LENGTH
 from stockade.cli.errors import USAGE, CliError
+
+# The API models (pydantic) are imported where they are used, not with the module:
+# `kubectl stockade --help` must not pay for them (tests/unit/test_cli_help.py).
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def check_name(name: str) -> None:
     """Raise :class:`CliError` (exit 2) unless ``name`` is a DNS label of <= 52 characters."""
+    from stockade.api.agent import AGENT_NAME_MAX_LENGTH
+
     if len(name) > AGENT_NAME_MAX_LENGTH or not _DNS_LABEL.match(name):
         raise CliError(
             f"invalid Agent name {name!r}: lower-case letters, digits and '-', starting and "
@@ -49,6 +50,11 @@ def agent_manifest(
     Raises :class:`CliError` (exit 2) for an invalid name, no image without a session, or
     a spec the API models refuse (the message names the field).
     """
+    from pydantic import ValidationError
+
+    from stockade.api import GROUP, VERSION, AgentSpec
+    from stockade.api.agent import AGENT_KIND
+
     check_name(name)
     if not image and not session:
         raise CliError("--image is required (unless --session supplies one)", USAGE)
