@@ -7,6 +7,9 @@
 #                                      CRDs included, after a Namespace stockade-system
 #   manifests/gitops/argocd/argocd-cm-patch.yaml
 #                                      the Argo CD health checks (*.lua) as argocd-cm keys
+#   operator/stockade/core/policy_fingerprint.py
+#                                      the fingerprint of the chart's admission policy
+#                                      (stockade.core.policy_integrity.policy_fingerprint)
 #
 # `hack/manifests.sh --check` writes nothing: it renders into a temporary directory and
 # exits 1, naming the stale files, when a committed one differs (the tests run it).
@@ -83,13 +86,39 @@ EOF
   done
 } >"${out}/${ARGOCD_DIR}/argocd-cm-patch.yaml"
 
+# 4. The fingerprint of the chart's ValidatingAdmissionPolicy (issue 20 class 4): the
+#    operator trusts the live policy only when its spec hashes to this.
+FINGERPRINT=operator/stockade/core/policy_fingerprint.py
+python="${REPO_ROOT}/.venv/bin/python"
+[[ -x "${python}" ]] || python=python3
+mkdir -p "$(dirname "${out}/${FINGERPRINT}")"
+PYTHONPATH="${REPO_ROOT}/operator" "${python}" - "${out}/manifests/install.yaml" \
+  >"${out}/${FINGERPRINT}" <<'EOF'
+import sys
+
+import yaml
+
+from stockade.core.policy_integrity import policy_fingerprint
+
+with open(sys.argv[1]) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ValidatingAdmissionPolicy"]
+assert len(docs) == 1, f"{len(docs)} ValidatingAdmissionPolicies in install.yaml"
+print('"""The fingerprint of the chart\'s ValidatingAdmissionPolicy (generated).')
+print()
+print("Written by hack/manifests.sh (``make manifests``) from the rendered chart; do not")
+print("edit. See :func:`stockade.core.policy_integrity.policy_fingerprint`.")
+print('"""')
+print()
+print(f'EXPECTED = "{policy_fingerprint(docs[0]["spec"])}"')
+EOF
+
 if [[ "${check}" == true ]]; then
   stale=()
   for path in "${CHART}"/files/crds/*.yaml "${out}/${CHART}"/files/crds/*.yaml; do
     path="${path#"${out}/"}"
     cmp -s "${path}" "${out}/${path}" 2>/dev/null || stale+=("${path}")
   done
-  for path in manifests/install.yaml "${ARGOCD_DIR}/argocd-cm-patch.yaml"; do
+  for path in manifests/install.yaml "${ARGOCD_DIR}/argocd-cm-patch.yaml" "${FINGERPRINT}"; do
     cmp -s "${path}" "${out}/${path}" || stale+=("${path}")
   done
   if (( ${#stale[@]} )); then
@@ -98,5 +127,5 @@ if [[ "${check}" == true ]]; then
   fi
   log "manifests are up to date"
 else
-  log "wrote ${CHART}/files/crds/, manifests/install.yaml, ${ARGOCD_DIR}/argocd-cm-patch.yaml"
+  log "wrote ${CHART}/files/crds/, manifests/install.yaml, ${ARGOCD_DIR}/argocd-cm-patch.yaml, ${FINGERPRINT}"
 fi

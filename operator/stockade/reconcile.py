@@ -29,6 +29,12 @@ from stockade.controllers.agent import Agents
 from stockade.controllers.children import Children
 from stockade.controllers.egress import SharedPolicies
 from stockade.controllers.session import Sessions
+from stockade.core.policy_fingerprint import EXPECTED as EXPECTED_POLICY_FINGERPRINT
+from stockade.core.policy_integrity import (
+    PROBLEM_REASONS,
+    PolicyVerdict,
+    judge_admission_policy,
+)
 from stockade.core.spec import (
     Prepared,
     agent_view,
@@ -94,6 +100,7 @@ class Reconciler:
     api_server_cidrs: tuple[str, ...] | None = None
     ghost_grace: float = 10.0
     _policy_checked: bool = False
+    _policy_reason: str | None = None
     cache: Cache = field(init=False)
     agents: Agents = field(init=False)
     sessions: Sessions = field(init=False)
@@ -239,26 +246,42 @@ class Reconciler:
         await self.events.close()
 
     async def check_admission_policy(self) -> bool:
-        """GET the admission policy binding; set :attr:`policy_present` and the gauge.
+        """GET the admission policy and its binding; set :attr:`policy_present` and gauges.
 
-        Present means the binding named by ``config.admission_policy_binding`` exists
-        and its ``validationActions`` include ``Deny``. Absent (404), unnamed, or not
-        readable (403, other errors: logged) counts as absent: fail closed. A line is
-        logged when the answer changes (and at the first check).
+        Present means the binding named by ``config.admission_policy_binding`` exists,
+        has ``Deny`` among its ``validationActions``, does not narrow what it matches
+        (``matchResources``), and the ValidatingAdmissionPolicy it names exists with the
+        chart's rules (its fingerprint is :data:`~stockade.core.policy_fingerprint.
+        EXPECTED`; :func:`~stockade.core.policy_integrity.judge_admission_policy`).
+        Anything else (absent, edited, unnamed, not readable: 403, other errors) counts
+        as absent: fail closed. ``stockade_admission_policy_problem{reason}`` says why;
+        a line is logged when the answer changes (and at the first check).
         """
         name = self.config.admission_policy_binding
-        present, why = False, "no binding configured (STOCKADE_ADMISSION_POLICY_BINDING)"
+        verdict = PolicyVerdict(
+            "unconfigured", "no binding configured (STOCKADE_ADMISSION_POLICY_BINDING)"
+        )
         if name:
             try:
                 binding = await self.kube.read_policy_binding(name)
+                policy_name = ((binding or {}).get("spec") or {}).get("policyName") or ""
+                policy = (
+                    await self.kube.read_admission_policy(policy_name)
+                    if binding is not None and policy_name
+                    else None
+                )
             except Exception as exc:  # 403, network: fail closed, try again later
-                binding, why = None, f"cannot read it: {exc}"
+                verdict = PolicyVerdict("unreadable", f"cannot read it: {exc}")
             else:
-                why = "not found"
-            if binding is not None:
-                actions = (binding.get("spec") or {}).get("validationActions") or []
-                present = "Deny" in actions
-                why = "found" if present else f"found, but validationActions is {actions}"
+                verdict = judge_admission_policy(binding, policy, EXPECTED_POLICY_FINGERPRINT)
+        present, why = verdict.present, verdict.why
+        for reason in PROBLEM_REASONS:
+            metrics.ADMISSION_POLICY_PROBLEM.labels(reason=reason).set(
+                1 if reason == verdict.reason else 0
+            )
+        if verdict.reason != self._policy_reason:
+            self._policy_checked = False  # a new reason: log it
+        self._policy_reason = verdict.reason
         changed = present != self.policy_present or not self._policy_checked
         self.policy_present, self._policy_checked = present, True
         metrics.ADMISSION_POLICY_PRESENT.set(1 if present else 0)

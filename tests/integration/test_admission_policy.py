@@ -303,3 +303,77 @@ def test_the_largest_agents_stay_within_the_cel_cost_budget(
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "agents", body, dry_run="All"
     )
+
+
+# --- issue 20 class 4: the guard's own integrity -------------------------------------
+
+TAMPERINGS: dict[str, tuple[str, str, Any, str]] = {
+    # name -> (resource, reason label, JSON patch (a list) or merge patch (a dict), what
+    # the operator notices)
+    "policy-expression-edited": (
+        "validatingadmissionpolicy",
+        "policy-changed",
+        [{"op": "replace", "path": "/spec/validations/0/expression", "value": "true"}],
+        "the policy's first validation replaced by true",
+    ),
+    "binding-warn-only": (
+        "validatingadmissionpolicybinding",
+        "not-denying",
+        [{"op": "replace", "path": "/spec/validationActions", "value": ["Warn"]}],
+        "the binding only warns",
+    ),
+    "binding-namespace-selector": (
+        "validatingadmissionpolicybinding",
+        "match-restricted",
+        {"spec": {"matchResources": {"namespaceSelector": {"matchLabels": {"nobody": "here"}}}}},
+        "the binding exempts every namespace without the label",
+    ),
+}
+
+
+@pytest.fixture(params=list(TAMPERINGS))
+def tampered(
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    operator_auth: OperatorAuth,
+    stockade_operator: OperatorProcess,
+) -> Iterator[str]:
+    """The policy or its binding tampered with until the operator notices; restored after.
+
+    Yields the tampering's name. Restoring deletes the binding and applies the chart's
+    policy and binding again (a server-side apply alone would keep fields another
+    manager added, such as the namespaceSelector).
+    """
+    resource, reason, patch, what = TAMPERINGS[request.param]
+    release = operator_auth.release or RELEASE
+    name = f"{release}-references"
+    kind = "json" if isinstance(patch, list) else "merge"
+    cluster.kubectl("patch", resource, name, f"--type={kind}", "-p", json.dumps(patch))
+    problem = f'stockade_admission_policy_problem{{reason="{reason}"}} 1.0'
+    try:
+        wait_for(
+            lambda: (
+                problem in stockade_operator.metrics()
+                and "stockade_admission_policy_present 0.0" in stockade_operator.metrics()
+            ),
+            timeout=30,
+            what=f"the operator noticing {what}",
+        )
+        yield request.param
+    finally:
+        delete_binding(cluster, release)
+        install_admission_policy(cluster, release)
+        wait_for(
+            lambda: "stockade_admission_policy_present 1.0" in stockade_operator.metrics(),
+            timeout=30,
+            what="the operator trusting the restored policy",
+        )
+
+
+def test_a_tampered_policy_counts_as_absent(tampered: str, agents: Agents) -> None:
+    agents.create("secret", {"image": IMAGE, "env": [SECRET_ENV]})
+    agents.create("plain", {"image": IMAGE})
+    status = agents.wait_phase("secret", "Failed")
+    assert status["reason"] == "ReferenceNotAllowed", (tampered, status)
+    assert "spec.env[0].valueFrom.secretKeyRef" in status["message"]
+    agents.wait_phase("plain", "Running")

@@ -156,6 +156,24 @@ CASES: dict[str, tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]
         [series("stockade_index_ghosts_total", TARGET, "0x80 1x20")],
         [series("stockade_index_ghosts_total", TARGET, "0x100")],
     ),
+    "StockadeAdmissionPolicyUntrusted": (
+        {"namespace": NS, "reason": "policy-changed"},
+        [
+            series(
+                "stockade_admission_policy_problem",
+                f'{TARGET},reason="policy-changed"',
+                "0x80 1x20",
+            )
+        ],
+        [  # fixed after a few minutes; admissionPolicy.enabled=false is no fault
+            series(
+                "stockade_admission_policy_problem",
+                f'{TARGET},reason="policy-changed"',
+                "0x80 1x3 0x17",
+            ),
+            series("stockade_admission_policy_problem", f'{TARGET},reason="unconfigured"', "1x100"),
+        ],
+    ),
     "StockadeResyncStalled": (
         {"namespace": NS},
         # The last success at 10m (Unix time 600 in promtool's clock), then none.

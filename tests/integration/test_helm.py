@@ -320,13 +320,19 @@ ADMISSION_POLICY_RULES = [
         "resources": ["validatingadmissionpolicybindings"],
         "resourceNames": ["stockade-references"],
         "verbs": ["get"],
-    }
+    },
+    {  # issue 20 class 4: the policy the binding names, to compare its fingerprint
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingadmissionpolicies"],
+        "resourceNames": ["stockade-references"],
+        "verbs": ["get"],
+    },
 ]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_admission_policy_is_on_by_default_and_readable_by_name_only(helm: Helm, mode: str) -> None:
-    """Issue 9: the policy, its binding, and `get` on that one binding for the operator."""
+    """Issue 9: the policy, its binding, and `get` on that one binding and policy."""
     objects = helm.render(MODES[mode])
     (policy,) = by_kind(objects, "ValidatingAdmissionPolicy")
     (binding,) = by_kind(objects, "ValidatingAdmissionPolicyBinding")

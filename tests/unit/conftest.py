@@ -44,6 +44,8 @@ class FakeKube:
             LIST failed).
         bindings: what :meth:`read_policy_binding` answers per name (an exception is
             raised).
+        policies: what :meth:`read_admission_policy` answers per name (an exception
+            is raised).
         api_server: what :meth:`read_api_server_addresses` answers (an exception is
             raised).
         config_maps: what :meth:`read_config_map_data` answers per ``(namespace,
@@ -58,6 +60,7 @@ class FakeKube:
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     uids: dict[str, set[str] | None] = field(default_factory=dict)
     bindings: dict[str, dict[str, Any] | Exception | None] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any] | Exception | None] = field(default_factory=dict)
     api_server: list[str] | Exception = field(default_factory=list)
     config_maps: dict[tuple[str, str], dict[str, str] | Exception] = field(default_factory=dict)
     version: int = 0
@@ -97,6 +100,14 @@ class FakeKube:
         """:attr:`bindings`' answer for `name` (None when absent)."""
         self.calls.append(("read", "ValidatingAdmissionPolicyBinding", name))
         answer = self.bindings.get(name)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def read_admission_policy(self, name: str) -> dict[str, Any] | None:
+        """:attr:`policies`' answer for `name` (None when absent)."""
+        self.calls.append(("read", "ValidatingAdmissionPolicy", name))
+        answer = self.policies.get(name)
         if isinstance(answer, Exception):
             raise answer
         return answer

@@ -439,13 +439,15 @@ def test_reference_settings_are_read_from_the_environment() -> None:
 def test_the_policy_is_present_only_if_its_binding_denies(
     answer: dict[str, Any] | Exception | None, present: bool
 ) -> None:
-    kube = FakeKube(bindings={"stockade-references": answer})
+    from tests.unit.test_policy_integrity import chart_policy
+
+    kube = FakeKube(bindings={"stockade-references": answer}, policies={"p": chart_policy()})
     config = OperatorConfig(admission_policy_binding="stockade-references")
     reconciler = Reconciler(kube, config)
     assert reconciler.policy_present is False  # fail closed until checked
     assert asyncio.run(reconciler.check_admission_policy()) is present
     assert reconciler.policy_present is present
-    assert kube.calls == [("read", "ValidatingAdmissionPolicyBinding", "stockade-references")]
+    assert kube.calls[0] == ("read", "ValidatingAdmissionPolicyBinding", "stockade-references")
     assert metrics.ADMISSION_POLICY_PRESENT._value.get() == (1.0 if present else 0.0)
 
 

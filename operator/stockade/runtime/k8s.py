@@ -131,6 +131,9 @@ class KubeApi(Protocol):
     async def read_policy_binding(self, name: str) -> dict[str, Any] | None:
         """The ValidatingAdmissionPolicyBinding `name`, None when missing."""
 
+    async def read_admission_policy(self, name: str) -> dict[str, Any] | None:
+        """The ValidatingAdmissionPolicy `name`, None when missing."""
+
     async def read_api_server_addresses(self) -> list[str]:
         """The API server's addresses (EndpointSlice ``default/kubernetes``)."""
 
@@ -262,6 +265,23 @@ class KubeClient:
         api = client.AdmissionregistrationV1Api(self.api)
         try:
             found = await api.read_validating_admission_policy_binding(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        return result
+
+    async def read_admission_policy(self, name: str) -> dict[str, Any] | None:
+        """GET ValidatingAdmissionPolicy `name` (cluster-scoped); None if absent.
+
+        Raises:
+            ApiException: anything but 404 (403 when RBAC does not grant ``get``).
+
+        """
+        api = client.AdmissionregistrationV1Api(self.api)
+        try:
+            found = await api.read_validating_admission_policy(name)
         except ApiException as exc:
             if exc.status == 404:
                 return None

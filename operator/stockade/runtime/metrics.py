@@ -121,6 +121,13 @@ ADMISSION_POLICY_PRESENT = Gauge(
     " exists and denies, else 0: then Agents referencing ServiceAccounts, Secrets or"
     " ConfigMaps are refused unless STOCKADE_REFERENCES_WITHOUT_POLICY=allow.",
 )
+ADMISSION_POLICY_PROBLEM = Gauge(
+    "stockade_admission_policy_problem",
+    "1 for the reason the admission policy is not trusted (unconfigured, unreadable,"
+    " binding-missing, not-denying, match-restricted, policy-missing, policy-changed),"
+    " 0 for the other reasons; all 0 while it is present and unchanged.",
+    ["reason"],
+)
 
 
 class PhaseCollector(Collector):
