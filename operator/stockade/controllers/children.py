@@ -74,7 +74,8 @@ class Children:
         observed = self.cache.children_of((ref.namespace, ref.name))
         started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [c for c in built if c is not None and self._expected(ref, c, observed)]
-        for step in plan(desired, observed, ref.name, ref.uid):
+        reuse = spec.workspace is not None and spec.workspace.reuse
+        for step in plan(desired, observed, ref.name, ref.uid, reuse):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
                 # Made with the first pod, it most likely exists and the watch has not
@@ -87,7 +88,7 @@ class Children:
                     return found
                 view = found
                 retained = RETAINED_ANNOTATION in (manifest["metadata"].get("annotations") or {})
-                whose = ownership(view, ref.name, ref.uid, retained)
+                whose = ownership(view, ref.name, ref.uid, retained, reuse=reuse)
                 if whose is not Ownership.OURS:
                     return conflict(manifest, view, transient=whose is Ownership.PREDECESSOR)
                 if manifest["kind"] != "PersistentVolumeClaim" and view.digest != digest(manifest):
