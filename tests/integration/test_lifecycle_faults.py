@@ -428,3 +428,42 @@ def test_a_restart_with_nothing_changed_writes_nothing(
     for name in names:
         agents.delete(name)
     wait_for(lambda: not any(agents.exists(name) for name in names), what="the Agents deleted")
+
+
+def test_a_planted_immutable_input_never_reaches_the_pod(
+    agents: Agents, cluster: Cluster, namespace: str, stockade_operator: OperatorProcess
+) -> None:
+    """Issue 20 class 5: an immutable ConfigMap under the Agent's input name, owned by
+    its UID (planted while no operator ran), used to survive "restoring" (the update's
+    422 was swallowed) and be mounted. It is deleted and created as the spec says
+    before the pod exists."""
+    stockade_operator.stop()
+    try:
+        created = agents.create("planted", spec(task="the real task"))
+        owner = client.V1OwnerReference(
+            api_version="stockade.dev/v1alpha1",
+            kind="Agent",
+            name="planted",
+            uid=created["metadata"]["uid"],
+            controller=True,
+        )
+        planted = cluster.core.create_namespaced_config_map(
+            namespace,
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(
+                    name="planted-input",
+                    owner_references=[owner],
+                    labels={"stockade.dev/agent": "planted"},
+                ),
+                data={"task": "a task the author never wrote"},
+                immutable=True,
+            ),
+        )
+    finally:
+        stockade_operator.start()
+    agents.wait_phase("planted", "Running", "Succeeded", timeout=60)
+    mounted = configmap(cluster, namespace, "planted")
+    assert mounted is not None and mounted.metadata.uid != planted.metadata.uid
+    assert (mounted.data or {}).get("task") == "the real task"
+    (pod,) = agents.pods("planted")
+    assert pod.metadata.creation_timestamp >= mounted.metadata.creation_timestamp

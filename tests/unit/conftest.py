@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.aio.client.exceptions import ApiException
+
 from stockade.api.agent import AgentSpec
 from stockade.build.names import AgentRef
 
@@ -128,13 +130,23 @@ class FakeKube:
         return None if answer is None else dict(answer)
 
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
-        """Store `manifest` over the object; False (404) when there is none."""
+        """Store `manifest` over the object; False (404) when there is none; 422 as immutable."""
         key = _key(manifest)
         self.calls.append(("replace", key[0], key[2]))
         if key not in self.objects:
             return False
+        stored = self.objects[key]
+        if stored.get("immutable") and stored.get("data") != manifest.get("data"):
+            raise ApiException(status=422, reason="field is immutable when `immutable` is set")
         self.objects[key] = self._stored(manifest)
         return True
+
+    async def delete_child(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Forget the object if it has `uid`."""
+        self.calls.append(("delete", kind, name))
+        stored = self.objects.get((kind, namespace, name))
+        if stored is not None and stored["metadata"].get("uid") == uid:
+            del self.objects[(kind, namespace, name)]
 
     async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:
         """Forget the pod."""

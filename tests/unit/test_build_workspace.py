@@ -40,7 +40,11 @@ def test_retained_claim_has_no_owner() -> None:
     pvc = build_workspace_pvc(REF, spec(workspace={"size": "1Gi", "retain": True}))
     assert pvc is not None
     assert "ownerReferences" not in pvc["metadata"]
-    assert pvc["metadata"]["annotations"] == {"stockade.dev/retained": "true"}
+    # Who created it: only that Agent mounts it without spec.workspace.reuse.
+    assert pvc["metadata"]["annotations"] == {
+        "stockade.dev/retained": "true",
+        "stockade.dev/retained-by": REF.uid,
+    }
     assert pvc["metadata"]["labels"] == labels_for("demo")
 
 

@@ -133,9 +133,24 @@ def test_a_retained_workspace_is_mounted_again_by_the_same_name_only() -> None:
     (claim,) = [c for c in children(spec=spec) if c["kind"] == "PersistentVolumeClaim"]
     left = as_read_back(claim)
     assert "ownerReferences" not in left["metadata"]
-    assert ownership(left, "a", "uid-new", retained_ok=True) is Ownership.OURS
-    assert ownership(left, "b", "uid-new", retained_ok=True) is Ownership.FOREIGN
+    # Its creator mounts it again (a retry, a restart); a new Agent of the same name only
+    # with spec.workspace.reuse (issue 20 class 9: else any author reads another's).
+    assert ownership(left, "a", REF.uid, retained_ok=True) is Ownership.OURS
+    assert ownership(left, "a", "uid-later", retained_ok=True) is Ownership.FOREIGN
+    assert ownership(left, "a", "uid-later", retained_ok=True, reuse=True) is Ownership.OURS
+    assert ownership(left, "b", "uid-later", retained_ok=True, reuse=True) is Ownership.FOREIGN
     assert ownership(left, "a", "uid-new", retained_ok=False) is Ownership.FOREIGN
+
+
+def test_a_retained_workspace_of_an_earlier_agent_is_a_conflict_without_reuse() -> None:
+    spec = SPEC.model_copy(update={"workspace": SPEC.workspace.model_copy(update={"retain": True})})
+    (claim,) = [c for c in children(spec=spec) if c["kind"] == "PersistentVolumeClaim"]
+    seen = observed([as_read_back(claim)])
+    later = AgentRef(REF.name, REF.namespace, "uid-later")
+    (wanted,) = [c for c in children(later, spec) if c["kind"] == "PersistentVolumeClaim"]
+    assert [s.write for s in plan([wanted], seen, "a", "uid-later")] == [Write.CONFLICT]
+    assert plan([wanted], seen, "a", "uid-later", reuse=True) == []
+    assert plan([claim], seen, "a", REF.uid) == []
 
 
 def test_a_child_being_deleted_is_waited_for() -> None:

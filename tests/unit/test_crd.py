@@ -314,7 +314,7 @@ FULL_SPEC: dict[str, Any] = {
     "backoffLimit": 1,
     "suspend": True,
     "ttlSecondsAfterFinished": 0,
-    "workspace": {"size": "1Gi", "storageClassName": "standard", "retain": True},
+    "workspace": {"size": "1Gi", "storageClassName": "standard", "retain": True, "reuse": False},
     "network": {"egress": "Custom", "cidrs": ["10.0.0.0/8"], "ports": [{"port": 443}]},
     "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
     "readinessProbe": {"tcpSocket": {"port": "http"}},

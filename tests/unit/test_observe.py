@@ -193,8 +193,29 @@ def test_usage_number_out_of_range_is_dropped(number: float) -> None:
 
 
 def test_usage_numbers_at_the_bound_are_kept() -> None:
-    _, usage = parsed(json.dumps({"usage": {"a": USAGE_BOUND, "b": -USAGE_BOUND, "c": 1e-300}}))
-    assert usage == {"a": USAGE_BOUND, "b": -USAGE_BOUND, "c": 1e-300}
+    _, usage = parsed(json.dumps({"usage": {"a": USAGE_BOUND, "b": 0, "c": 1e-300, "d": -0.0}}))
+    assert usage == {"a": USAGE_BOUND, "b": 0, "c": 1e-300, "d": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("inputTokens", -1), ("outputTokens", -5000), ("costUSD", -0.02), ("cacheTokens", -3)],
+)
+def test_negative_usage_is_dropped_with_a_note(key: str, value: float) -> None:
+    # A session sums its members' usage: a negative count or cost would erase the others'.
+    text = json.dumps({"result": "ok", "usage": {key: value, "otherTokens": 9}})
+    out = parse_termination_message(text)
+    assert out.result == "ok" and out.usage == {"otherTokens": 9}
+    assert out.note == f"usage.{key} dropped: negative"
+    assert_writable(out.result, out.usage)
+
+
+def test_fractional_tokens_and_non_finite_cost_are_noted() -> None:
+    out = parse_termination_message('{"usage": {"inputTokens": 0.5, "costUSD": NaN}}')
+    assert out.usage == {}
+    assert out.note == (
+        "usage.inputTokens dropped: not a whole number; usage.costUSD dropped: not a finite number"
+    )
 
 
 def test_integer_usage_fields_refuse_fractions_and_keep_whole_floats() -> None:

@@ -273,3 +273,37 @@ def test_a_member_its_session_has_not_judged_gets_no_status_write_yet() -> None:
     asyncio.run(scenario())
     (patch,) = kube.agent_patches("a")
     assert patch["phase"] == "Pending" and patch["reason"] == "SessionFull"
+
+
+def test_a_planted_immutable_input_configmap_is_recreated_before_any_pod() -> None:
+    """Issue 20 class 5: an immutable ConfigMap with the Agent's input name, owned by its
+    UID but with other data, could not be restored (the update's 422 was swallowed) and
+    the pod started on it. The failed write now deletes it and holds the Agent; the next
+    reconcile creates it as the spec says."""
+    from stockade.api.agent import AgentSpec
+    from stockade.build.configmap import build_input_configmap
+    from stockade.build.names import AgentRef
+    from stockade.core.lifecycle import Reason, Rejection
+    from stockade.reconcile import Prepared
+
+    agent = body("1")
+    spec = AgentSpec.model_validate(agent["spec"])
+    wanted = build_input_configmap(AgentRef("a", "ns", "u1"), spec)
+    owner = {"kind": "Agent", "name": "a", "uid": "u1", "controller": True}
+    planted = {
+        **wanted,
+        "metadata": {**wanted["metadata"], "uid": "cm1", "resourceVersion": "3"},
+        "data": {key: "planted" for key in wanted["data"]},
+        "immutable": True,
+    }
+    planted["metadata"]["ownerReferences"] = [owner]
+    kube = FakeKube(objects={("ConfigMap", "ns", wanted["metadata"]["name"]): planted})
+    r = Reconciler(kube, OperatorConfig())
+    r.cache.bind({}, {}, {}, {}, {})
+    prepared = Prepared(spec, "gvisor", {"requests": {}, "limits": {}}, None)
+    held = asyncio.run(r.agents.children.ensure(agent, prepared))
+    assert isinstance(held, Rejection) and held.reason == Reason.RESOURCE_CONFLICT
+    assert ("ConfigMap", "ns", wanted["metadata"]["name"]) not in kube.objects
+    assert asyncio.run(r.agents.children.ensure(agent, prepared)) is None
+    stored = kube.objects[("ConfigMap", "ns", wanted["metadata"]["name"])]
+    assert stored["data"] == wanted["data"]

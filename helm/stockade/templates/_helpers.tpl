@@ -123,10 +123,11 @@ scanning disabled, so it needs nothing of its own.
   verbs: [get, list, watch, create, delete]
 # The inputs an agent pod mounts (task and config): watched (server-side label
 # selector) and read on a name conflict to check the owner UID; created, and put back
-# (`update`) when someone edits them; deleted by the garbage collector.
+# (`update`) when someone edits them; deleted by the garbage collector, or by the
+# operator (UID precondition) when an own ConfigMap cannot be put back (immutable).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, update]
+  verbs: [get, list, watch, create, update, delete]
 # The workspace volume: watched, read on a conflict, created (again, if deleted while
 # the Agent lives). Never updated: a claim's spec is immutable.
 - apiGroups: [""]

@@ -254,6 +254,12 @@ class Workspace(Model):
     """StorageClass of the volume; the cluster's default StorageClass when unset."""
     retain: bool = False
     """Keep the volume (its PersistentVolumeClaim) when the Agent is deleted."""
+    reuse: bool = False
+    """Mount the retained claim ``<name>-workspace`` an earlier Agent of this name left.
+
+    Without it such a claim is a ResourceConflict, never mounted. The admission policy
+    lets an Agent set it only if its author may get and update that claim.
+    """
 
     @field_validator("size")
     @classmethod

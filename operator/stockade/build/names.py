@@ -39,6 +39,13 @@ SESSION_LABEL = "stockade.dev/session"
 ATTEMPT_LABEL = "stockade.dev/attempt"
 EGRESS_LABEL = "stockade.dev/egress"
 RETAINED_ANNOTATION = "stockade.dev/retained"
+RETAINED_BY_ANNOTATION = "stockade.dev/retained-by"
+"""On a retained workspace claim: the UID of the Agent that created it.
+
+Only that Agent mounts it without ``spec.workspace.reuse: true``; a later Agent of the
+same name must opt in (and the admission policy checks its author may get and update
+the claim), so no author reads another's retained workspace by reusing a name.
+"""
 RESERVED_LABEL_PREFIX = "stockade.dev/"
 
 MANAGED_LABELS: dict[str, str] = {MANAGED_BY_LABEL: MANAGED_BY}

@@ -14,6 +14,7 @@ from typing import Any
 from stockade.api.agent import AgentSpec
 from stockade.build.names import (
     RETAINED_ANNOTATION,
+    RETAINED_BY_ANNOTATION,
     AgentRef,
     child_metadata,
     pvc_name,
@@ -38,7 +39,10 @@ def build_workspace_pvc(agent_meta: AgentRef, spec: AgentSpec) -> dict[str, Any]
         agent_meta, pvc_name(agent_meta.name), session_of(spec), owned=not workspace.retain
     )
     if workspace.retain:
-        metadata["annotations"] = {RETAINED_ANNOTATION: "true"}
+        metadata["annotations"] = {
+            RETAINED_ANNOTATION: "true",
+            RETAINED_BY_ANNOTATION: agent_meta.uid,
+        }
     pvc_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": workspace.size}},

@@ -36,8 +36,12 @@ def _colour() -> bool | None:
 
 
 def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
-    """Print ``text``; ANSI colours are stripped unless the stream is a terminal."""
-    click.echo(text, err=err, nl=nl, color=_colour())
+    """Print ``text``, escaped by :func:`fmt.terminal_safe`; colours only on a terminal.
+
+    Every line the plugin prints (but the raw bytes of ``logs`` and ``exec``, as kubectl
+    prints them) goes through here, so agent-controlled text can never drive the terminal.
+    """
+    click.echo(fmt.terminal_safe(text), err=err, nl=nl, color=_colour())
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

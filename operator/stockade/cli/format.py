@@ -30,6 +30,47 @@ PHASE_COLOURS = {
 }
 FINISHED = frozenset({"Succeeded", "Failed"})
 
+# What click.style writes: SGR (colour/bold/underline/reverse) with these parameters only;
+# never 8 (conceal), which could hide text. Any other escape sequence is shown escaped.
+_STYLE_SGR = re.compile(r"\x1b\[(?:(?:[0-79]|[1-9][0-79]|10[0-7])(?:;|(?=m)))*m")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _control_text(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\x1b":
+        return "^["  # as kubectl's printers.EscapeTerminal shows ESC
+    if char == "\r":
+        return "\\r"  # as kubectl shows CR, so it cannot overwrite the line
+    if char < " ":
+        return "^" + chr(ord(char) + 64)  # caret notation: ^G for BEL
+    if char == "\x7f":
+        return "^?"
+    return f"\\x{ord(char):02x}"  # C1 (e.g. \x9b, a one-byte CSI) as its hex escape
+
+
+def terminal_safe(text: str) -> str:
+    r"""``text`` with every control character but tab and newline shown as visible text.
+
+    Agent-controlled strings (results, messages, reasons, transition history, pod
+    states) reach the terminal through :func:`stockade.cli.commands.echo`, which passes
+    everything through here: ESC becomes ``^[`` and CR ``\r`` (as kubectl's
+    ``printers.EscapeTerminal``), other C0 characters and DEL caret notation (``^G``),
+    C1 characters (``\x9b`` is a one-byte CSI) their ``\x..`` escape. So OSC (window
+    titles, hyperlinks), CSI (cursor moves, screen clears) and CR overwrites are printed,
+    never obeyed. Only the colour sequences :func:`click.style` writes survive (SGR with
+    colour, bold, dim, underline, blink, reverse parameters; never conceal).
+    """
+    out: list[str] = []
+    last = 0
+    for match in _STYLE_SGR.finditer(text):
+        out.append(_CONTROL.sub(_control_text, text[last : match.start()]))
+        out.append(match.group())
+        last = match.end()
+    out.append(_CONTROL.sub(_control_text, text[last:]))
+    return "".join(out)
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

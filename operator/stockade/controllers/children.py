@@ -30,13 +30,13 @@ from stockade.build.pod import GatewayAccess, build_pod
 from stockade.build.workspace import build_workspace_pvc
 from stockade.config import OperatorConfig
 from stockade.controllers.egress import SharedPolicies
-from stockade.core.children import Ownership, Write, digest, ownership, plan
-from stockade.core.lifecycle import Rejection
+from stockade.core.children import ChildView, Ownership, Write, digest, ownership, plan
+from stockade.core.lifecycle import Reason, Rejection
 from stockade.core.spec import Prepared
 from stockade.runtime.apply import conflict, create_or_find
 from stockade.runtime.cache import Cache
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import KubeApi
+from stockade.runtime.k8s import KubeApi, api_message
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -127,7 +127,8 @@ class Children:
         observed = self.cache.children_of((ref.namespace, ref.name))
         started = int((agent.get("status") or {}).get("attempts") or 0) >= 1
         desired = [c for c in built if c is not None and self._expected(ref, c, observed)]
-        for step in plan(desired, observed, ref.name, ref.uid):
+        reuse = spec.workspace is not None and spec.workspace.reuse
+        for step in plan(desired, observed, ref.name, ref.uid, reuse):
             manifest = dict(step.desired)
             if step.write is Write.CREATE:
                 # Made with the first pod, it most likely exists and the watch has not
@@ -140,19 +141,57 @@ class Children:
                     return found
                 view = found
                 retained = RETAINED_ANNOTATION in (manifest["metadata"].get("annotations") or {})
-                whose = ownership(view, ref.name, ref.uid, retained)
+                whose = ownership(view, ref.name, ref.uid, retained, reuse=reuse)
                 if whose is not Ownership.OURS:
                     return conflict(manifest, view, transient=whose is Ownership.PREDECESSOR)
                 if manifest["kind"] != "PersistentVolumeClaim" and view.digest != digest(manifest):
-                    await self.kube.replace(manifest, view.resource_version)
+                    problem = await self._restore(ref, manifest, view)
+                    if problem is not None:
+                        return problem
             elif step.write is Write.REPLACE and step.found is not None:
                 log.info("restoring %s %s/%s", manifest["kind"], ref.namespace, step.found.name)
-                await self.kube.replace(manifest, step.found.resource_version)
+                problem = await self._restore(ref, manifest, step.found)
+                if problem is not None:
+                    return problem
             elif step.write is Write.CONFLICT:
                 return conflict(manifest, step.found, transient=False)
             elif step.write is Write.WAIT:
                 return conflict(manifest, step.found, transient=True)
         return None
+
+    async def _restore(
+        self, ref: AgentRef, manifest: dict[str, Any], found: ChildView
+    ) -> Rejection | None:
+        """Put the Agent's own drifted child back to `manifest`; None once it is.
+
+        A failed write is never taken for a restored child: the pod would start on
+        content the operator did not write (an input ConfigMap someone replaced). A
+        409/404 (changed or deleted meanwhile) waits for the next reconcile; a refusal
+        (422: an immutable ConfigMap whose data differs cannot be updated) deletes the
+        child, preconditioned on its UID, and the next reconcile creates it as built.
+        Either way the Agent waits (a transient ResourceConflict) and gets no pod.
+        """
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        try:
+            if await self.kube.replace(manifest, found.resource_version):
+                return None
+            why = "changed or deleted while it was restored; trying again"
+        except ApiException as exc:
+            if exc.status not in (400, 403, 422):
+                raise
+            log.warning(
+                "%s %s/%s cannot be restored (%s): deleting it to create it again",
+                kind,
+                ref.namespace,
+                name,
+                api_message(exc),
+            )
+            await self.kube.delete_child(kind, ref.namespace, name, found.uid)
+            why = (
+                f"differs from the spec and cannot be updated ({api_message(exc)}): "
+                "deleted, to be created again"
+            )
+        return Rejection(Reason.RESOURCE_CONFLICT, f"{kind} {name} {why}", stalled=False)
 
     def _expected(
         self, ref: AgentRef, child: Mapping[str, Any], observed: Mapping[tuple[str, str], Any]

@@ -25,6 +25,7 @@ from stockade.build.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     RETAINED_ANNOTATION,
+    RETAINED_BY_ANNOTATION,
     SESSION_LABEL,
 )
 
@@ -114,6 +115,7 @@ class ChildView:
         owner: its controller ownerReference as ``(kind, name, uid)`` (None without).
         deleting: it has a deletionTimestamp (a PVC in use waits for its pod).
         retained_for: the Agent name of a retained workspace (no owner, by design).
+        retained_by: the UID of the Agent that created that retained workspace.
         digest: :func:`digest` of the object.
         shared: the egress label of a shared NetworkPolicy (:func:`shared_label`).
 
@@ -127,6 +129,7 @@ class ChildView:
     deleting: bool
     retained_for: str | None
     digest: str
+    retained_by: str | None = None
     shared: str | None = None
 
     @classmethod
@@ -146,6 +149,7 @@ class ChildView:
             retained_for=labels.get(AGENT_LABEL) if retained else None,
             digest=digest(obj),
             shared=shared_label(obj),
+            retained_by=annotations.get(RETAINED_BY_ANNOTATION) if retained else None,
         )
 
     @property
@@ -175,13 +179,16 @@ def ownership(
     agent_uid: str,
     retained_ok: bool,
     shared: str | None = None,
+    reuse: bool = False,
 ) -> Ownership:
     """Judge an object found under the name of one of an Agent's children.
 
     `agent_name` and `agent_uid` identify the Agent; `retained_ok`: it has a retained
     workspace, whose PVC has no owner by design and is mounted again by an Agent of
     the same name; `shared`: the name is that of the namespace's shared policy with
-    this egress label, which is Stockade's when it has that label and no controller.
+    this egress label, which is Stockade's when it has that label and no controller;
+    `reuse`: the Agent opted in (``spec.workspace.reuse``) to mount a retained claim an
+    earlier Agent of its name created (else only its own creator's UID mounts it).
     """
     view = found if isinstance(found, ChildView) else ChildView.of(found)
     if shared is not None:
@@ -190,7 +197,9 @@ def ownership(
     if view.owner_uid == agent_uid:
         return Ownership.OURS
     if retained_ok and view.owner_uid is None and view.retained_for == agent_name:
-        return Ownership.OURS
+        if reuse or view.retained_by == agent_uid:
+            return Ownership.OURS
+        return Ownership.FOREIGN  # an earlier Agent's retained workspace: opt in to reuse
     if view.owner is not None and view.owner[:2] == ("Agent", agent_name):
         # An earlier Agent of the same name: the garbage collector removes its children
         # once it is gone (a delete and re-create, as GitOps tools do).
@@ -221,6 +230,7 @@ def plan(
     observed: Mapping[tuple[str, str], ChildView],
     agent_name: str,
     agent_uid: str,
+    reuse: bool = False,
 ) -> list[Step]:
     """Compare the children an Agent needs with those observed; list what to write.
 
@@ -229,6 +239,8 @@ def plan(
         observed: ``(kind, name) -> ChildView`` of the Agent's namespace, from the watch.
         agent_name: the Agent's name.
         agent_uid: the Agent's UID.
+        reuse: ``spec.workspace.reuse``: a retained claim an earlier Agent of this
+            name created is the Agent's (else it is a conflict).
 
     Returns:
         A :class:`Step` for every child that is missing, drifted, foreign or going
@@ -243,7 +255,7 @@ def plan(
         if found is None:
             steps.append(Step(Write.CREATE, manifest))
             continue
-        whose = ownership(found, agent_name, agent_uid, retained)
+        whose = ownership(found, agent_name, agent_uid, retained, reuse=reuse)
         if whose is Ownership.FOREIGN:
             steps.append(Step(Write.CONFLICT, manifest, found))
         elif whose is Ownership.PREDECESSOR or found.deleting:

@@ -205,8 +205,8 @@ class TerminationMessage(NamedTuple):
         result: for ``status.result``: a string of at most :data:`RESULT_MAX_CHARS`
             characters that encodes as UTF-8, or None.
         usage: for ``status.usage``: at most :data:`USAGE_MAX_KEYS` keys matching
-            :data:`USAGE_KEY_PATTERN`, each a finite int or float within
-            ±:data:`USAGE_MAX_ABS` (``inputTokens``/``outputTokens`` always ints), or None.
+            :data:`USAGE_KEY_PATTERN`, each a finite int or float from 0 to
+            :data:`USAGE_MAX_ABS` (``inputTokens``/``outputTokens`` always ints), or None.
         note: what was dropped or changed on the way, for people (e.g. ``usage.costUSD
             dropped: not a finite number``); None when the message was taken as written.
 
@@ -257,7 +257,7 @@ def parse_termination_message(text: str) -> TerminationMessage:
     * ``result`` is cut to :data:`RESULT_MAX_CHARS` characters; lone surrogates (invalid
       UTF-8 read with ``surrogateescape``, or ``\ud800`` escapes) become U+FFFD;
       NaN/Infinity (and numbers that overflow to them) inside a JSON result become null.
-    * ``usage`` keeps finite, non-boolean numbers within ±:data:`USAGE_MAX_ABS` under
+    * ``usage`` keeps finite, non-negative, non-boolean numbers up to :data:`USAGE_MAX_ABS` under
       keys matching :data:`USAGE_KEY_PATTERN`; ``inputTokens``/``outputTokens`` must be
       whole (``3.0`` becomes ``3``); at most :data:`USAGE_MAX_KEYS` keys are kept, the
       known ones first, then the others in the order written. A ``usage`` that is not an
@@ -369,6 +369,12 @@ def _usage_number(key: str, value: Any) -> tuple[int | float | None, str]:
         return None, "not a finite number"
     if abs(value) > USAGE_MAX_ABS:
         return None, f"out of range (at most {USAGE_MAX_ABS} in magnitude)"
+    if value < 0:
+        # Usage is counts and costs; a session sums its members', so a negative number
+        # would erase (part of) the others' usage from the session's total.
+        return None, "negative"
+    if isinstance(value, float) and value == 0:
+        value = 0.0  # -0.0 is kept as 0.0
     if key in _USAGE_INTEGERS and isinstance(value, float):
         if not value.is_integer():
             return None, "not a whole number"

@@ -4,4 +4,4 @@ Written by hack/manifests.sh (``make manifests``) from the rendered chart; do no
 edit. See :func:`stockade.core.policy_integrity.policy_fingerprint`.
 """
 
-EXPECTED = "4b79d1922a3cdf4fdfff53ead4d058026d06015bd92a4e6c0f36e84e96e7153e"
+EXPECTED = "012bd3074e9c119f3421729403eff413153b10d552e56380dbc6a147cab664ad"

@@ -143,6 +143,9 @@ class KubeApi(Protocol):
     async def replace(self, manifest: dict[str, Any], resource_version: str) -> bool:
         """Replace an object conditionally on `resource_version`; False on 409/404."""
 
+    async def delete_child(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete a child object, preconditioned on its `uid` (a missing one is fine)."""
+
     async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:
         """Delete a pod (a missing one is fine); `force`: grace period 0."""
 
@@ -338,22 +341,42 @@ class KubeClient:
         """PUT a ConfigMap or NetworkPolicy back to `manifest` (restore drift).
 
         Conditional on `resource_version` (optimistic concurrency): False on 409/404,
-        when someone changed or deleted it meanwhile (its watch event brings it back),
-        and on 422.
+        when someone changed or deleted it meanwhile (its watch event brings it back).
+
+        Raises:
+            ApiException: any other refusal, e.g. 422 for an immutable ConfigMap whose
+                data differs (it cannot be put back: the caller deletes it).
+
         """
         kind, meta = manifest["kind"], manifest["metadata"]
         body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
         path = f"{_collection(kind, meta['namespace'])}/{quote(meta['name'])}"
-        # 422: an immutable ConfigMap whose data someone replaced (it cannot be put back).
         done = await _write(
             "update",
             KIND_RESOURCE[kind],
             lambda: self.request("PUT", path, body),
-            ok=(404, 409, 422),
+            ok=(404, 409),
             name=meta["name"],
             precondition=resource_version,
         )
         return done is not None
+
+    async def delete_child(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """DELETE a child object only if it still has `uid` (404, 409: gone or another).
+
+        The UID precondition makes sure only the object judged (owned by this Agent)
+        is deleted, never one created under its name meanwhile.
+        """
+        path = f"{_collection(kind, namespace)}/{quote(name)}"
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        await _write(
+            "delete",
+            KIND_RESOURCE[kind],
+            lambda: self.request("DELETE", path, options),
+            ok=(404, 409),
+            name=name,
+            precondition=uid,
+        )
 
     async def delete_pod(self, namespace: str, name: str, *, force: bool = False) -> None:
         """Delete a pod (background propagation); a missing pod is fine.
