@@ -50,6 +50,11 @@ def _status_body(exc: ApiException) -> dict[str, Any]:
     return body if isinstance(body, dict) and body.get("kind") == "Status" else {}
 
 
+def _message(exc: ApiException) -> str:
+    """The API server's message of `exc` (its Status body), else its reason."""
+    return str(_status_body(exc).get("message") or exc.reason or exc)
+
+
 def explain(exc: ApiException, kind: str, name: str | None, namespace: str | None) -> CliError:
     """A :class:`CliError` for an API error on ``kind`` (``Agent``) ``name``.
 
@@ -274,8 +279,7 @@ class Kube:
                 _preload_content=False,
             )
         except ApiException as exc:
-            message = _status_body(exc).get("message") or exc.reason or str(exc)
-            raise CliError(f"the logs of pod {pod!r} are not available: {message}") from None
+            raise CliError(f"the logs of pod {pod!r} are not available: {_message(exc)}") from None
         except urllib3.exceptions.HTTPError as exc:
             raise CliError(f"cannot reach the API server at {self.server}: {exc}") from None
         with contextlib.closing(cast(urllib3.HTTPResponse, response)) as body:
@@ -308,8 +312,7 @@ class Kube:
                 _preload_content=False,
             )
         except ApiException as exc:
-            message = _status_body(exc).get("message") or exc.reason or str(exc)
-            raise CliError(f"exec into pod {pod!r} failed: {message}") from None
+            raise CliError(f"exec into pod {pod!r} failed: {_message(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise CliError(f"exec into pod {pod!r} failed: {exc}") from None
         deadline = time.monotonic() + timeout

@@ -266,14 +266,7 @@ class KubeClient:
 
         """
         api = client.AdmissionregistrationV1Api(self.api)
-        try:
-            found = await api.read_validating_admission_policy_binding(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        result: dict[str, Any] = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
-        return result
+        return await self._read_or_none(api.read_validating_admission_policy_binding(name))
 
     async def read_admission_policy(self, name: str) -> dict[str, Any] | None:
         """GET ValidatingAdmissionPolicy `name` (cluster-scoped); None if absent.
@@ -283,8 +276,12 @@ class KubeClient:
 
         """
         api = client.AdmissionregistrationV1Api(self.api)
+        return await self._read_or_none(api.read_validating_admission_policy(name))
+
+    async def _read_or_none(self, call: Awaitable[Any]) -> dict[str, Any] | None:
+        """Await a typed GET `call`; its object as a plain dict, None on 404."""
         try:
-            found = await api.read_validating_admission_policy(name)
+            found = await call
         except ApiException as exc:
             if exc.status == 404:
                 return None
