@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint docs dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
+	lint docs bench-gateway dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ BENCH_ARGS ?=
 bench: $(VENV_STAMP) binaries ## benchmarks vs bare pods (outside `make test`); BENCH_AGENTS=1000, BENCH_SCENARIOS, BENCH_RATE
 	$(PY) -m bench --agents $(BENCH_AGENTS) --scenarios $(BENCH_SCENARIOS) \
 	  --rate $(BENCH_RATE) --duration $(BENCH_DURATION) $(BENCH_ARGS)
+
+bench-gateway: $(VENV_STAMP) ## the egress gateway on loopback: added latency and throughput vs direct
+	$(PY) -m bench.gateway --requests 500 --mib 64
 
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit
