@@ -330,12 +330,17 @@ ADMISSION_POLICY_RULES = [
 ]
 
 
+def is_refs(obj: Mapping[str, Any]) -> bool:
+    """Is `obj` the references policy (or binding), not the operator's fence?"""
+    return str(obj["metadata"]["name"]).endswith("-references")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_admission_policy_is_on_by_default_and_readable_by_name_only(helm: Helm, mode: str) -> None:
     """Issue 9: the policy, its binding, and `get` on that one binding and policy."""
     objects = helm.render(MODES[mode])
-    (policy,) = by_kind(objects, "ValidatingAdmissionPolicy")
-    (binding,) = by_kind(objects, "ValidatingAdmissionPolicyBinding")
+    (policy,) = [p for p in by_kind(objects, "ValidatingAdmissionPolicy") if is_refs(p)]
+    (binding,) = [b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding") if is_refs(b)]
     assert policy["metadata"]["name"] == binding["metadata"]["name"] == "stockade-references"
     assert binding["spec"] == {"policyName": "stockade-references", "validationActions": ["Deny"]}
     rules = policy["spec"]["matchConstraints"]["resourceRules"]
@@ -354,8 +359,8 @@ def test_admission_policy_can_be_disabled(helm: Helm) -> None:
     objects = helm.render(
         {"admissionPolicy.enabled": False, "config.referencesWithoutPolicy": "allow"}
     )
-    assert not by_kind(objects, "ValidatingAdmissionPolicy")
-    assert not by_kind(objects, "ValidatingAdmissionPolicyBinding")
+    assert not [p for p in by_kind(objects, "ValidatingAdmissionPolicy") if is_refs(p)]
+    assert not [b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding") if is_refs(b)]
     assert all(
         not r["metadata"]["name"].endswith("-policy") for r in by_kind(objects, "ClusterRole")
     )
@@ -493,7 +498,9 @@ def test_operator_disabled_renders_only_the_identity_and_rbac(helm: Helm) -> Non
         "RoleBinding",
         "RoleBinding",
         "ServiceAccount",
-        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",  # the references policy
+        "ValidatingAdmissionPolicy",  # the operator's fence (operatorPolicy)
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
 

@@ -27,7 +27,11 @@ INSTALL = Path(__file__).resolve().parents[2] / "manifests" / "install.yaml"
 def _rendered(kind: str) -> dict[str, Any]:
     """The chart's `kind` object as manifests/install.yaml renders it."""
     with INSTALL.open() as f:
-        found = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == kind]
+        found = [
+            d
+            for d in yaml.safe_load_all(f)
+            if d and d.get("kind") == kind and d["metadata"]["name"].endswith("-references")
+        ]
     assert len(found) == 1
     result: dict[str, Any] = found[0]
     return result
