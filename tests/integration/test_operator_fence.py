@@ -187,3 +187,41 @@ def test_only_labelled_configmaps_and_network_policies(
     labelled["metadata"]["labels"] = dict(MANAGED_LABELS)
     admitted, out = dry_run(cluster, kubeconfig, labelled)
     assert admitted, out
+
+
+@pytest.mark.parametrize("kind", ["ConfigMap", "Pod"])
+def test_the_operator_deletes_only_what_it_labelled(
+    cluster: Cluster, fenced: tuple[str, Path], kind: str
+) -> None:
+    """Its RBAC ``delete`` on pods and ConfigMaps reaches only managed-by objects."""
+    namespace, kubeconfig = fenced
+    names = {"plain": f"fence-del-{kind.lower()}", "labelled": f"fence-del-{kind.lower()}-l"}
+    for which, name in names.items():
+        labels = dict(MANAGED_LABELS) if which == "labelled" else {}
+        if kind == "ConfigMap":
+            manifest: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "data": {}}
+        else:  # never scheduled (no node has this name): the object is what matters
+            manifest = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "spec": {
+                    "nodeName": "t-fence-nowhere",
+                    "containers": [{"name": "c", "image": "x"}],
+                },
+            }
+        manifest["metadata"] = {"name": name, "namespace": namespace, "labels": labels}
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+    def delete(name: str) -> tuple[bool, str]:
+        result = subprocess.run(
+            [cluster.kubectl_path, "--kubeconfig", str(kubeconfig), "-n", namespace,
+             "delete", "--dry-run=server", kind.lower(), name],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return result.returncode == 0, result.stdout + result.stderr
+
+    wait_for(lambda: not delete(names["plain"])[0], timeout=30, what="the fence on DELETE")
+    refused, out = delete(names["plain"])
+    assert not refused and "managed-by=stockade" in out, out
+    admitted, out = delete(names["labelled"])
+    assert admitted, out
