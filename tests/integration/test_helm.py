@@ -57,7 +57,7 @@ EXPECTED_RULES = [
     {
         "apiGroups": [""],
         "resources": ["configmaps"],
-        "verbs": ["get", "list", "watch", "create", "update"],
+        "verbs": ["get", "list", "watch", "create", "update", "delete"],
     },
     {
         "apiGroups": [""],
@@ -1024,7 +1024,9 @@ def test_install_cluster_mode(
         ("get", "pods", "--subresource=log", "-n", other),
         ("update", "agents.stockade.dev", "-n", other),
         ("create", "agents.stockade.dev", "-n", other),
-        ("delete", "configmaps", "-n", other),
+        # `delete configmaps` is granted (an input ConfigMap that cannot be restored is
+        # recreated); the operator policy limits it to labelled ones (test_operator_fence).
+        ("deletecollection", "configmaps", "-n", other),
         ("update", "persistentvolumeclaims", "-n", other),
         ("delete", "networkpolicies.networking.k8s.io", "-n", other),
         ("delete", "persistentvolumeclaims", "-n", other),

@@ -755,6 +755,7 @@ def test_defaults_are_applied(cluster: Cluster, crds: None, namespace: str) -> N
     assert create(cluster, namespace, workspace)["spec"]["workspace"] == {
         "size": 10,
         "retain": False,
+        "reuse": False,
     }
 
 
