@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from typing import Any, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.cluster import REPO_ROOT, SIM_EXIT_AFTER, SIM_EXIT_CODE, wait_for
 from tests.integration.helm import Helm, by_kind
-from tests.integration.operator import Agents, OperatorProcess
+from tests.integration.operator import GROUP, PLURAL, VERSION, Agents, OperatorProcess
 from tests.monitoring import dashboard
 
 pytestmark = pytest.mark.integration
@@ -79,8 +80,24 @@ def save(scrapes: Iterable[tuple[float, str]]) -> None:
     SCRAPES.write_text(json.dumps([{"time": t, "text": text} for t, text in scrapes]))
 
 
+def others_settled(agents: Agents) -> bool:
+    """No Agent outside this test's namespace has a pod that may still end.
+
+    The counters carry no namespace: an earlier test's Agent still Running while its
+    namespace is deleted in the background loses its pod (PodLost), counted here.
+    """
+    listed = cast(dict[str, Any], agents.api.list_cluster_custom_object(GROUP, VERSION, PLURAL))
+    return not [
+        a
+        for a in listed["items"]
+        if a["metadata"]["namespace"] != agents.namespace
+        and (a.get("status") or {}).get("phase") in ("Starting", "Running")
+    ]
+
+
 @pytest.mark.timeout(600)
 def test_scrape_matches_what_happened(agents: Agents, stockade_operator: OperatorProcess) -> None:
+    wait_for(lambda: others_settled(agents), timeout=180, what="earlier tests' Agents settled")
     stockade_operator.restart()
     scrapes: list[tuple[float, str]] = [(time.time(), stockade_operator.metrics())]
     agents.create("ok", spec(0))
