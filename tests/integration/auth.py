@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,3 +165,51 @@ def tear_down(cluster: Cluster, auth: OperatorAuth) -> None:
                 raise
     if auth.kubeconfig is not None:
         auth.kubeconfig.unlink(missing_ok=True)
+
+
+@contextmanager
+def gateway_ca_reader(
+    cluster: Cluster, auth: OperatorAuth, namespace: str, configmap: str
+) -> Iterator[None]:
+    """Grant the ServiceAccount what the chart grants with ``gateway.enabled=true``.
+
+    The suite's operator is configured with a gateway (its address and CA ConfigMap in
+    `namespace`, the operator's namespace there); the chart then binds the Role
+    ``<release>-gateway-ca-reader`` (``get`` on that one ConfigMap, by name) in the
+    operator's namespace. The same Role and RoleBinding are made in `namespace` for
+    `auth`'s ServiceAccount, and removed on exit. Nothing to do as the admin.
+    """
+    if auth.mode == ADMIN:
+        yield
+        return
+    core, rbac = client.CoreV1Api(cluster.api), client.RbacAuthorizationV1Api(cluster.api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    name = f"{auth.release}-gateway-ca-reader"
+    rule = client.V1PolicyRule(
+        api_groups=[""], resources=["configmaps"], resource_names=[configmap], verbs=["get"]
+    )
+    rbac.create_namespaced_role(
+        namespace, client.V1Role(metadata=client.V1ObjectMeta(name=name), rules=[rule])
+    )
+    subject = client.RbacV1Subject(
+        kind="ServiceAccount", name=auth.service_account, namespace=auth.namespace
+    )
+    binding = client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=name),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=name),
+        subjects=[subject],
+    )
+    rbac.create_namespaced_role_binding(namespace, binding)
+    try:
+        yield
+    finally:
+        for delete in (rbac.delete_namespaced_role_binding, rbac.delete_namespaced_role):
+            try:
+                delete(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise

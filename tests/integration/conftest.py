@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import NamespaceFactory
-from tests.integration.auth import OperatorAuth
+from tests.integration.auth import OperatorAuth, gateway_ca_reader
 from tests.integration.cluster import Cluster
 from tests.integration.operator import Agents, OperatorProcess, running_operator
 
@@ -64,7 +64,10 @@ def stockade_operator(
         "STOCKADE_GATEWAY_CA_CONFIGMAP": GATEWAY_CA_CONFIGMAP,
         **operator_auth.operator_env,
     }
-    with running_operator(cluster, env, operator_auth.kubeconfig) as process:
+    with (
+        gateway_ca_reader(cluster, operator_auth, GATEWAY_NAMESPACE, GATEWAY_CA_CONFIGMAP),
+        running_operator(cluster, env, operator_auth.kubeconfig) as process,
+    ):
         yield process
 
 

@@ -17,7 +17,6 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.auth import ADMIN, OperatorAuth
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.conftest import (
     DENIED_CLUSTER_RANGE,
@@ -205,12 +204,12 @@ def test_custom_egress_to_a_denied_range_is_held_without_a_pod(
 
 
 def test_a_hosts_agent_reaches_only_dns_and_the_gateway(
-    cluster: Cluster, namespace: str, agents: Agents, operator_auth: OperatorAuth
+    cluster: Cluster, namespace: str, agents: Agents
 ) -> None:
     """Issue 21: the pod's label, annotations, proxy and CA, and the shared hosts policy.
 
-    As the chart's ServiceAccount (gateway disabled: no Role to read the CA ConfigMap)
-    the read is refused: the pod keeps the proxy and gets no CA.
+    As the chart's ServiceAccount the operator reads the CA by the Role the chart binds
+    with ``gateway.enabled`` (``tests.integration.auth.gateway_ca_reader``).
     """
     import hashlib
     import json
@@ -255,10 +254,9 @@ def test_a_hosts_agent_reaches_only_dns_and_the_gateway(
         == annotations["stockade.dev/gateway-token-sha256"]
     )
     assert env["OPENAI_API_KEY"] == "stockade-credential-placeholder:openai"
-    if operator_auth.mode == ADMIN:
-        assert env["SSL_CERT_FILE"] == "/etc/stockade-gateway/ca-bundle.crt"
-        data = core.read_namespaced_config_map("proxied-input", namespace).data
-        assert data["gateway.ca.crt"] == "GATEWAY CA"
+    assert env["SSL_CERT_FILE"] == "/etc/stockade-gateway/ca-bundle.crt"
+    data = core.read_namespaced_config_map("proxied-input", namespace).data
+    assert data["gateway.ca.crt"] == "GATEWAY CA"
     policy = read(cluster, namespace, "stockade-egress-hosts")
     assert policy is not None and selects(policy, pod)
     assert policy.spec.ingress is None  # no ingress at all
