@@ -21,7 +21,9 @@ k apply --server-side -f crds/ >/dev/null
 k wait --for condition=established --timeout=60s -f crds/ >/dev/null
 # The chart's admission policy (issue 9), rendered from the chart (its only source).
 helm="$(find_bin helm)"
-"${helm}" template stockade-demo helm/stockade --show-only templates/admission-policy.yaml |
+# (The demo's operator is a local process: the image value only satisfies the chart.)
+"${helm}" template stockade-demo helm/stockade --set image.repository=stockade-demo \
+  --show-only templates/admission-policy.yaml |
   k apply --server-side --force-conflicts -f - >/dev/null
 k create namespace "${NAMESPACE}" --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n "${NAMESPACE}" delete agentsessions,agents --all --wait=true >/dev/null 2>&1 || true

@@ -19,6 +19,10 @@ from tests.integration.cluster import REPO_ROOT, resolve_binary
 CHART = REPO_ROOT / "helm" / "stockade"
 
 
+TEST_IMAGE = "registry.example.com/stockade"
+"""The image repository the tests render and install with: the chart has no default
+(no image is published) and fails without one (test_helm checks the message)."""
+
 NO_CRDS = {"crds.enabled": False}
 """Values for a release in the shared test cluster: its CRDs come from the ``crds``
 fixture (crds/), not owned by any release, which Helm would refuse to adopt."""
@@ -46,8 +50,18 @@ class Helm:
             self.binary = resolve_binary("helm")
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run helm; with `check`, raise AssertionError (with stderr) when it fails."""
+        """Run helm; with `check`, raise AssertionError (with stderr) when it fails.
+
+        ``template``, ``install``, ``upgrade`` and ``lint`` get ``image.repository`` =
+        :data:`TEST_IMAGE` unless the arguments set it or pass a values file.
+        """
         command = [self.binary, *args]
+        if (
+            args
+            and args[0] in ("template", "install", "upgrade", "lint")
+            and not any("image.repository" in a or a in ("-f", "--values") for a in args)
+        ):
+            command += ["--set", f"image.repository={TEST_IMAGE}"]
         if self.kubeconfig is not None:
             command += ["--kubeconfig", str(self.kubeconfig)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)

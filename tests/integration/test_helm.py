@@ -27,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.cluster import HACK, Cluster
-from tests.integration.helm import CHART, NO_CRDS, Helm, by_kind, set_args
+from tests.integration.helm import CHART, NO_CRDS, TEST_IMAGE, Helm, by_kind, set_args
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
-    assert container["image"] == "ghcr.io/stockade-dev/stockade:0.1.0.dev0"
+    assert container["image"] == f"{TEST_IMAGE}:0.1.0.dev0"
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
@@ -608,6 +608,65 @@ def test_operator_pod_values_are_top_level(helm: Helm) -> None:
     assert "annotations" not in default["spec"]["template"]["metadata"]
 
 
+def test_without_an_image_the_install_fails_and_says_why(helm: Helm) -> None:
+    """Issue 23: no image is published, so the chart has none and says what to do."""
+    result = helm.run(
+        "template", "x", str(CHART), "--set", "image.repository=", check=False
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "image.repository is not set" in result.stderr, result.stderr
+    assert "Dockerfile" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        ({"image.registry": "mirror.example:5000"}, f"mirror.example:5000/{TEST_IMAGE}"),
+        (
+            {"image.registry": "a.example", "global.imageRegistry": "b.example/"},
+            f"b.example/{TEST_IMAGE}",
+        ),
+        ({"image.tag": "v9"}, f"{TEST_IMAGE}:v9"),
+        ({"image.digest": "sha256:" + "a" * 64}, f"{TEST_IMAGE}@sha256:{'a' * 64}"),
+    ],
+)
+def test_image_registry_tag_and_digest(helm: Helm, values: dict[str, Any], image: str) -> None:
+    (deployment,) = by_kind(helm.render(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    expected = image if ("@" in image or values.get("image.tag")) else f"{image}:0.1.0.dev0"
+    assert container["image"] == expected
+
+
+def test_revision_history_pdb_and_extra_volumes(helm: Helm) -> None:
+    """Issue 23: the Deployment values platform teams expect."""
+    volume = {"name": "ca", "configMap": {"name": "corp-ca"}}
+    mount = {"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}
+    values = {
+        "replicas": 2,
+        "revisionHistoryLimit": 3,
+        "podDisruptionBudget.enabled": True,
+        "extraVolumes": [volume],
+        "extraVolumeMounts": [mount],
+    }
+    objects = helm.render(values)
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["revisionHistoryLimit"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    assert volume in pod["volumes"] and pod["volumes"][0]["name"] == "tmp"
+    assert mount in pod["containers"][0]["volumeMounts"]
+    (pdb,) = by_kind(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    # Off by default, and refused with one replica (it would block every drain).
+    assert by_kind(helm.render(), "PodDisruptionBudget") == []
+    assert by_kind(helm.render(), "Deployment")[0]["spec"]["revisionHistoryLimit"] == 10
+    refused = helm.run(
+        "template", "x", str(CHART), *set_args({"podDisruptionBudget.enabled": True}),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "replicas >= 2" in refused.stderr, refused.stderr
+
+
 def test_security_contexts_can_drop_the_fixed_uid(helm: Helm) -> None:
     """OpenShift's restricted-v2 assigns the uid: null leaves a key out."""
     openshift = {
@@ -817,7 +876,7 @@ def test_helm_test_pod_asks_the_metrics_service(helm: Helm) -> None:
     pod = hook_pod(objects)
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == "ghcr.io/stockade-dev/stockade:0.1.0.dev0"
+    assert container["image"] == f"{TEST_IMAGE}:0.1.0.dev0"
     (service,) = by_kind(objects, "Service")
     url = {e["name"]: e["value"] for e in container["env"]}["STOCKADE_METRICS_URL"]
     name, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
@@ -1489,3 +1548,30 @@ def test_the_gateway_objects_are_accepted_server_side(
     policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
     out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
     assert "networkpolicy.networking.k8s.io/stockade-egress-hosts created (server dry run)" in out
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["manifests/gitops/argocd/application.yaml", "manifests/gitops/flux/helmrelease.yaml"],
+)
+def test_gitops_examples_install_this_chart(helm: Helm, example: str) -> None:
+    """Issue 23: the Argo CD Application and the Flux HelmRelease of the operator itself
+    point at this chart, and their values render (schema included)."""
+    from tests.integration.cluster import REPO_ROOT
+
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / example).read_text()) if d]
+    (release,) = [d for d in docs if d["kind"] in ("Application", "HelmRelease")]
+    if release["kind"] == "Application":
+        path, values = release["spec"]["source"]["path"], release["spec"]["source"]["helm"]
+        values = values["valuesObject"]
+    else:
+        path, values = release["spec"]["chart"]["spec"]["chart"], release["spec"]["values"]
+    assert (REPO_ROOT / path).resolve() == CHART.resolve()
+    values_file = REPO_ROOT / ".cache" / f"gitops-values-{release['kind']}.yaml"
+    values_file.parent.mkdir(parents=True, exist_ok=True)
+    values_file.write_text(yaml.safe_dump(values))
+    out = helm.run("template", "stockade", str(CHART), "-f", str(values_file)).stdout
+    (deployment,) = by_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    image = values["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"

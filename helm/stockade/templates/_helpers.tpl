@@ -40,10 +40,17 @@ app.kubernetes.io/part-of: stockade
 {{- end }}
 
 {{- define "stockade.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := .Values.image }}
+{{- if not $image.repository }}
+{{- fail "image.repository is not set. No Stockade image is published yet: build one from the repository's Dockerfile (README, \"The operator image\"), push it to a registry your nodes pull from, and install with --set image.repository=<registry>/stockade (and image.tag or image.digest)." }}
+{{- end }}
+{{- $registry := default $image.registry ((.Values.global | default dict).imageRegistry) }}
+{{- $repository := $image.repository }}
+{{- if $registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 {{- end }}
 
