@@ -134,6 +134,11 @@ class OperatorConfig(BaseModel):
             logger's threshold; ``debug`` adds the decision log (one record per
             reconcile: what was observed, decided and written, :mod:`stockade.runtime.decisionlog`);
             kopf's own records stay at info (its per-handler ones at warning).
+        agent_uid: the uid, gid and fsGroup of agent pods (default 65532, the
+            distroless ``nonroot`` user), or ``"platform"``: leave them out, so the
+            platform assigns them (OpenShift's ``restricted-v2`` SCC picks a uid from the
+            namespace's range and refuses a fixed one outside it). ``runAsNonRoot``
+            stays either way.
         tmp_size_limit / home_size_limit: ``sizeLimit`` of the agent pod's ``/tmp`` and
             ``HOME`` emptyDirs (Kubernetes quantities, default ``1Gi`` each); the
             kubelet evicts a pod whose volume grows past it. Both count against the
@@ -217,6 +222,7 @@ class OperatorConfig(BaseModel):
     liveness_stall_seconds: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: LogLevel = "info"
+    agent_uid: int | Literal["platform"] = 65532
     tmp_size_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
     home_size_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
     egress_dns_preset: DnsPreset = "kube-dns"
@@ -244,6 +250,13 @@ class OperatorConfig(BaseModel):
     leader_election_renew_deadline_seconds: float = Field(default=10.0, gt=0)
     leader_election_retry_period_seconds: float = Field(default=2.0, gt=0)
     pod_name: str = ""
+
+    @field_validator("agent_uid")
+    @classmethod
+    def _uid_not_root(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 2147483647:
+            raise ValueError("must be a uid from 1 to 2147483647 (never root), or platform")
+        return value
 
     @field_validator("default_runtime_class")
     @classmethod
@@ -381,6 +394,7 @@ _ENV = {
     "liveness_stall_seconds": "STOCKADE_LIVENESS_STALL_SECONDS",
     "log_format": "STOCKADE_LOG_FORMAT",
     "log_level": "STOCKADE_LOG_LEVEL",
+    "agent_uid": "STOCKADE_AGENT_UID",
     "tmp_size_limit": "STOCKADE_TMP_SIZE_LIMIT",
     "home_size_limit": "STOCKADE_HOME_SIZE_LIMIT",
     "egress_dns_preset": "STOCKADE_EGRESS_DNS_PRESET",

@@ -181,6 +181,7 @@ def test_default_deployment_is_hardened_and_probed(helm: Helm) -> None:
         "STOCKADE_HISTORY_LIMIT": "20",
         "STOCKADE_LOG_FORMAT": "text",
         "STOCKADE_LOG_LEVEL": "info",
+        "STOCKADE_AGENT_UID": "65532",
         "STOCKADE_TMP_SIZE_LIMIT": "1Gi",
         "STOCKADE_HOME_SIZE_LIMIT": "1Gi",
         "STOCKADE_EGRESS_DNS_PRESET": "kube-dns",
@@ -228,6 +229,7 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
             "healthPort": 9091,
             "tmpSizeLimit": "256Mi",
             "homeSizeLimit": "4Gi",
+            "agentUid": "platform",
         },
         "logLevel": "debug",
         "egress": {
@@ -260,6 +262,7 @@ def test_settings_become_operator_environment(helm: Helm) -> None:
     assert config.leader_election_namespace == "stockade-system"
     assert config.log_level == "debug"
     assert (config.tmp_size_limit, config.home_size_limit) == ("256Mi", "4Gi")
+    assert config.agent_uid == "platform"
     assert dns_peer(config) == DnsPeer(
         namespace_labels={"kubernetes.io/metadata.name": "dns"},
         pod_labels={"app": "dns", "tier": "infra"},

@@ -156,6 +156,22 @@ def test_the_namespace_really_enforces_restricted(
     assert info.value.status == 403 and "restricted" in str(info.value.body)
 
 
+def test_a_pod_without_fixed_ids_is_restricted_too(
+    cluster: Cluster, restricted_namespace: str
+) -> None:
+    """``agent_uid: platform`` (OpenShift): the pod leaves the ids out and is admitted."""
+    spec = AgentSpec.model_validate({"image": "busybox", "workspace": {"size": "1Gi"}})
+    config = OperatorConfig(agent_uid="platform")
+    ref = AgentRef("platform-uid", restricted_namespace, str(uuid.uuid4()))
+    pod = build_pod(
+        ref, spec, attempt=1, runtime_class=config.default_runtime_class,
+        resources=effective_resources(spec.resources, config), config=config,
+    )  # fmt: skip
+    assert "runAsUser" not in pod["spec"]["securityContext"]
+    created = cluster.core.create_namespaced_pod(restricted_namespace, pod, dry_run="All")  # type: ignore[arg-type]
+    assert created.spec.security_context.run_as_non_root is True
+
+
 @settings(
     max_examples=40,
     deadline=None,

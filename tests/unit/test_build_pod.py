@@ -214,6 +214,20 @@ def test_security_contexts() -> None:
     }
 
 
+def test_the_platform_may_assign_the_uid() -> None:
+    """OpenShift's restricted-v2 assigns the uid: no ids, still non-root and restricted."""
+    from stockade.config import OperatorConfig
+
+    p = pod(config=OperatorConfig(agent_uid="platform"))
+    assert p["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert restricted_violations(p) == []
+    other = pod(config=OperatorConfig(agent_uid=1000))["spec"]["securityContext"]
+    assert (other["runAsUser"], other["runAsGroup"], other["fsGroup"]) == (1000, 1000, 1000)
+
+
 def test_minimal_pod() -> None:
     p = pod(attempt=3)
     assert p["apiVersion"] == "v1"

@@ -266,3 +266,15 @@ def test_log_level_sets_the_operators_loggers(level: str, expected: int) -> None
         root.handlers[:] = saved[1]
         logging.getLogger("kopf").setLevel(logging.NOTSET)
         logging.getLogger("kopf.objects").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(("raw", "uid"), [(None, 65532), ("1000", 1000), ("platform", "platform")])
+def test_agent_uid(raw: str | None, uid: int | str) -> None:
+    env = {} if raw is None else {"STOCKADE_AGENT_UID": raw}
+    assert load_config(env).agent_uid == uid
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "root", "2147483648"])
+def test_agent_uid_is_never_root_nor_nonsense(raw: str) -> None:
+    with pytest.raises(ConfigError, match="STOCKADE_AGENT_UID"):
+        load_config({"STOCKADE_AGENT_UID": raw})

@@ -2,11 +2,11 @@
 
 The pod complies with the Pod Security Standard ``restricted``
 (https://kubernetes.io/docs/concepts/security/pod-security-standards/): non-root
-(UID/GID 65532, the distroless "nonroot" user), no privilege escalation, every
-capability dropped, seccomp ``RuntimeDefault``, only configMap/emptyDir/PVC volumes. On
-top of that the root filesystem is read-only (``/tmp`` is an emptyDir), no API token is
-mounted unless the Agent names a ServiceAccount, and no service environment variables
-are injected.
+(UID/GID 65532, the distroless "nonroot" user; with ``agent_uid`` ``platform``, the
+platform's), no privilege escalation, every capability dropped, seccomp
+``RuntimeDefault``, only configMap/emptyDir/PVC volumes. On top of that the root
+filesystem is read-only (``/tmp`` is an emptyDir), no API token is mounted unless the
+Agent names a ServiceAccount, and no service environment variables are injected.
 
 ``restartPolicy`` is always ``Never``: the operator makes each retry a new pod
 ``<agent>-<attempt>``, so every attempt has its own exit code, termination message and
@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -152,20 +152,27 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     return dumped
 
 
-def pod_security_context() -> dict[str, Any]:
-    """Return the pod securityContext (restricted: non-root 65532, seccomp RuntimeDefault).
+def pod_security_context(uid: int | Literal["platform"] = NONROOT_ID) -> dict[str, Any]:
+    """Return the pod securityContext (restricted: non-root, seccomp RuntimeDefault).
+
+    Args:
+        uid: the uid, gid and fsGroup (default 65532), or ``"platform"`` to leave them
+            to the platform (OpenShift's ``restricted-v2`` SCC assigns them from the
+            namespace's range); ``runAsNonRoot`` is set either way.
 
     ``fsGroupChangePolicy: OnRootMismatch`` spares a large workspace a recursive chown at
     every attempt.
+
     """
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": NONROOT_ID,
-        "runAsGroup": NONROOT_ID,
-        "fsGroup": NONROOT_ID,
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": dict(SECCOMP_RUNTIME_DEFAULT),
-    }
+    ids: dict[str, Any] = {}
+    if uid != "platform":
+        ids = {
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+    return {"runAsNonRoot": True, **ids, "seccompProfile": dict(SECCOMP_RUNTIME_DEFAULT)}
 
 
 def container_security_context() -> dict[str, Any]:
@@ -320,7 +327,7 @@ def build_pod(
             (:func:`~stockade.build.resources.effective_resources`), used as given.
         session: the AgentSession name for the ``stockade.dev/session`` label; default
             ``spec.sessionRef.name``.
-        config: the operator configuration (the emptyDirs' size limits); None: the
+        config: the operator configuration (the emptyDirs' size limits, the agent uid); None: the
             defaults.
         gateway: the egress gateway's address, the pod's token and whether the CA was
             copied (:class:`GatewayAccess`); required for egress Hosts, ignored
@@ -395,7 +402,7 @@ def build_pod(
         "runtimeClassName": runtime_class,
         "automountServiceAccountToken": bool(spec.service_account_name),
         "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
+        "securityContext": pod_security_context((config or _DEFAULT_CONFIG).agent_uid),
         "containers": [container],
         "volumes": volumes,
     }
