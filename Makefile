@@ -8,7 +8,8 @@ VENV_STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
-	lint docs bench-gateway dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean
+	lint docs bench-gateway dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean \
+	release release-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -71,6 +72,12 @@ bench: $(VENV_STAMP) binaries ## benchmarks vs bare pods (outside `make test`); 
 bench-gateway: $(VENV_STAMP) ## the egress gateway on loopback: added latency and throughput vs direct
 	$(PY) -m bench.gateway --requests 500 --mib 64
 
+release: $(VENV_STAMP) binaries ## build dist/: wheel, sdist, packaged chart, image context, krew archive and manifest
+	bash hack/release.sh
+
+release-check: $(VENV_STAMP) binaries ## install and lint what `make release` built (fresh virtualenv, helm lint)
+	bash hack/release-check.sh
+
 test-unit: $(VENV_STAMP) ## run only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit
 
@@ -101,4 +108,4 @@ e2e-kind: ## kind + gVisor end to end (needs Docker): build, load, helm install,
 	bash hack/e2e-kind.sh
 
 clean: cluster-down ## delete the cluster, the virtualenv and local caches (not the binary cache)
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache dist
