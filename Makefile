@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: help venv binaries crds manifests cluster-up cluster-down run bench test test-unit test-integration \
 	lint docs bench-gateway dashboard dashboard-picture promtool e2e-kind node-binaries node-up node-down e2e clean \
-	release release-check
+	release release-check playground playground-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,12 @@ bench: $(VENV_STAMP) binaries ## benchmarks vs bare pods (outside `make test`); 
 
 bench-gateway: $(VENV_STAMP) ## the egress gateway on loopback: added latency and throughput vs direct
 	$(PY) -m bench.gateway --requests 500 --mib 64
+
+playground: $(VENV_STAMP) ## the control plane, the real gVisor node, the operator and an Agent, left running (root)
+	bash hack/playground.sh up
+
+playground-down: ## stop what `make playground` started and restore the machine
+	bash hack/playground.sh down
 
 release: $(VENV_STAMP) binaries ## build dist/: wheel, sdist, packaged chart, image context, krew archive and manifest
 	bash hack/release.sh
