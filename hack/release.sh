@@ -7,7 +7,7 @@
 #   stockade-kubectl-VERSION.tar.gz, krew/stockade.yaml          the krew archive and its
 #                                                                manifest, checksum filled
 #   SHA256SUMS
-# Nothing is pushed: README.md ("Releasing") says how a maintainer publishes them.
+# Nothing is pushed: docs/develop.md ("Releasing") says how a maintainer publishes them.
 # hack/release-check.sh installs and lints what this builds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -159,7 +159,7 @@ def test_joining_a_session_needs_join_on_it(
 ) -> None:
     """The admin's session hands api-key to its members: the author's task would get it.
 
-    On main any Agent author could join (the README's "known limit").
+    On main any Agent author could join (a "known limit" of docs/security.md then).
     """
     Sessions(cluster, namespace).create(
         "team", {"agentDefaults": {"image": IMAGE, "env": [SECRET_ENV]}}

@@ -35,7 +35,7 @@ NAMESPACED = {"rbac.scope": "namespaced", "watchNamespaces": ["team-a", "team-b"
 MODES: dict[str, dict[str, Any]] = {"default": {}, "cluster": {"rbac.scope": "cluster"}}
 MODES["namespaced"] = NAMESPACED
 
-# Every permission the operator has, and the call that needs it (README "RBAC").
+# Every permission the operator has, and the call that needs it (docs/security.md, "RBAC").
 EXPECTED_RULES = [
     {
         "apiGroups": ["stockade.dev"],

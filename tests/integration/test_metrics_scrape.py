@@ -6,7 +6,7 @@ deadline and one created suspended. The scrape must hold every metric the dashbo
 the chart's alerts query, counters equal to what happened, and the gauges equal to the
 Agents' phases; after another restart the gauges are equal again (they are recomputed
 from the watched state). The scrapes are saved to .cache/monitoring/scrapes.json for the
-README's picture (tests/monitoring/picture.py).
+picture in docs/operate.md (tests/monitoring/picture.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The agent pod is ``restricted`` in every case (README.md, "The pod"), asked of the API server.
+"""The agent pod is ``restricted`` in every case (docs/concepts/lifecycle.md, "The pod"),
+asked of the API server.
 
 Hypothesis generates Agent specs within what the CRD schema and the operator's default
 policy accept (probes, podMetadata, env and envFrom, workspace, resources, network,

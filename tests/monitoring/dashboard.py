@@ -7,7 +7,7 @@ dashboard sidecar (helm/stockade/templates/dashboard.yaml, ``dashboard.enabled``
 tests/monitoring/test_dashboard.py fails when the committed JSON drifts from this file.
 
 :data:`PANELS` is the one list of panels: a title, a unit and PromQL queries (with their
-legends) over the metrics of :mod:`stockade.runtime.metrics`. The README's picture is drawn from
+legends) over the metrics of :mod:`stockade.runtime.metrics`. The docs' picture is drawn from
 the same list (tests/monitoring/picture.py).
 """
 

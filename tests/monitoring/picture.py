@@ -1,4 +1,4 @@
-"""Draw the dashboard's main panels from a real run, for the README (docs/dashboard.png).
+"""Draw the dashboard's main panels from a real run, for docs/operate.md (docs/dashboard.png).
 
 ``python -m tests.monitoring.picture`` reads the scrapes that
 tests/integration/test_metrics_scrape.py saved (.cache/monitoring/scrapes.json: the

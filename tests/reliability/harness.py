@@ -10,7 +10,7 @@
 - :func:`log_problems` reads the operator's JSON log: errors, tracebacks, and anything
   that is not a log record.
 - :func:`report` prints a ``RELIABILITY <test>: k=v ...`` line and writes the same figures
-  to ``.cache/reliability/<test>.json`` (quoted by the README).
+  to ``.cache/reliability/<test>.json`` (quoted by docs/develop.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Crash: hundreds of Agents with mixed fates while the operator is SIGKILLed every few seconds.
 
-The contract (README "Everything is level-triggered"; docs/architecture.md): kill the
+The contract (README, "Everything is level-triggered"; docs/architecture.md): kill the
 operator at any moment and the restarted one reaches the same state. So, at the end,
 every Agent shows the outcome its spec dictates (attempts included), no Agent ever had
 two live pods, no session ever admitted more than ``maxAgents`` members or more than

@@ -23,7 +23,9 @@ DOCUMENTS = [
     REPO_ROOT / "CHANGELOG.md",
     *sorted((REPO_ROOT / "docs").rglob("*.md")),
 ]
-GITHUB = re.compile(r"^https://github\.com/stockade-dev/stockade/(?:blob|tree|raw)/main/([^#]+)(?:#.*)?$")
+GITHUB = re.compile(
+    r"^https://github\.com/stockade-dev/stockade/(?:blob|tree|raw)/main/([^#]+)(?:#.*)?$"
+)
 README_MAX_WORDS = 2000
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)

@@ -42,7 +42,7 @@ app.kubernetes.io/part-of: stockade
 {{- define "stockade.image" -}}
 {{- $image := .Values.image }}
 {{- if not $image.repository }}
-{{- fail "image.repository is not set. No Stockade image is published yet: build one from the repository's Dockerfile (README, \"The operator image\"), push it to a registry your nodes pull from, and install with --set image.repository=<registry>/stockade (and image.tag or image.digest)." }}
+{{- fail "image.repository is not set. No Stockade image is published yet: build one from the repository's Dockerfile (docs/install.md, \"The operator image\"), push it to a registry your nodes pull from, and install with --set image.repository=<registry>/stockade (and image.tag or image.digest)." }}
 {{- end }}
 {{- $registry := default $image.registry ((.Values.global | default dict).imageRegistry) }}
 {{- $repository := $image.repository }}
@@ -93,7 +93,7 @@ app.kubernetes.io/part-of: stockade
 {{- end }}
 
 {{/*
-The operator's permissions: exactly the API calls it makes (see README "RBAC").
+The operator's permissions: exactly the API calls it makes (see docs/security.md, "RBAC: least privilege").
 The same rules become a ClusterRole (rbac.scope=cluster) or a Role per watched
 namespace (rbac.scope=namespaced). Nothing on Secrets, no pods/exec, no cluster-scoped
 resources: kopf runs standalone (no peering), with posting and resource/namespace

@@ -1,6 +1,6 @@
 """The plugin's exit codes and :class:`CliError`, an error that carries one.
 
-Exit codes (documented in README.md, "kubectl stockade"):
+Exit codes (documented in docs/cli.md):
 
 - ``0`` success (``run --wait``: the Agent Succeeded)
 - ``1`` failure: the Agent Failed (``run --wait``), or an error (Agent not found, API

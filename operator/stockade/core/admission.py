@@ -6,7 +6,7 @@ members (creation order, requests, phase) plus the *recorded* admissions (the se
 decision in the API, and computing it for one session at a time, is what rules out
 double admission when two Agents race for the last slot, also across restarts.
 
-Rules (README.md, "The AgentSession API"):
+Rules (docs/concepts/sessions.md):
 
 - first come, first served by ``(creationTimestamp, name)``, bounded by ``maxAgents``
   and by the ``budget`` (the sum of the admitted members' effective requests);

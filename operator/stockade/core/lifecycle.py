@@ -10,7 +10,7 @@ Every phase change goes through :data:`TRANSITIONS`. A transition outside the ta
 bug: ``decide`` does not write it (the phase stays), and reports it in
 ``Decision.rejected`` for the caller to log and count.
 
-Phases (README.md, "Phases"; docs/architecture.md, "The controller contract")::
+Phases (docs/concepts/lifecycle.md, "Phases"; docs/architecture.md, "The controller contract")::
 
     Pending -> Starting -> Running -> Succeeded
                   ^          |   \\-> Failed   (exit != 0, deadline, backoff limit)

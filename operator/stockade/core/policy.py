@@ -1,7 +1,7 @@
 """What an Agent may ask of its pod beyond what the CRD schema checks (pure).
 
-Creating an Agent must never be more power than creating a pod (README.md, "Threat
-model"). The CRD's schema refuses what is never safe (probe ``host``,
+Creating an Agent must never be more power than creating a pod (docs/security.md,
+"Threat model"). The CRD's schema refuses what is never safe (probe ``host``,
 annotations that change the sandbox; see :mod:`stockade.api.agent`); this module
 refuses what only the cluster's administrator can allow, through the operator's
 settings (:class:`~stockade.config.OperatorConfig`):

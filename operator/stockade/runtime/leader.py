@@ -1,7 +1,7 @@
 """Leader election on a coordination.k8s.io/v1 Lease, as client-go's ``leaderelection``.
 
 Several operator replicas may run; only the one holding the Lease writes (one active
-replica at a time; README.md, "High availability"). The semantics and defaults are
+replica at a time; docs/operate.md, "High availability"). The semantics and defaults are
 those of client-go's ``tools/leaderelection`` as configured by controller-runtime (and
 kube-controller-manager):
 

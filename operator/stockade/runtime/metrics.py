@@ -7,7 +7,7 @@ sets (phases, reasons, resources, namespaces, sessions): never an Agent's name.
 Counters and histograms count what this process did (they start at zero after a
 restart, as Prometheus' ``rate``/``increase`` expect); gauges are read at scrape time
 from the watched state, so they are right again as soon as a restarted operator has
-listed and reconciled. README "Metrics, alerts and the dashboard" is the reference.
+listed and reconciled. docs/operate.md, "Metrics, alerts and the dashboard", is the reference.
 """
 
 from __future__ import annotations
