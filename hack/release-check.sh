@@ -6,6 +6,7 @@
 #     --version` prints the release's version;
 #   - the packaged chart passes `helm lint` and renders with an image set.
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 PY="${PY:-.venv/bin/python}"

@@ -10,6 +10,7 @@
 # Nothing is pushed: docs/develop.md ("Releasing") says how a maintainer publishes them.
 # hack/release-check.sh installs and lints what this builds.
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 PY="${PY:-.venv/bin/python}"
@@ -47,5 +48,6 @@ sed -e '/^# SHA256 (of dist/d' \
   -e "s/VERSION/${version}/g" -e "s/sha256: SHA256/sha256: ${sha}/" -e "s/OWNER/${OWNER}/g" \
   krew/stockade.yaml >"${dist}/krew/stockade.yaml"
 
-(cd "${dist}" && find . -type f ! -name SHA256SUMS -printf '%P\n' | sort | xargs sha256sum >SHA256SUMS)
+sums="$(cd "${dist}" && find . -type f -printf '%P\n' | sort | xargs sha256sum)"
+printf '%s\n' "${sums}" >"${dist}/SHA256SUMS"
 log "wrote dist/: $(cd "${dist}" && find . -type f -printf '%P ' | sort)"
