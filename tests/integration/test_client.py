@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as kube
 from kubernetes import config
 
@@ -335,3 +340,38 @@ def test_context_manager_deletes_what_it_made(agents: Agents) -> None:
 
     asyncio.run(main())
     wait_for(lambda: not agents.exists("temporary-async"), timeout=30, what="async deletion")
+
+
+def readme_example() -> str:
+    """The Python block of README.md's "Use it from Python" section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_runs(agents: Agents, tmp_path: Path) -> None:
+    """The README's example, with kwok's exit annotations in its spec, in a subprocess whose
+    kubeconfig context names the test's namespace (the client's default namespace)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    loaded = yaml.safe_load(agents.cluster.kubeconfig.read_text())
+    current = next(c for c in loaded["contexts"] if c["name"] == loaded["current-context"])
+    current["context"]["namespace"] = agents.namespace
+    kubeconfig.write_text(yaml.safe_dump(loaded))
+    example = readme_example()
+    original = next(line for line in example.splitlines() if line.startswith("spec = "))
+    body = spec(0, "1s", RESULT).model_dump(by_alias=True, exclude_none=True, mode="json")
+    simulated = f"spec = AgentSpec.model_validate({body!r})"
+    done = subprocess.run(
+        [sys.executable, "-c", example.replace(original, simulated)],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Succeeded Completed 0"
+    assert lines[1].startswith("patched 3 files input_tokens=1200")
+    observer = Client(str(kubeconfig))
+    assert observer.namespace == agents.namespace
+    wait_for(lambda: not observer.list(), timeout=30, what="the example's Agent deleted")
