@@ -8,12 +8,15 @@ user without rights is impersonated (as test_admission_policy.py does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +378,112 @@ def test_the_readme_example_runs(agents: Agents, tmp_path: Path) -> None:
     observer = Client(str(kubeconfig))
     assert observer.namespace == agents.namespace
     wait_for(lambda: not observer.list(), timeout=30, what="the example's Agent deleted")
+
+
+class CuttableProxy:
+    """A loopback TCP relay to the API server whose connections the test can cut.
+
+    ``cut(refuse_for)`` closes every open connection and, for ``refuse_for`` seconds,
+    closes new ones at once (the API server looks unreachable). ``accepted`` counts the
+    connections made.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.refuse_until = 0.0
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.refuse_until:
+                downstream.close()
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self.lock:
+                self.accepted += 1
+                self.open += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def cut(self, refuse_for: float) -> None:
+        self.refuse_until = time.monotonic() + refuse_for
+        with self.lock:
+            live, self.open = self.open, []
+        for end in live:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut(0)
+
+
+@pytest.fixture
+def proxied(agents: Agents, tmp_path: Path) -> Any:
+    """(proxy, kubeconfig path): a kubeconfig that reaches the API server through the proxy."""
+    loaded = yaml.safe_load(agents.cluster.kubeconfig.read_text())
+    server = urllib.parse.urlsplit(loaded["clusters"][0]["cluster"]["server"])
+    proxy = CuttableProxy((server.hostname or "127.0.0.1", server.port or 443))
+    loaded["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "proxied"
+    kubeconfig.write_text(yaml.safe_dump(loaded))
+    yield proxy, str(kubeconfig)
+    proxy.close()
+
+
+def test_wait_reconnects_after_dropped_connections(
+    agents: Agents, proxied: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection is cut mid-watch and the API server is unreachable for a while:
+    the wait reconnects, re-reads and still sees the Agent succeed."""
+    caplog.set_level(logging.INFO, logger="stockade.client")
+    proxy, kubeconfig = proxied
+    kc = Client(kubeconfig, namespace=agents.namespace)
+    kc.create(named("flaky-network", spec(0, "6s", RESULT)))
+    kc.wait("flaky-network", {"Running"}, timeout=30)
+    cutter = threading.Timer(1.5, proxy.cut, args=(2.0,))
+    cutter.start()
+    before = proxy.accepted
+    done = kc.wait("flaky-network", timeout=60)
+    cutter.join()
+    assert done.status is not None and done.status.phase == Phase.Succeeded
+    assert proxy.accepted > before  # it connected again after the cut
+    assert "flaky-network dropped" in caplog.text
+
+    kc.create(named("flaky-network-async", spec(0, "6s")))
+
+    async def main() -> Agent:
+        async with AsyncClient(kubeconfig, namespace=agents.namespace) as ac:
+            await ac.wait("flaky-network-async", {"Running"}, timeout=30)
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.5, proxy.cut, 2.0)
+            return await ac.wait("flaky-network-async", timeout=60)
+
+    before = proxy.accepted
+    finished = asyncio.run(main())
+    assert finished.status is not None and finished.status.phase == Phase.Succeeded
+    assert proxy.accepted > before
+    assert "flaky-network-async dropped" in caplog.text
