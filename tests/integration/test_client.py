@@ -184,8 +184,8 @@ def impersonated(cluster: Cluster, user: str) -> kube.ApiClient:
 def test_forbidden_for_a_user_without_rights(agents: Agents) -> None:
     name = agents.create("theirs", spec(0, "60s").model_dump(by_alias=True, exclude_none=True))
     assert name["metadata"]["name"] == "theirs"
-    nobody = Client(api_client=impersonated(agents.cluster, "nobody@example.com"))
-    nobody.namespace = agents.namespace
+    api = impersonated(agents.cluster, "nobody@example.com")
+    nobody = Client(namespace=agents.namespace, api_client=api)
     with pytest.raises(Forbidden) as caught:
         nobody.get("theirs")
     assert caught.value.status == 403 and "nobody@example.com" in str(caught.value)
@@ -313,16 +313,30 @@ def test_sessions_create_get_list_delete(kc: Client) -> None:
 
 def test_list_get_and_logs(kc: Client, agents: Agents) -> None:
     kc.create(named("listed", spec(0, "120s")), namespace=agents.namespace)
-    assert [a.metadata["name"] for a in kc.list()] == ["listed"]
+    assert [a.metadata["name"] for a in kc.list()] == ["listed"]  # before the next one
     assert kc.list(label_selector="nothing=here") == []
     assert kc.get("listed").spec.image == IMAGE
+    never_started = spec().model_copy(update={"suspend": True})
+    kc.create(named("never-started", never_started))
+    kc.wait("never-started", {"Paused"}, timeout=30)
     with pytest.raises(NotFound, match="no pod yet"):
-        list(kc.logs("listed"))  # the operator may not have started it yet, or it has
+        kc.logs("never-started")  # raised at the call, before any iteration
     kc.wait("listed", {"Running"}, timeout=30)
     # kwok's pods have no logs: the API server answers with an error, typed.
     with pytest.raises(ClientError) as caught:
         list(kc.logs("listed"))
     assert caught.value.kind == "Pod"
+
+    async def main() -> ClientError:
+        async with async_client(agents) as ac:
+            try:
+                async for _ in ac.logs("listed", follow=True):
+                    pass
+            except ClientError as exc:
+                return exc
+        raise AssertionError("no ClientError")
+
+    assert asyncio.run(main()).kind == "Pod"
 
 
 def test_context_manager_deletes_what_it_made(agents: Agents) -> None:

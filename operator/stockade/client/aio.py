@@ -9,14 +9,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import aiohttp
 from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config.config_exception import ConfigException
 
-from stockade.api import AGENT_KIND, GROUP, VERSION, Agent, AgentSpec
+from stockade.api import AGENT_KIND, GROUP, VERSION, Agent, AgentSession, AgentSpec
 from stockade.client import core
 from stockade.client.core import M, Object, Outcome, Predicate
 from stockade.client.errors import ClientError, NotFound, Unreachable, from_status
@@ -128,9 +128,15 @@ class AsyncClient:
 
     # --- objects -----------------------------------------------------------------------
 
+    @overload
+    async def create(self, obj: Agent | AgentSpec, *, namespace: str | None = None) -> Agent: ...
+    @overload
+    async def create(self, obj: AgentSession, *, namespace: str | None = None) -> AgentSession: ...
+    @overload
+    async def create(self, obj: Mapping[str, Any], *, namespace: str | None = None) -> Object: ...
     async def create(
         self, obj: Object | AgentSpec | Mapping[str, Any], *, namespace: str | None = None
-    ) -> Any:
+    ) -> Object:
         """As :meth:`Client.create <stockade.client.Client.create>`."""
         await self.connect()
         manifest = core.to_manifest(obj, self._where(namespace))

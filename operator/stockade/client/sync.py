@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from stockade.api import AGENT_KIND, GROUP, VERSION, Agent, AgentSpec
+from stockade.api import AGENT_KIND, GROUP, VERSION, Agent, AgentSession, AgentSpec
 from stockade.client import core
 from stockade.client.core import M, Object, Outcome, Predicate
 from stockade.client.errors import ClientError, NotFound, Unreachable, from_status
@@ -116,9 +116,15 @@ class Client:
 
     # --- objects -----------------------------------------------------------------------
 
+    @overload
+    def create(self, obj: Agent | AgentSpec, *, namespace: str | None = None) -> Agent: ...
+    @overload
+    def create(self, obj: AgentSession, *, namespace: str | None = None) -> AgentSession: ...
+    @overload
+    def create(self, obj: Mapping[str, Any], *, namespace: str | None = None) -> Object: ...
     def create(
         self, obj: Object | AgentSpec | Mapping[str, Any], *, namespace: str | None = None
-    ) -> Any:
+    ) -> Object:
         """Create ``obj``; the created object as a model (Agent or AgentSession).
 
         ``obj``: a model, an :class:`AgentSpec` (an Agent named ``run-<random>``) or a
