@@ -114,6 +114,8 @@ def test_manifests_from_models_specs_and_dicts() -> None:
 def test_predicates() -> None:
     running = core.parse(agent("Running"))
     assert core.predicate_of({"Running"})(running)
+    assert core.predicate_of("Running")(running)
+    assert not core.predicate_of("Runnin")(running)
     assert not core.predicate_of(None)(running)
     assert core.predicate_of(None)(core.parse(agent("Failed")))
     assert core.predicate_of([Phase.Running, Phase.Paused])(running)

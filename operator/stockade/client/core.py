@@ -99,12 +99,14 @@ def predicate_of(for_: Iterable[str] | Predicate | None) -> Predicate:
     """The condition of ``wait(for_=...)``: a set of phases, a predicate, or None.
 
     None means the terminal phases (Succeeded, Failed; for an AgentSession the same
-    names). A set of phase names holds when ``status.phase`` is one of them.
+    names). A set of phase names (or one name) holds when ``status.phase`` is one of them.
     """
     if for_ is None:
         return predicate_of(TERMINAL_PHASES)
     if callable(for_):
         return for_
+    if isinstance(for_, str):  # one phase name, not its letters
+        for_ = (for_,)
     phases = frozenset(str(p) for p in for_)
 
     def in_phases(obj: Any) -> bool:

@@ -321,7 +321,9 @@ class Client:
         ``agent``: an Agent model, an AgentSpec (named ``run-<random>``) or a manifest.
         ``timeout``: seconds from creation. With ``check`` (the default) a Failed Agent
         raises :class:`~stockade.client.errors.AgentFailed` (its ``outcome`` attached);
-        ``check=False`` returns the Failed outcome. Raises what create and wait raise.
+        ``check=False`` returns the Failed outcome. Raises what create and wait raise;
+        after a Timeout the Agent is left as it is (delete it, or use the client as a
+        context manager).
         """
         created = self.create(agent, namespace=namespace)
         if not isinstance(created, Agent):
