@@ -391,6 +391,12 @@ def test_the_readme_example_runs(agents: Agents, tmp_path: Path) -> None:
     assert lines[1].startswith("patched 3 files input_tokens=1200")
     observer = Client(str(kubeconfig))
     assert observer.namespace == agents.namespace
+
+    async def connected_namespace() -> str:
+        async with AsyncClient(str(kubeconfig)) as ac:
+            return ac.namespace
+
+    assert asyncio.run(connected_namespace()) == agents.namespace
     wait_for(lambda: not observer.list(), timeout=30, what="the example's Agent deleted")
 
 
