@@ -41,6 +41,7 @@ from stockade.client import (
     Phase,
     Timeout,
 )
+from tests.integration.auth import service_account_kubeconfig
 from tests.integration.cluster import (
     SIM_EXIT_AFTER,
     SIM_EXIT_CODE,
@@ -215,6 +216,45 @@ def test_forbidden_for_a_user_without_rights(agents: Agents) -> None:
                 await ac.wait("theirs", timeout=5)
         finally:
             await api.close()  # type: ignore[no-untyped-call]
+
+    asyncio.run(main())
+
+
+def test_forbidden_for_a_service_account_with_read_only_rights(
+    agents: Agents, tmp_path: Path
+) -> None:
+    """A real token (a ServiceAccount's kubeconfig): RBAC grants get/list/watch on Agents
+    only, so reads and waits work and creating is Forbidden."""
+    cluster, namespace = agents.cluster, agents.namespace
+    cluster.kubectl("-n", namespace, "create", "serviceaccount", "reader")
+    cluster.kubectl(
+        "-n", namespace, "create", "role", "agent-reader", "--verb=get,list,watch",
+        "--resource=agents.stockade.dev",
+    )  # fmt: skip
+    cluster.kubectl(
+        "-n", namespace, "create", "rolebinding", "agent-reader", "--role=agent-reader",
+        f"--serviceaccount={namespace}:reader",
+    )  # fmt: skip
+    token = cluster.kubectl("-n", namespace, "create", "token", "reader").strip()
+    kubeconfig = str(service_account_kubeconfig(cluster, token, tmp_path / "reader"))
+    agents.create("readable", spec(0, "1s").model_dump(by_alias=True, exclude_none=True))
+    reader = Client(kubeconfig, namespace=namespace)
+    done = reader.wait("readable", timeout=60)
+    assert done.status is not None and done.status.phase == Phase.Succeeded
+    with pytest.raises(Forbidden) as caught:
+        reader.create(named("mine", spec()))
+    assert f"system:serviceaccount:{namespace}:reader" in str(caught.value)
+    with pytest.raises(Forbidden):
+        reader.suspend("readable")
+    with pytest.raises(Forbidden):
+        reader.list(AgentSession)
+
+    async def main() -> None:
+        async with AsyncClient(kubeconfig, namespace=namespace) as ac:
+            assert [a.metadata["name"] for a in await ac.list()] == ["readable"]
+            with pytest.raises(Forbidden):
+                await ac.delete("readable")
+            assert ac.created == []
 
     asyncio.run(main())
 
