@@ -136,7 +136,7 @@ def from_status(
     if status == 404:
         if not parsed:
             return NotFound(
-                f"the {kind} resource is not known to the API server: "
+                f"the {kind or 'requested'} resource is not known to the API server: "
                 "are Stockade's CRDs installed?",
                 **where,
             )
