@@ -35,6 +35,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "config": IO_LIBRARIES + ABOVE_PURE,
     "runtime": ("stockade.controllers", "stockade.reconcile", "stockade.handlers", "stockade.cli"),
     "controllers": ("stockade.handlers", "stockade.cli"),
+    # The Python client (issue 22) must install without the operator's dependencies.
+    "client": (
+        "kopf",
+        "prometheus_client",
+        "opentelemetry",
+        "stockade.runtime",
+        "stockade.controllers",
+        "stockade.reconcile",
+        "stockade.handlers",
+        "stockade.cli",
+        "stockade.gateway",
+    ),
 }
 
 
