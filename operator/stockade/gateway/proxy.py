@@ -39,6 +39,7 @@ from stockade.gateway.guard import IPAddress
 from stockade.gateway.hosts import allowed
 from stockade.gateway.identity import PodView, Refusal, identify
 from stockade.gateway.leaves import LeafCache
+from stockade.gateway.ledger import Ledger
 from stockade.gateway.relay import (
     Closed,
     copy_body,
@@ -49,6 +50,7 @@ from stockade.gateway.relay import (
     response_framing,
 )
 from stockade.gateway.sources import AgentUnavailable, CredentialSource, PodSource
+from stockade.gateway.usage import UsageMeter, model_api
 from stockade.gateway.wire import (
     Head,
     WireError,
@@ -139,6 +141,7 @@ class Gateway:
         upstream_tls: verifies upstream servers when intercepting (default: the system's
             roots via ``ssl.create_default_context()``).
         audit: the audit sink (default :func:`log_audit`).
+        ledger: per-Agent measured model usage (default: a new, empty one).
 
     """
 
@@ -151,6 +154,7 @@ class Gateway:
         resolver: Resolver = system_resolver,
         upstream_tls: ssl.SSLContext | None = None,
         audit: AuditSink = log_audit,
+        ledger: Ledger | None = None,
     ) -> None:
         self.config = config
         self.guard = config.guard
@@ -158,6 +162,7 @@ class Gateway:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._leaves = LeafCache(ca)
         self._open = 0
+        self.ledger = ledger if ledger is not None else Ledger()
 
     async def serve(self, host: str = "", port: int | None = None) -> asyncio.Server:
         """Listen on `host`:`port` (default: every address, ``config.port``)."""
@@ -354,7 +359,7 @@ class Gateway:
                 return
             self._finish(exchange, status=200, result="intercepted", reason="tunnel")
             while await self._intercept_one(
-                reader, writer, up_reader, up_writer, host, added, exchange
+                reader, writer, up_reader, up_writer, host, added, exchange, caller.agent_uid
             ):
                 pass
         finally:
@@ -369,8 +374,14 @@ class Gateway:
         host: str,
         added: dict[str, str],
         exchange: Exchange,
+        agent_uid: str = "",
     ) -> bool:
-        """Forward one request inside an intercepted tunnel; False when the connection ends."""
+        """Forward one request inside an intercepted tunnel; False when the connection ends.
+
+        On a model API (:data:`stockade.gateway.usage.MODEL_APIS`) a copy of the response
+        body goes through a :class:`~stockade.gateway.usage.UsageMeter`; the counts go to
+        the audit record, the metrics and the ledger under `agent_uid`.
+        """
         base = exchange.record
         try:
             data = await read_head(reader, self.config.idle_timeout)
@@ -407,8 +418,18 @@ class Gateway:
             raise Closed("upstream closed")
         response = parse_head(response_data)
         writer.write(response_data)
+        api = model_api(host, target)
+        meter = None
+        if api is not None and response.start[1] != "101":
+            meter = UsageMeter(
+                response.get("content-type") or "", response.get("content-encoding") or ""
+            )
         down = await copy_body(
-            up_reader, writer, response_framing(response, method), self.config.idle_timeout
+            up_reader,
+            writer,
+            response_framing(response, method),
+            self.config.idle_timeout,
+            meter.feed if meter is not None else None,
         )
         status = int(response.start[1]) if response.start[1].isdigit() else 0
         metrics.CREDENTIALS_ADDED.inc()
@@ -422,6 +443,21 @@ class Gateway:
             bytes_down=down + len(response_data),
             credential=True,
         )
+        if api is not None and meter is not None:
+            usage = meter.usage()
+            self.ledger.record(agent_uid, base.namespace, base.agent, usage)
+            metrics.MODEL_REQUESTS.labels(api.provider, "yes" if usage else "no").inc()
+            if usage is not None:
+                metrics.MODEL_TOKENS.labels(api.provider, "input").inc(usage.input_tokens)
+                metrics.MODEL_TOKENS.labels(api.provider, "output").inc(usage.output_tokens)
+                record = replace(
+                    record,
+                    provider=api.provider,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                )
+            else:
+                record = replace(record, provider=api.provider)
         self._emit(record, started)
         if status == 101:
             await pipe(reader, writer, up_reader, up_writer, self.config.idle_timeout)
