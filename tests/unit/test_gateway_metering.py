@@ -60,6 +60,9 @@ RESPONSES = {
 }
 
 
+SEEN: list[tuple[str, str | None]] = []
+
+
 async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -67,6 +70,8 @@ async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
                 head = parse_head(await reader.readuntil(b"\r\n\r\n"))
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
+            SEEN.append((head.start[1], head.get("accept-encoding")))
+            await reader.readexactly(int(head.get("content-length") or 0))
             writer.write(RESPONSES[head.start[1]])
             await writer.drain()
     finally:
@@ -78,8 +83,8 @@ async def post(
 ) -> bytes:
     body = b'{"model":"m"}'
     writer.write(
-        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: %d\r\n\r\n%s"
-        % (path.encode(), host.encode(), port, len(body), body)
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nAccept-Encoding: br, zstd\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), port, len(body), body)
     )
     await writer.drain()
     expected = RESPONSES[path]
@@ -145,7 +150,15 @@ def test_model_api_responses_are_metered_and_reach_the_agent_unchanged() -> None
             up_server.close()
         return audit, ledger
 
+    SEEN.clear()
     audit, ledger = asyncio.run(main())
+    # metered requests may ask only for a coding the meter reads; others are untouched
+    assert SEEN == [
+        ("/v1/messages", "gzip, identity"),
+        ("/v1/messages", "gzip, identity"),
+        ("/v1/chat/completions", "gzip, identity"),
+        ("/v1/models", "br, zstd"),
+    ]
     posts = [r for r in audit.records if r.method == "POST"]
     assert [(r.provider, r.input_tokens, r.output_tokens) for r in posts] == [
         ("anthropic", 21, 8),

@@ -68,6 +68,8 @@ AuditSink = Callable[[AuditRecord], None]
 AUDIT_LOG = logging.getLogger("stockade.gateway.audit")
 log = logging.getLogger("stockade.gateway")
 HOP_BY_HOP_PROXY = ("proxy-authorization", "proxy-connection")
+METERED_ENCODING = "gzip, identity"
+"""``Accept-Encoding`` sent upstream on metered model API requests."""
 REASONS = {
     200: "Connection established",
     400: "Bad Request",
@@ -411,6 +413,11 @@ class Gateway:
             return False
         headers = [(n, v) for n, v in head.headers if n.lower() not in HOP_BY_HOP_PROXY]
         headers = apply_headers(headers, added)
+        api = model_api(host, target)
+        if api is not None:
+            # The meter decodes gzip only: a metered request may not ask for br or zstd
+            # (an agent could otherwise hide its usage behind a coding the meter skips).
+            headers = apply_headers(headers, {"Accept-Encoding": METERED_ENCODING})
         up_writer.write(serialize_head((method, target, version), headers))
         up = await copy_body(reader, up_writer, framing, self.config.idle_timeout)
         response_data = await read_head(up_reader, self.config.idle_timeout)
@@ -418,7 +425,6 @@ class Gateway:
             raise Closed("upstream closed")
         response = parse_head(response_data)
         writer.write(response_data)
-        api = model_api(host, target)
         meter = None
         if api is not None and response.start[1] != "101":
             meter = UsageMeter(
