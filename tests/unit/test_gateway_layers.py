@@ -38,6 +38,7 @@ SHELL = (
     "stockade.gateway.proxy",
     "stockade.gateway.relay",
     "stockade.gateway.index",
+    "stockade.gateway.metering",
 )
 
 

@@ -40,6 +40,7 @@ from stockade.gateway.hosts import allowed
 from stockade.gateway.identity import PodView, Refusal, identify
 from stockade.gateway.leaves import LeafCache
 from stockade.gateway.ledger import Ledger
+from stockade.gateway.metering import account, meter_for
 from stockade.gateway.relay import (
     Closed,
     copy_body,
@@ -50,7 +51,7 @@ from stockade.gateway.relay import (
     response_framing,
 )
 from stockade.gateway.sources import AgentUnavailable, CredentialSource, PodSource
-from stockade.gateway.usage import UsageMeter, model_api
+from stockade.gateway.usage import model_api
 from stockade.gateway.wire import (
     Head,
     WireError,
@@ -425,11 +426,7 @@ class Gateway:
             raise Closed("upstream closed")
         response = parse_head(response_data)
         writer.write(response_data)
-        meter = None
-        if api is not None and response.start[1] != "101":
-            meter = UsageMeter(
-                response.get("content-type") or "", response.get("content-encoding") or ""
-            )
+        meter = meter_for(api, response)
         down = await copy_body(
             up_reader,
             writer,
@@ -449,21 +446,7 @@ class Gateway:
             bytes_down=down + len(response_data),
             credential=True,
         )
-        if api is not None and meter is not None:
-            usage = meter.usage()
-            self.ledger.record(agent_uid, base.namespace, base.agent, usage)
-            metrics.MODEL_REQUESTS.labels(api.provider, "yes" if usage else "no").inc()
-            if usage is not None:
-                metrics.MODEL_TOKENS.labels(api.provider, "input").inc(usage.input_tokens)
-                metrics.MODEL_TOKENS.labels(api.provider, "output").inc(usage.output_tokens)
-                record = replace(
-                    record,
-                    provider=api.provider,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                )
-            else:
-                record = replace(record, provider=api.provider)
+        record = account(api, meter, self.ledger, agent_uid, record)
         self._emit(record, started)
         if status == 101:
             await pipe(reader, writer, up_reader, up_writer, self.config.idle_timeout)
