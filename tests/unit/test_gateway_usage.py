@@ -211,3 +211,16 @@ def test_the_ledger_sums_per_agent_uid() -> None:
     assert (totals["uid-a"].input_tokens, totals["uid-a"].output_tokens) == (10, 2)
     assert totals["uid-a"].requests == 2
     assert totals["uid-b"].requests == 1
+
+
+def test_deeply_nested_json_does_not_raise_into_the_copy_loop() -> None:
+    deep = b"[" * 200_000
+    for kind, body in (
+        ("application/json", deep),
+        ("text/event-stream", b"data: " + deep + b"\n\n"),
+    ):
+        meter = UsageMeter(kind)
+        meter.feed(body)
+        assert meter.usage() is None
+    tail = b'"usage": ' + b"[" * 60_000
+    assert usage_module._last_usage(tail) is None

@@ -115,7 +115,7 @@ def _last_usage(tail: bytes) -> object:
         rest = tail[match.end() :].decode("utf-8", "replace")
         try:
             value, _ = json.JSONDecoder().raw_decode(rest)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             continue
         return value
     return None
@@ -182,16 +182,22 @@ class UsageMeter:
 
     def feed(self, data: bytes) -> None:
         """Take the next payload bytes (a copy; the caller forwards the original)."""
-        if not (self._sse or self._json) or not data:
+        if not (self._sse or self._json) or not data or not self._decoder.ok:
             return
-        for piece in self._decoder.decode(bytes(data)):
-            if self._sse:
-                self._feed_sse(piece)
-            else:
-                self._feed_json(piece)
+        try:
+            for piece in self._decoder.decode(bytes(data)):
+                if self._sse:
+                    self._feed_sse(piece)
+                else:
+                    self._feed_json(piece)
+        except Exception:  # a meter bug must never cut the agent's response: stop metering
+            self._decoder.ok = False
+            self._input = self._output = None
 
     def usage(self) -> Usage | None:
         """The counts read so far (the body's end for JSON); None when none were found."""
+        if not self._decoder.ok:
+            return None
         if self._json:
             self._finish_json()
         if self._input is None and self._output is None:
@@ -212,7 +218,7 @@ class UsageMeter:
         if self._whole:
             try:
                 doc = json.loads(bytes(self._buffer))
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: deep nesting
                 doc = None
             if isinstance(doc, dict):
                 usage = doc.get("usage")
@@ -271,7 +277,7 @@ class UsageMeter:
     def _dispatch(self, data: bytes) -> None:
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             return  # [DONE] and anything else
         if not isinstance(doc, dict):
             return
