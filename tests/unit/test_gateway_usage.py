@@ -224,3 +224,30 @@ def test_deeply_nested_json_does_not_raise_into_the_copy_loop() -> None:
         assert meter.usage() is None
     tail = b'"usage": ' + b"[" * 60_000
     assert usage_module._last_usage(tail) is None
+
+
+def test_an_incomplete_streamed_response_is_counted_too() -> None:
+    meter = UsageMeter("text/event-stream")
+    event = {
+        "type": "response.incomplete",
+        "response": {"usage": {"input_tokens": 8, "output_tokens": 2}},
+    }
+    meter.feed(sse([("response.incomplete", event)]))
+    assert meter.usage() == Usage(8, 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(["application/json", "text/event-stream"]),
+    pieces=st.lists(
+        st.binary(max_size=4096) | st.sampled_from([b"\n", b"\r\n", b"data: ", b"{"]), max_size=60
+    ),
+)
+def test_any_bytes_never_raise_and_stay_bounded(kind: str, pieces: list[bytes]) -> None:
+    meter = UsageMeter(kind)
+    for piece in pieces:
+        meter.feed(piece)
+        assert len(meter._buffer) <= usage_module.MAX_JSON_BYTES
+        assert len(meter._event) <= usage_module.MAX_EVENT_BYTES
+    result = meter.usage()
+    assert result is None or (result.input_tokens >= 0 and result.output_tokens >= 0)

@@ -18,7 +18,7 @@ Shapes read (both providers report counts; the meter never estimates):
 * OpenAI chat completions: ``usage.prompt_tokens`` / ``completion_tokens``; streamed, the
   chunk carrying ``usage`` (sent when ``stream_options.include_usage`` is set);
 * OpenAI responses: ``usage.input_tokens`` / ``output_tokens``; streamed, the
-  ``response.completed`` event's ``response.usage``;
+  ``response.usage`` of ``response.completed`` (or ``.incomplete`` / ``.failed``);
 * Anthropic messages: ``usage.input_tokens`` / ``output_tokens``; streamed,
   ``message_start`` (``message.usage``) and ``message_delta`` (``usage``, cumulative).
 
@@ -285,7 +285,7 @@ class UsageMeter:
         if kind == "message_start":
             message = doc.get("message")
             self._merge(*usage_of(message.get("usage") if isinstance(message, dict) else None))
-        elif isinstance(doc.get("response"), dict) and kind == "response.completed":
+        elif isinstance(doc.get("response"), dict):  # response.completed / .incomplete
             self._merge(*usage_of(doc["response"].get("usage")))
         else:
             self._merge(*usage_of(doc.get("usage")))
