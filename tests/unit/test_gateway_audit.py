@@ -35,7 +35,29 @@ def test_the_record_is_one_json_line_with_every_contract_field() -> None:
         "bytes_up",
         "bytes_down",
         "credential",
+        "provider",
+        "input_tokens",
+        "output_tokens",
     ):
         assert key in data
     assert data["duration_seconds"] == 0.123457
     assert data["result"] in RESULTS
+
+
+def test_measured_tokens_are_in_the_record() -> None:
+    record = AuditRecord(
+        "team-a",
+        "demo",
+        "demo-1",
+        "10.0.0.5",
+        "POST",
+        "api.anthropic.com",
+        443,
+        200,
+        "intercepted",
+        provider="anthropic",
+        input_tokens=21,
+        output_tokens=8,
+    )
+    data = json.loads(record.to_json())
+    assert (data["provider"], data["input_tokens"], data["output_tokens"]) == ("anthropic", 21, 8)

@@ -9,7 +9,18 @@ import pytest
 from tests.unit.test_layers import IO_LIBRARIES, imports
 
 GATEWAY = Path(__file__).resolve().parents[2] / "operator" / "stockade" / "gateway"
-PURE = ["hosts", "guard", "identity", "credentials", "audit", "wire", "certs", "config"]
+PURE = [
+    "hosts",
+    "guard",
+    "identity",
+    "credentials",
+    "audit",
+    "wire",
+    "certs",
+    "config",
+    "usage",
+    "ledger",
+]
 OPERATOR_ONLY = (
     "stockade.runtime",
     "stockade.controllers",
@@ -27,6 +38,7 @@ SHELL = (
     "stockade.gateway.proxy",
     "stockade.gateway.relay",
     "stockade.gateway.index",
+    "stockade.gateway.metering",
 )
 
 

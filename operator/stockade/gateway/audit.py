@@ -3,7 +3,9 @@
 Fields (contract of issue 21): namespace, agent, host, port, method, status, bytes up
 and down, whether a credential was added; plus the pod, the source address, the result
 word (the ``result`` label of ``stockade_gateway_requests_total``), a reason and the
-duration. No header, body, URL path or token is ever part of it.
+duration; on a model API (:data:`stockade.gateway.usage.MODEL_APIS`) the provider and
+the token counts read from the response. No header, body, URL path or credential is
+ever part of it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class AuditRecord:
         bytes_up, bytes_down: payload bytes client -> upstream and back.
         credential: a credential header was added.
         duration_seconds: from the request head to the end of the exchange.
+        provider: the model API's provider ("" when the host is none).
+        input_tokens, output_tokens: the usage read from its response (0 when none).
 
     """
 
@@ -59,6 +63,9 @@ class AuditRecord:
     bytes_down: int = 0
     credential: bool = False
     duration_seconds: float = 0.0
+    provider: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     def to_json(self) -> str:
         """One line of JSON with ``"audit": true`` (a log shipper's filter) and every field."""

@@ -12,6 +12,10 @@ metric                                         meaning
 ``stockade_gateway_pods``                      pods in the index
 ``stockade_gateway_agent_reads_total{result}`` Agent/Secret reads: ``ok``, ``cached``,
                                                or an :class:`AgentUnavailable` reason
+``stockade_gateway_model_tokens_total``        measured model tokens; ``provider``,
+``{provider,kind}``                            ``kind`` ``input`` or ``output``
+``stockade_gateway_model_requests_total``      intercepted model API requests;
+``{provider,metered}``                         ``metered`` ``yes`` when counts were read
 =============================================  ========================================
 """
 
@@ -52,5 +56,17 @@ AGENT_READS = Counter(
     "stockade_gateway_agent_reads",
     "Reads of a calling pod's Agent and Secrets, by result.",
     ["result"],
+    registry=REGISTRY,
+)
+MODEL_TOKENS = Counter(
+    "stockade_gateway_model_tokens",
+    "Model tokens read from intercepted model API responses, by provider and kind.",
+    ["provider", "kind"],
+    registry=REGISTRY,
+)
+MODEL_REQUESTS = Counter(
+    "stockade_gateway_model_requests",
+    "Intercepted model API requests, by provider and whether usage was read.",
+    ["provider", "metered"],
     registry=REGISTRY,
 )

@@ -39,6 +39,8 @@ from stockade.gateway.guard import IPAddress
 from stockade.gateway.hosts import allowed
 from stockade.gateway.identity import PodView, Refusal, identify
 from stockade.gateway.leaves import LeafCache
+from stockade.gateway.ledger import Ledger
+from stockade.gateway.metering import account, meter_for
 from stockade.gateway.relay import (
     Closed,
     copy_body,
@@ -49,6 +51,7 @@ from stockade.gateway.relay import (
     response_framing,
 )
 from stockade.gateway.sources import AgentUnavailable, CredentialSource, PodSource
+from stockade.gateway.usage import model_api
 from stockade.gateway.wire import (
     Head,
     WireError,
@@ -66,6 +69,8 @@ AuditSink = Callable[[AuditRecord], None]
 AUDIT_LOG = logging.getLogger("stockade.gateway.audit")
 log = logging.getLogger("stockade.gateway")
 HOP_BY_HOP_PROXY = ("proxy-authorization", "proxy-connection")
+METERED_ENCODING = "gzip, identity"
+"""``Accept-Encoding`` sent upstream on metered model API requests."""
 REASONS = {
     200: "Connection established",
     400: "Bad Request",
@@ -139,6 +144,7 @@ class Gateway:
         upstream_tls: verifies upstream servers when intercepting (default: the system's
             roots via ``ssl.create_default_context()``).
         audit: the audit sink (default :func:`log_audit`).
+        ledger: per-Agent measured model usage (default: a new, empty one).
 
     """
 
@@ -151,6 +157,7 @@ class Gateway:
         resolver: Resolver = system_resolver,
         upstream_tls: ssl.SSLContext | None = None,
         audit: AuditSink = log_audit,
+        ledger: Ledger | None = None,
     ) -> None:
         self.config = config
         self.guard = config.guard
@@ -158,6 +165,7 @@ class Gateway:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._leaves = LeafCache(ca)
         self._open = 0
+        self.ledger = ledger if ledger is not None else Ledger()
 
     async def serve(self, host: str = "", port: int | None = None) -> asyncio.Server:
         """Listen on `host`:`port` (default: every address, ``config.port``)."""
@@ -354,7 +362,7 @@ class Gateway:
                 return
             self._finish(exchange, status=200, result="intercepted", reason="tunnel")
             while await self._intercept_one(
-                reader, writer, up_reader, up_writer, host, added, exchange
+                reader, writer, up_reader, up_writer, host, added, exchange, caller.agent_uid
             ):
                 pass
         finally:
@@ -369,8 +377,14 @@ class Gateway:
         host: str,
         added: dict[str, str],
         exchange: Exchange,
+        agent_uid: str = "",
     ) -> bool:
-        """Forward one request inside an intercepted tunnel; False when the connection ends."""
+        """Forward one request inside an intercepted tunnel; False when the connection ends.
+
+        On a model API (:data:`stockade.gateway.usage.MODEL_APIS`) a copy of the response
+        body goes through a :class:`~stockade.gateway.usage.UsageMeter`; the counts go to
+        the audit record, the metrics and the ledger under `agent_uid`.
+        """
         base = exchange.record
         try:
             data = await read_head(reader, self.config.idle_timeout)
@@ -400,6 +414,11 @@ class Gateway:
             return False
         headers = [(n, v) for n, v in head.headers if n.lower() not in HOP_BY_HOP_PROXY]
         headers = apply_headers(headers, added)
+        api = model_api(host, target)
+        if api is not None:
+            # The meter decodes gzip only: a metered request may not ask for br or zstd
+            # (an agent could otherwise hide its usage behind a coding the meter skips).
+            headers = apply_headers(headers, {"Accept-Encoding": METERED_ENCODING})
         up_writer.write(serialize_head((method, target, version), headers))
         up = await copy_body(reader, up_writer, framing, self.config.idle_timeout)
         response_data = await read_head(up_reader, self.config.idle_timeout)
@@ -407,8 +426,13 @@ class Gateway:
             raise Closed("upstream closed")
         response = parse_head(response_data)
         writer.write(response_data)
+        meter = meter_for(api, response)
         down = await copy_body(
-            up_reader, writer, response_framing(response, method), self.config.idle_timeout
+            up_reader,
+            writer,
+            response_framing(response, method),
+            self.config.idle_timeout,
+            meter.feed if meter is not None else None,
         )
         status = int(response.start[1]) if response.start[1].isdigit() else 0
         metrics.CREDENTIALS_ADDED.inc()
@@ -422,6 +446,7 @@ class Gateway:
             bytes_down=down + len(response_data),
             credential=True,
         )
+        record = account(api, meter, self.ledger, agent_uid, record)
         self._emit(record, started)
         if status == 101:
             await pipe(reader, writer, up_reader, up_writer, self.config.idle_timeout)

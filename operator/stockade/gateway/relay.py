@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from stockade.gateway.wire import (
     MAX_CLIENT_HELLO,
@@ -22,6 +23,8 @@ from stockade.gateway.wire import (
 
 CHUNK = 64 * 1024
 MAX_CHUNK_LINE = 4096
+Tap = Callable[[bytes], None]
+"""Sees a copy of the payload bytes a body copy writes (framing excluded); must not raise."""
 
 
 class Closed(Exception):
@@ -53,9 +56,13 @@ async def read_head(reader: asyncio.StreamReader, timeout: float) -> bytes | Non
 
 
 async def copy_exactly(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int, timeout: float
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    size: int,
+    timeout: float,
+    tap: Tap | None = None,
 ) -> int:
-    """Copy `size` bytes; each read waits at most `timeout` seconds.
+    """Copy `size` bytes; each read waits at most `timeout` seconds; `tap` sees each piece.
 
     Raises:
         Closed: EOF or silence before `size` bytes.
@@ -70,15 +77,22 @@ async def copy_exactly(
         if not data:
             raise Closed("closed in a body")
         writer.write(data)
+        if tap is not None:
+            tap(data)
         await writer.drain()
         left -= len(data)
     return size
 
 
 async def copy_chunked(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    timeout: float,
+    tap: Tap | None = None,
 ) -> int:
     """Copy a ``chunked`` body, trailers included; returns the bytes written.
+
+    `tap` sees the chunk data only (no size lines, CRLFs or trailers).
 
     Raises:
         Closed: EOF or silence in the body.
@@ -104,7 +118,8 @@ async def copy_chunked(
                 if trailer in (b"\r\n", b"\n"):
                     await writer.drain()
                     return total
-        total += await copy_exactly(reader, writer, size + 2, timeout)
+        total += await copy_exactly(reader, writer, size, timeout, tap)
+        total += await copy_exactly(reader, writer, 2, timeout)
 
 
 async def _line(reader: asyncio.StreamReader, timeout: float) -> bytes:
@@ -120,7 +135,10 @@ async def _line(reader: asyncio.StreamReader, timeout: float) -> bytes:
 
 
 async def copy_until_eof(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    timeout: float,
+    tap: Tap | None = None,
 ) -> int:
     """Copy until the peer closes (a response without length); silence ends it too."""
     total = 0
@@ -132,6 +150,8 @@ async def copy_until_eof(
         if not data:
             return total
         writer.write(data)
+        if tap is not None:
+            tap(data)
         await writer.drain()
         total += len(data)
 
@@ -167,15 +187,19 @@ async def copy_body(
     writer: asyncio.StreamWriter,
     framing: tuple[str, int],
     timeout: float,
+    tap: Tap | None = None,
 ) -> int:
-    """Copy a body framed as :func:`request_framing` / :func:`response_framing` say."""
+    """Copy a body framed as :func:`request_framing` / :func:`response_framing` say.
+
+    `tap` (optional) sees a copy of the payload bytes after they are written.
+    """
     kind, size = framing
     if kind == "chunked":
-        return await copy_chunked(reader, writer, timeout)
+        return await copy_chunked(reader, writer, timeout, tap)
     if kind == "length":
-        return await copy_exactly(reader, writer, size, timeout)
+        return await copy_exactly(reader, writer, size, timeout, tap)
     if kind == "eof":
-        return await copy_until_eof(reader, writer, timeout)
+        return await copy_until_eof(reader, writer, timeout, tap)
     return 0
 
 
