@@ -11,7 +11,11 @@ on this machine, not a network's. Three paths:
 
 Latency is per request (``GET``, 19-byte body) on a new connection each time (connect +
 CONNECT + TLS handshake(s) + request) and on one kept-alive connection; throughput is one
-download of ``--mib`` MiB. Prints a table; ``--json`` prints the figures as JSON too.
+download of ``--mib`` MiB. Then ``--held`` (default 1000) tunnels are opened at once
+(64 handshakes in flight) and held open together; every one must then answer a request,
+all concurrently. The process's RSS before and after (client, gateway and upstream in one
+process) and the gateway's open connections are printed. Prints a table; ``--json``
+prints the figures as JSON too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 from tests.unit.gateway_harness import (
     GATEWAY_CA,
@@ -35,6 +40,7 @@ from tests.unit.gateway_harness import (
 )
 
 from bench.stats import percentile
+from stockade.gateway import metrics
 from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
 from stockade.gateway.guard import parse_networks
@@ -140,31 +146,91 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "kept_p99_ms": percentile(kept, 99),
             "throughput_mib_s": size / elapsed / (1 << 20),
         }
+    results["held"] = await _hold(args.held, lambda: open_path("tunnel", small_port))
     for s in (server, small_server, big_server):
         s.close()
     return results
 
 
+def _rss_mib() -> float:
+    """The resident set of this process (MiB), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _hold(
+    count: int, open_one: Callable[[], Awaitable[tuple[Streams, str]]]
+) -> dict[str, float]:
+    """Open `count` tunnels (64 at a time), hold them all, then GET on each at once."""
+    before = _rss_mib()
+    gate = asyncio.Semaphore(64)
+
+    async def opened() -> tuple[Streams, str]:
+        async with gate:
+            return await open_one()
+
+    start = time.perf_counter()
+    tunnels = await asyncio.gather(*(opened() for _ in range(count)))
+    open_s = time.perf_counter() - start
+    held = metrics.REGISTRY.get_sample_value("stockade_gateway_connections") or 0.0
+    start = time.perf_counter()
+    sizes = await asyncio.gather(*(_get(r, w, host) for (r, w), host in tunnels))
+    answer_s = time.perf_counter() - start
+    after = _rss_mib()
+    for (_, writer), _host in tunnels:
+        writer.close()
+    await asyncio.gather(*(w.wait_closed() for (_, w), _ in tunnels), return_exceptions=True)
+    for _ in range(200):  # let the gateway and the upstream finish their side
+        if not metrics.REGISTRY.get_sample_value("stockade_gateway_connections"):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    if len([n for n in sizes if n > 0]) != count:
+        raise SystemExit(f"only {len([n for n in sizes if n])} of {count} held tunnels answered")
+    return {
+        "count": float(count),
+        "gateway_open_connections": float(held),
+        "open_all_s": open_s,
+        "answer_all_s": answer_s,
+        "rss_before_mib": before,
+        "rss_after_mib": after,
+    }
+
+
 def report(results: dict[str, dict[str, float]]) -> str:
     """A text table, with the added latency of each path over ``direct``."""
+    held = results.get("held")
     base = results["direct"]
     lines = [
         f"{'path':<10} {'new p50':>9} {'new p99':>9} {'kept p50':>9} {'kept p99':>9}"
         f" {'+p50 new':>9} {'+p50 kept':>9} {'MiB/s':>8}"
     ]
     for path, r in results.items():
+        if path == "held":
+            continue
         lines.append(
             f"{path:<10} {r['new_p50_ms']:>9.2f} {r['new_p99_ms']:>9.2f} {r['kept_p50_ms']:>9.3f}"
             f" {r['kept_p99_ms']:>9.3f} {r['new_p50_ms'] - base['new_p50_ms']:>9.2f}"
             f" {r['kept_p50_ms'] - base['kept_p50_ms']:>9.3f} {r['throughput_mib_s']:>8.0f}"
         )
-    return "\n".join(lines) + "\n(ms; +p50 = added over direct)"
+    text = "\n".join(lines) + "\n(ms; +p50 = added over direct)"
+    if held:
+        text += (
+            f"\nheld: {held['count']:.0f} tunnels open at once (the gateway counted"
+            f" {held['gateway_open_connections']:.0f}), opened in {held['open_all_s']:.2f} s,"
+            f" all answered in {held['answer_all_s']:.2f} s; process RSS"
+            f" {held['rss_before_mib']:.0f} -> {held['rss_after_mib']:.0f} MiB"
+        )
+    return text
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per latency series")
     parser.add_argument("--mib", type=int, default=64, help="MiB of the throughput download")
+    parser.add_argument("--held", type=int, default=1000, help="tunnels held open at once")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     options = parser.parse_args()
     figures = asyncio.run(main(options))
