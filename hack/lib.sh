@@ -21,6 +21,8 @@ K8S_CACHE_BIN="${STOCKADE_CACHE_DIR}/k8s/v${K8S_VERSION}/bin"
 CONTAINERD_CACHE_BIN="${STOCKADE_CACHE_DIR}/containerd/v${CONTAINERD_VERSION}/bin"
 # shellcheck disable=SC2034
 GVISOR_CACHE_BIN="${STOCKADE_CACHE_DIR}/gvisor/${GVISOR_GO_VERSION}/bin"
+# shellcheck disable=SC2034
+KUBE_ROUTER_CACHE_BIN="${STOCKADE_CACHE_DIR}/kube-router/v${KUBE_ROUTER_VERSION}/bin"
 
 # Where the local cluster keeps its state and its kubeconfig (fixed path per checkout).
 STOCKADE_CLUSTER_NAME="${STOCKADE_CLUSTER_NAME:-stockade}"

@@ -9,6 +9,9 @@
 #     a pseudo-version) into $STOCKADE_CACHE_DIR/gvisor/<GVISOR_GO_VERSION>/bin, built from
 #     a copy of the module with hack/node/patches/*.patch applied (see the patch: the shim
 #     must not fail where lowering its OOM score is not permitted).
+#   - kube-router (github.com/cloudnativelabs/kube-router/v2, CGO off) into
+#     $STOCKADE_CACHE_DIR/kube-router/v<KUBE_ROUTER_VERSION>/bin: only its network-policy
+#     controller runs (hack/node-up.sh), the node's NetworkPolicy enforcer for the tests;
 #   - the node's images (a pause image, the e2e agent and the example agent: busybox-static
 #     with hack/node/agent/agent.sh or examples/agent/agent.sh, packed with umoci and
 #     skopeo) as docker archives into $(node_images_dir) (hack/lib.sh), which
@@ -24,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # plugin's masquerade rules), the agent image's busybox, and umoci + skopeo to pack images.
 # nftables: node-down drops the nf_tables tables the kubelet's iptables calls registered;
 # iproute2 (ip: the bridge) and procps (pgrep: node-down's leftovers), usually present.
-NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables nftables iproute2 procps busybox-static umoci skopeo patch)
+NODE_DEBIAN_PACKAGES=(containernetworking-plugins iptables ipset nftables iproute2 procps busybox-static umoci skopeo patch)
 
 ensure_debian_packages() {
   local missing=() pkg
@@ -82,6 +85,16 @@ build_gvisor() {
     timed "gVisor ${GVISOR_GO_VERSION}: containerd-shim-runsc-v1" go build -mod=mod \
       -ldflags "-s -w" -o "${GVISOR_CACHE_BIN}/containerd-shim-runsc-v1" ./shim)
   rm -rf "${src}"
+}
+
+build_kube_router() {
+  refuse_build "kube-router v${KUBE_ROUTER_VERSION}" node-binaries
+  need_go
+  local pkg="github.com/cloudnativelabs/kube-router/v2"
+  timed "kube-router v${KUBE_ROUTER_VERSION}" \
+    env GOBIN="${KUBE_ROUTER_CACHE_BIN}" go install \
+    -ldflags "-s -w -X ${pkg}/pkg/version.Version=v${KUBE_ROUTER_VERSION}" \
+    "${pkg}/cmd/kube-router@v${KUBE_ROUTER_VERSION}"
 }
 
 # image DIR NAME REF ENTRYPOINT USER ROOTFS_SETUP: an OCI image built with umoci from a
@@ -147,7 +160,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 total_start=${SECONDS}
 
 bash "${HACK_DIR}/k8s-binaries.sh" kubelet
-mkdir -p "${CONTAINERD_CACHE_BIN}" "${GVISOR_CACHE_BIN}"
+mkdir -p "${CONTAINERD_CACHE_BIN}" "${GVISOR_CACHE_BIN}" "${KUBE_ROUTER_CACHE_BIN}"
 for name in containerd containerd-shim-runc-v2 ctr; do
   [[ -x "${CONTAINERD_CACHE_BIN}/${name}" ]] || { build_containerd; break; }
 done
@@ -155,13 +168,15 @@ for name in runsc containerd-shim-runsc-v1; do
   [[ -x "${GVISOR_CACHE_BIN}/${name}" ]] || { build_gvisor; break; }
 done
 
+[[ -x "${KUBE_ROUTER_CACHE_BIN}/kube-router" ]] || build_kube_router
+
 images="$(node_images_dir)"
 [[ -e "${images}/complete" ]] ||
   timed "the node's images: ${NODE_PAUSE_IMAGE}, ${NODE_AGENT_IMAGE}, ${NODE_EXAMPLE_AGENT_IMAGE}" \
     build_images "${images}"
 
 for path in "${images}"/{pause,agent,example-agent}.tar "${K8S_CACHE_BIN}/kubelet" "${CONTAINERD_CACHE_BIN}"/{containerd,containerd-shim-runc-v2,ctr} \
-  "${GVISOR_CACHE_BIN}"/{runsc,containerd-shim-runsc-v1}; do
+  "${GVISOR_CACHE_BIN}"/{runsc,containerd-shim-runsc-v1} "${KUBE_ROUTER_CACHE_BIN}/kube-router"; do
   [[ -s "${path}" ]] || die "${path} is still missing after the build"
   log "$(printf '%-26s %6s  %s' "$(basename "${path}")" "$(du -Lh "${path}" | cut -f1)" "${path}")"
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stop the real node hack/node-up.sh started and undo what it changed (idempotent):
-# the Node object, the kubelet and containerd (by the PIDs node-up recorded; the pods'
-# runsc sandboxes and shims too), the mounts under its directories, the bridge and the
-# cgroups it created, and the sysctls it saved. The control plane is left alone
+# the Node object, kube-router (the NetworkPolicy enforcer), the kubelet and containerd
+# (by the PIDs node-up recorded; the pods' runsc sandboxes and shims too), the mounts
+# under its directories, the bridge, the iptables chains and ipsets, the cgroups it
+# created, and the sysctls it saved. The control plane is left alone
 # (hack/cluster-down.sh stops it). Images and containerd's content stay in $NODE_ROOT
 # unless STOCKADE_NODE_PURGE=1.
 set -euo pipefail
@@ -37,6 +38,8 @@ if [[ -n "${kubectl}" && -s "${STOCKADE_KUBECONFIG}" ]] &&
     sleep 1
   done
 fi
+# The enforcer first: stopped, it changes no rule while they are removed below.
+stop kube-router
 socket="${NODE_RUN}/containerd/containerd.sock"
 crictl_like() { "${CONTAINERD_CACHE_BIN}/ctr" --address "${socket}" -n k8s.io "$@"; }
 stop kubelet
@@ -76,8 +79,9 @@ if [[ -e "${NODE_RUN}/bridge.created" ]] || ip link show "${NODE_BRIDGE}" >/dev/
   log "bridge ${NODE_BRIDGE} removed"
 fi
 # iptables: the kubelet adds KUBE-* chains (KUBE-FIREWALL drops martian packets to
-# 127.0.0.0/8; canaries), CNI would add CNI-* ones (none expected: no masquerade). Remove
-# those that were not there before node-up.
+# 127.0.0.0/8; canaries), kube-router its KUBE-ROUTER-*, KUBE-NWPLCY-* and KUBE-POD-FW-*
+# ones (jumped to from INPUT, FORWARD and OUTPUT), CNI would add CNI-* ones (none
+# expected: no masquerade). Remove those that were not there before node-up.
 clean_chains() {  # clean_chains CMD: for iptables or ip6tables
   local cmd="$1" saved="${NODE_RUN}/$1.saved" table chain rule chains
   command -v "${cmd}-save" >/dev/null && [[ -e "${saved}" ]] || return 0
@@ -90,8 +94,8 @@ clean_chains() {  # clean_chains CMD: for iptables or ip6tables
       log "removing ${cmd} chain ${table}/${chain}"
       { "${cmd}" -t "${table}" -S 2>/dev/null | grep -E -- "-j ${chain}( |$)" || true; } |
         sed 's/^-A/-D/' | while read -r rule; do
-          read -ra args <<<"${rule}"
-          "${cmd}" -t "${table}" "${args[@]}" 2>/dev/null || true
+          # xargs splits as iptables -S quotes (kube-router's jumps carry a --comment "...").
+          printf '%s\n' "${rule}" | xargs "${cmd}" -t "${table}" 2>/dev/null || true
         done
       "${cmd}" -t "${table}" -F "${chain}" 2>/dev/null || true
     done
@@ -100,6 +104,15 @@ clean_chains() {  # clean_chains CMD: for iptables or ip6tables
 }
 clean_chains iptables
 clean_chains ip6tables
+# kube-router's ipsets (KUBE-SRC-*, KUBE-DST-*, ...; inet6: for IPv6), once no rule
+# references them: those node-up did not find.
+if [[ -e "${NODE_RUN}/ipsets.saved" ]] && command -v ipset >/dev/null; then
+  for set in $(ipset list -n 2>/dev/null); do
+    [[ "${set}" == KUBE-* || "${set}" == inet6:KUBE-* ]] || continue
+    grep -qxF -- "${set}" "${NODE_RUN}/ipsets.saved" && continue
+    ipset destroy "${set}" 2>/dev/null && log "removed ipset ${set}"
+  done
+fi
 # iptables-nft leaves the (now empty) tables it registered for them: drop those too.
 if [[ -e "${NODE_RUN}/nft-tables.saved" ]] && command -v nft >/dev/null; then
   nft list tables 2>/dev/null | while read -r _ family name; do

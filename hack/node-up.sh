@@ -15,6 +15,10 @@
 #     $NODE_CGROUP, label stockade.dev/real-node=true and the taint
 #     stockade.dev/real-node=true:NoSchedule (only pods that tolerate it run here), plus
 #     the label sandbox.stockade.dev/gvisor=true that the RuntimeClass gvisor selects;
+#   - NetworkPolicy: kube-router's network-policy controller alone (no routing, no
+#     service proxy; built by hack/node-binaries.sh), a host process with the admin
+#     kubeconfig, enforcing the policies of the node's pods with iptables and ipsets
+#     (test-only: the chart never ships it);
 #   - images: a pause image (hack/node/pause), the e2e agent and the example agent,
 #     built by hack/node-binaries.sh as docker archives in the cache, imported with ctr.
 # It builds nothing itself when STOCKADE_NO_BUILD=1 (the tests): what is missing is named.
@@ -53,6 +57,7 @@ if [[ ! -s "${NODE_RUN}/sysctls.saved" ]]; then
   iptables-save >"${NODE_RUN}/iptables.saved" 2>/dev/null || true
   ip6tables-save >"${NODE_RUN}/ip6tables.saved" 2>/dev/null || true
   nft list tables >"${NODE_RUN}/nft-tables.saved" 2>/dev/null || true
+  ipset list -n >"${NODE_RUN}/ipsets.saved" 2>/dev/null || true
   for path in "${NODE_HOST_PATHS[@]}"; do
     [[ -e "${path}" ]] || echo "${path}"
   done >"${NODE_RUN}/paths.created"
@@ -224,6 +229,29 @@ for _ in $(seq 60); do k get node "${NODE_NAME}" >/dev/null 2>&1 && break; sleep
 if ! k wait --for=condition=Ready "node/${NODE_NAME}" --timeout=120s >/dev/null 2>&1; then
   die "node ${NODE_NAME} is not Ready: $(tail -n 30 "${NODE_ROOT}/log/kubelet.log")"
 fi
+# --- NetworkPolicy: kube-router's network-policy controller ---------------------------
+# After the kubelet: it finds the node's pods by the Node's InternalIP. Its rules hook
+# INPUT, FORWARD and OUTPUT (pod to node, pod to pod, node to pod); a pod that no
+# NetworkPolicy selects keeps full access. Traffic to the Service range and to local node
+# ports (30000-32767) always passes. Health and metrics ports off: nothing else listens.
+if ! alive kube-router; then
+  log "starting kube-router's network-policy controller (log ${NODE_ROOT}/log/kube-router.log)"
+  # kwok's API server assigns Service IPs from 10.0.0.0/24 (no flag sets it here).
+  setsid "${KUBE_ROUTER_CACHE_BIN}/kube-router" --run-firewall=true --run-router=false \
+    --run-service-proxy=false --kubeconfig "${STOCKADE_KUBECONFIG}" \
+    --hostname-override "${NODE_NAME}" --health-port 0 --metrics-port 0 \
+    --service-cluster-ip-range 10.0.0.0/24 --v=1 \
+    >>"${NODE_ROOT}/log/kube-router.log" 2>&1 </dev/null &
+  echo $! >"${NODE_RUN}/kube-router.pid"
+fi
+for _ in $(seq 60); do
+  iptables -t filter -S INPUT 2>/dev/null | grep -q -- '-j KUBE-ROUTER-INPUT' && break
+  alive kube-router || break
+  sleep 0.5
+done
+iptables -t filter -S INPUT 2>/dev/null | grep -q -- '-j KUBE-ROUTER-INPUT' ||
+  die "kube-router did not set up its chains: $(tail -n 20 "${NODE_ROOT}/log/kube-router.log")"
+
 # --- storage: workspaces on the real node (the cluster's `standard` PVs are kwok's) ------
 # A StorageClass of its own and a few local PVs under $NODE_ROOT/pv, bound to the node;
 # Agents ask for it with spec.workspace.storageClassName: stockade-node.

@@ -105,6 +105,9 @@ def e2e_operator(
         "STOCKADE_ADMISSION_POLICY_BINDING": binding,
         **operator_auth.operator_env,
         "STOCKADE_ALLOWED_TOLERATION_KEYS": TAINT_KEY,
+        # The node's address stands for its resolver (as NodeLocal DNSCache's would):
+        # DNS egress allows port 53 there (tests/e2e/test_egress_enforced.py).
+        "STOCKADE_EGRESS_DNS_CIDRS": f"{NODE_IP}/32",
     }
     with running_operator(cluster, env, operator_auth.kubeconfig) as process:
         yield process
