@@ -395,22 +395,21 @@ def _set_suspend(ctx: click.Context, name: str, suspend: bool) -> None:
     echo(f"agent.stockade.dev/{name} {verb}")
 
 
-@cli.command()
-@click.argument("name")
-@connection_options
-@click.pass_context
-def suspend(ctx: click.Context, name: str) -> None:
-    """Pause the Agent (spec.suspend=true): its pod goes, its workspace stays."""
-    _set_suspend(ctx, name, True)
+def _suspend_command(verb: str, suspend: bool, help_text: str) -> None:
+    """Register ``kubectl stockade <verb> NAME``, which sets ``spec.suspend`` to `suspend`."""
+
+    @cli.command(name=verb, help=help_text)
+    @click.argument("name")
+    @connection_options
+    @click.pass_context
+    def command(ctx: click.Context, name: str) -> None:
+        _set_suspend(ctx, name, suspend)
 
 
-@cli.command()
-@click.argument("name")
-@connection_options
-@click.pass_context
-def resume(ctx: click.Context, name: str) -> None:
-    """Resume a paused Agent (spec.suspend=false): a new pod starts."""
-    _set_suspend(ctx, name, False)
+_suspend_command(
+    "suspend", True, "Pause the Agent (spec.suspend=true): its pod goes, its workspace stays."
+)
+_suspend_command("resume", False, "Resume a paused Agent (spec.suspend=false): a new pod starts.")
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})
