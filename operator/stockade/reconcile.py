@@ -303,7 +303,7 @@ class Reconciler:
         """Read the API server's addresses; set :attr:`api_server_cidrs` (Custom egress).
 
         From the ``kubernetes`` EndpointSlice in ``default``, which the API server keeps
-        (:meth:`Kube.read_api_server_addresses`). A failed read keeps the last known
+        (:meth:`KubeClient.read_api_server_addresses`). A failed read keeps the last known
         addresses (none known: Custom egress is refused, ``EgressDenied``) and is
         logged; a change is logged too.
         """

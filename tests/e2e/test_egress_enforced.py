@@ -253,7 +253,7 @@ def test_pod_without_policy_reaches_everything(agents: Agents, listeners: Listen
     (not an Agent) reaches every listener, so the tests above can fail."""
     probe = targets(listeners)
     placement = real_node_placement()
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "unfenced"},
@@ -281,8 +281,8 @@ def test_pod_without_policy_reaches_everything(agents: Agents, listeners: Listen
             ],
         },
     }
+    agents.cluster.create_pod(agents.namespace, pod)
     core = agents.cluster.core
-    core.create_namespaced_pod(agents.namespace, pod)
 
     def finished() -> Any:
         found = core.read_namespaced_pod("unfenced", agents.namespace)

@@ -1244,15 +1244,14 @@ def test_dns_presets_make_policies_the_api_server_accepts(
 ) -> None:
     """From chart value to NetworkPolicy: each preset's policy passes server-side dry-run."""
     from stockade.api.agent import AgentSpec
-    from stockade.build.names import AgentRef
-    from stockade.build.network import build_network_policy
+    from stockade.build.network import build_shared_network_policy, egress_label
     from stockade.config import load_config
 
     namespace = fresh_namespace(cluster, "t-helm-dns")
     namespaces.append(namespace)
     config = load_config(env_of(helm.render({"egress.dns.preset": preset})))
     spec = AgentSpec.model_validate({"image": "busybox", "network": {"egress": "Internet"}})
-    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    policy = build_shared_network_policy(namespace, egress_label(spec.network), config)
     out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
     assert (
         "networkpolicy.networking.k8s.io/stockade-egress-internet created (server dry run)" in out
@@ -1527,8 +1526,7 @@ def test_the_gateway_objects_are_accepted_server_side(
 ) -> None:
     """The gateway's objects, and the shared hosts policy of an Agent namespace, dry-run."""
     from stockade.api.agent import AgentSpec
-    from stockade.build.names import AgentRef
-    from stockade.build.network import build_network_policy
+    from stockade.build.network import build_shared_network_policy, egress_label
     from stockade.config import load_config
 
     namespace = fresh_namespace(cluster, "t-helm-gw")
@@ -1548,7 +1546,7 @@ def test_the_gateway_objects_are_accepted_server_side(
     spec = AgentSpec.model_validate(
         {"image": "busybox", "network": {"egress": "Hosts", "hosts": ["pypi.org"]}}
     )
-    policy = build_network_policy(AgentRef("demo", namespace, str(uuid.uuid4())), spec, config)
+    policy = build_shared_network_policy(namespace, egress_label(spec.network), config)
     out = cluster.kubectl(*APPLY_DRY_RUN, stdin=yaml.safe_dump(policy))
     assert "networkpolicy.networking.k8s.io/stockade-egress-hosts created (server dry run)" in out
 

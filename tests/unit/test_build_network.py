@@ -22,7 +22,7 @@ from stockade.build.network import (
     OWN_POLICY,
     SHARED_MODES,
     DnsPeer,
-    build_network_policy,
+    build_agent_network_policy,
     build_shared_network_policy,
     dns_peer,
     dns_rule,
@@ -79,9 +79,19 @@ def spec(**fields: Any) -> AgentSpec:
     return AgentSpec.model_validate({"image": "ghcr.io/x/agent:1", **fields})
 
 
+def fence(ref: AgentRef, agent: AgentSpec, config: OperatorConfig | None = None) -> dict[str, Any]:
+    """The policy that fences `agent`'s pods, as the controllers pick it: the Agent's own
+    (controllers/children.py) for Custom egress, else its namespace's shared one
+    (controllers/egress.py)."""
+    label = egress_label(agent.network)
+    if label == OWN_POLICY:
+        return build_agent_network_policy(ref, agent, config)
+    return build_shared_network_policy(ref.namespace, label, config)
+
+
 def policy(network: dict[str, Any] | None = None) -> dict[str, Any]:
     fields = {} if network is None else {"network": network}
-    return build_network_policy(REF, spec(**fields), CONFIG)
+    return fence(REF, spec(**fields), CONFIG)
 
 
 def test_default_is_the_namespaces_shared_none_policy() -> None:
@@ -156,7 +166,7 @@ def test_an_agents_pod_is_selected_by_its_policy_and_by_no_other(mode: EgressMod
     other = AgentRef("other", REF.namespace, "uid-2")
     others = [
         *(build_shared_network_policy(REF.namespace, label, CONFIG) for label in SHARED_MODES),
-        build_network_policy(other, spec(network=network_of(EgressMode.CUSTOM))),
+        fence(other, spec(network=network_of(EgressMode.CUSTOM))),
         build_shared_network_policy("elsewhere", "internet"),
         build_shared_network_policy("elsewhere", "hosts", CONFIG),
     ]
@@ -179,14 +189,14 @@ def test_egress_labels() -> None:
         egress=EgressMode.INTERNET, cidrs=None, ports=[NetworkPort(port=443)]
     )
     assert egress_label(slipped) == OWN_POLICY
-    np = build_network_policy(REF, AgentSpec.model_construct(image="x", network=slipped))
+    np = fence(REF, AgentSpec.model_construct(image="x", network=slipped))
     assert np["metadata"]["name"] == "demo-egress"
     assert np["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 443}]
 
 
 def test_shared_policies_of_a_namespace_are_the_same_for_every_agent() -> None:
-    a = build_network_policy(REF, spec(network={"egress": "DNS"}))
-    b = build_network_policy(AgentRef("b", REF.namespace, "uid-2"), spec(network={"egress": "DNS"}))
+    a = fence(REF, spec(network={"egress": "DNS"}))
+    b = fence(AgentRef("b", REF.namespace, "uid-2"), spec(network={"egress": "DNS"}))
     assert a == b == build_shared_network_policy(REF.namespace, "dns")
     assert "ownerReferences" not in a["metadata"]
 
@@ -296,7 +306,7 @@ def test_custom_with_a_bad_cidr_is_a_spec_error(bad: str) -> None:
 
 def test_session_label() -> None:
     custom = {"egress": "Custom", "cidrs": ["203.0.113.0/24"]}
-    np = build_network_policy(REF, spec(sessionRef={"name": "s"}, network=custom))
+    np = fence(REF, spec(sessionRef={"name": "s"}, network=custom))
     assert np["metadata"]["labels"]["stockade.dev/session"] == "s"
     # The pod selector stays per Agent (not per session).
     assert "stockade.dev/session" not in np["spec"]["podSelector"]["matchLabels"]
@@ -332,8 +342,8 @@ def test_deterministic_and_dns_first(
     if mode == EgressMode.HOSTS:
         network["hosts"] = ["pypi.org"]
     agent = spec(network=network)
-    np = build_network_policy(REF, agent, CONFIG)
-    assert np == build_network_policy(REF, agent, CONFIG)
+    np = fence(REF, agent, CONFIG)
+    assert np == fence(REF, agent, CONFIG)
     egress = np["spec"]["egress"]
     if mode == EgressMode.NONE:
         assert egress == []
@@ -365,7 +375,7 @@ def test_hosts_mode_reaches_dns_and_the_gateway_only() -> None:
     }
     assert "hosts" in SHARED_MODES
     # The hosts are the gateway's business: every Hosts Agent shares the policy.
-    other = build_network_policy(
+    other = fence(
         AgentRef("b", REF.namespace, "uid-2"),
         spec(network={"egress": "Hosts", "hosts": ["pypi.org"]}),
         CONFIG,
@@ -426,8 +436,8 @@ def test_every_preset_the_config_accepts_has_a_peer() -> None:
 
 def test_the_default_preset_is_todays_kube_dns_rule() -> None:
     assert PRESET_RULES["kube-dns"] == DNS_RULE
-    assert build_network_policy(REF, spec(network={"egress": "DNS"}), OperatorConfig()) == (
-        build_network_policy(REF, spec(network={"egress": "DNS"}))
+    assert fence(REF, spec(network={"egress": "DNS"}), OperatorConfig()) == (
+        fence(REF, spec(network={"egress": "DNS"}))
     )
 
 
@@ -438,7 +448,7 @@ def test_each_preset_renders_its_dns_peers(preset: str, mode: str) -> None:
     network: dict[str, Any] = {"egress": mode}
     if mode == "Custom":
         network["cidrs"] = ["203.0.113.0/24"]
-    np = build_network_policy(REF, spec(network=network), config)
+    np = fence(REF, spec(network=network), config)
     egress = np["spec"]["egress"]
     assert egress[0] == PRESET_RULES[preset]
     assert len(egress) == (1 if mode == "DNS" else 2)
@@ -447,7 +457,7 @@ def test_each_preset_renders_its_dns_peers(preset: str, mode: str) -> None:
 @pytest.mark.parametrize("preset", sorted(PRESET_RULES))
 def test_no_egress_has_no_dns_whatever_the_preset(preset: str) -> None:
     config = load_config({"STOCKADE_EGRESS_DNS_PRESET": preset})
-    assert build_network_policy(REF, spec(), config)["spec"]["egress"] == []
+    assert fence(REF, spec(), config)["spec"]["egress"] == []
 
 
 def test_nodelocal_address_is_reachable_only_on_dns_ports() -> None:
@@ -493,4 +503,4 @@ def test_a_dns_peer_that_selects_nothing_is_refused() -> None:
         dns_rule(DnsPeer())
     empty = OperatorConfig(egress_dns_namespace_labels={}, egress_dns_pod_labels={})
     with pytest.raises(SpecError):
-        build_network_policy(REF, spec(network={"egress": "DNS"}), empty)
+        fence(REF, spec(network={"egress": "DNS"}), empty)

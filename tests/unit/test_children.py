@@ -7,7 +7,7 @@ from typing import Any
 from stockade.api.agent import AgentSpec
 from stockade.build.configmap import build_input_configmap
 from stockade.build.names import AgentRef
-from stockade.build.network import build_network_policy, build_shared_network_policy
+from stockade.build.network import build_agent_network_policy, build_shared_network_policy
 from stockade.build.workspace import build_workspace_pvc
 from stockade.core.children import ChildView, Ownership, Write, digest, ownership, plan
 
@@ -24,7 +24,7 @@ SPEC = AgentSpec.model_validate(
 
 def children(ref: AgentRef = REF, spec: AgentSpec = SPEC) -> list[dict[str, Any]]:
     built = [
-        build_network_policy(ref, spec),
+        build_agent_network_policy(ref, spec),
         build_input_configmap(ref, spec),
         build_workspace_pvc(ref, spec),
     ]
@@ -81,7 +81,7 @@ def test_a_shared_policy_is_ours_only_with_its_labels_and_no_controller() -> Non
     held["metadata"]["ownerReferences"] = [REF.owner_reference()]
     assert ownership(held, "", "", False, shared="dns") is Ownership.FOREIGN
     # An Agent's own policy (agent label) is never taken for a shared one.
-    own = build_network_policy(REF, SPEC)
+    own = build_agent_network_policy(REF, SPEC)
     assert ChildView.of(own).shared is None
 
 

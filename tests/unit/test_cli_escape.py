@@ -40,8 +40,8 @@ def hostile_agent() -> dict[str, Any]:
     }
 
 
-class FakeKube:
-    """The :class:`stockade.cli.kube.Kube` calls the commands make, answered from memory."""
+class FakeConnection:
+    """The :class:`stockade.cli.connection.Connection` calls the commands make, from memory."""
 
     namespace = "ns"
 
@@ -80,8 +80,8 @@ class FakeKube:
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    fake = FakeKube()
-    monkeypatch.setattr(commands, "kube", lambda ctx: fake)
+    fake = FakeConnection()
+    monkeypatch.setattr(commands, "connect", lambda ctx: fake)
     return CliRunner()
 
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from stockade.cli import format as fmt
 from stockade.cli.commands import cli
+from stockade.cli.connection import controlled_by, exec_exit_code
 from stockade.cli.errors import USAGE, CliError
-from stockade.cli.kube import controlled_by, exec_exit_code
 from stockade.cli.manifest import agent_manifest
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)

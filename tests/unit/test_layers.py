@@ -5,6 +5,8 @@ api, build, config, core   pure: no kopf, Kubernetes client, HTTP or metrics lib
 runtime                    the machinery: may use the pure layers, never a controller
 controllers, reconcile     the reconcilers: anything but the kopf handlers
 handlers, __main__, cli    the entry points
+apiclient                  the API client both the operator and the gateway use: imports
+                           no Stockade layer
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "stockade.reconcile",
         "stockade.handlers",
         "stockade.cli",
+        "stockade.gateway",
+    ),
+    "apiclient": (
+        *ABOVE_PURE,
+        "stockade.api",
+        "stockade.build",
+        "stockade.core",
         "stockade.gateway",
     ),
 }

@@ -133,6 +133,14 @@ class CustomResource:
         return f"{self.plural}.{self.group}"
 
 
+_AGE = PrinterColumn("Age", ".metadata.creationTimestamp", type="date")
+
+
+def _phase(description: str) -> PrinterColumn:
+    """The ``Phase`` column (``.status.phase``) that both kinds show first."""
+    return PrinterColumn("Phase", ".status.phase", description=description)
+
+
 AGENT = CustomResource(
     model=Agent,
     kind=AGENT_KIND,
@@ -140,12 +148,12 @@ AGENT = CustomResource(
     singular="agent",
     short_names=("ag",),
     printer_columns=(
-        PrinterColumn("Phase", ".status.phase", description="Lifecycle phase"),
+        _phase("Lifecycle phase"),
         PrinterColumn(
             "Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready"
         ),
         PrinterColumn("Runtime", ".status.runtimeClassName", description="RuntimeClass"),
-        PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+        _AGE,
         PrinterColumn("Reason", ".status.reason", description="Reason of the phase"),
     ),
 )
@@ -157,7 +165,7 @@ AGENT_SESSION = CustomResource(
     singular="agentsession",
     short_names=("ags",),
     printer_columns=(
-        PrinterColumn("Phase", ".status.phase", description="Session phase"),
+        _phase("Session phase"),
         PrinterColumn(
             "Agents", ".status.agents.total", type="integer", description="Member Agents"
         ),
@@ -167,7 +175,7 @@ AGENT_SESSION = CustomResource(
         PrinterColumn(
             "Usage", ".status.usageSummary", description="Requests of admitted Agents / budget"
         ),
-        PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+        _AGE,
         PrinterColumn(
             "Admitted",
             ".status.admitted",

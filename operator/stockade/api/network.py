@@ -158,33 +158,33 @@ def _check_host(value: str, pattern: str, what: str) -> str:
     return value
 
 
-HostEntry = Annotated[
-    str,
-    AfterValidator(lambda v: _check_host(v, HOST_ENTRY, "host entry")),
-    WithJsonSchema(
+def _host_schema(pattern: str, max_length: int) -> WithJsonSchema:
+    """The API server's check of a host string (its JSON schema).
+
+    `pattern`, 1 to `max_length` characters, not an IP address.
+    """
+    return WithJsonSchema(
         {
             "type": "string",
             "minLength": 1,
-            "maxLength": 259,
-            "pattern": HOST_ENTRY,
+            "maxLength": max_length,
+            "pattern": pattern,
             "x-kubernetes-validations": [_NOT_AN_ADDRESS],
         }
-    ),
+    )
+
+
+HostEntry = Annotated[
+    str,
+    AfterValidator(lambda v: _check_host(v, HOST_ENTRY, "host entry")),
+    _host_schema(HOST_ENTRY, 259),
 ]
 """``name[:port]``, e.g. ``api.openai.com``, ``*.github.com``, ``pypi.org:443``."""
 
 HostName = Annotated[
     str,
     AfterValidator(lambda v: _check_host(v, HOST_NAME, "host name")),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 253,
-            "pattern": HOST_NAME,
-            "x-kubernetes-validations": [_NOT_AN_ADDRESS],
-        }
-    ),
+    _host_schema(HOST_NAME, 253),
 ]
 """A host name without a port, e.g. ``api.openai.com`` or ``*.github.com``."""
 

@@ -355,26 +355,6 @@ def build_shared_network_policy(
     }
 
 
-def build_network_policy(
-    agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig | None = None
-) -> dict[str, Any]:
-    """Build the NetworkPolicy that fences the Agent's pods (see the module doc).
-
-    Returns:
-        The namespace's shared policy of the Agent's mode
-        (:func:`build_shared_network_policy`), or, for Custom egress, the Agent's own
-        (:func:`build_agent_network_policy`).
-
-    Raises:
-        SpecError: ``spec.network`` is Custom without valid CIDRs.
-
-    """
-    label = egress_label(spec.network)
-    if label == OWN_POLICY:
-        return build_agent_network_policy(agent_meta, spec, config)
-    return build_shared_network_policy(agent_meta.namespace, label, config)
-
-
 def build_agent_network_policy(
     agent_meta: AgentRef, spec: AgentSpec, config: OperatorConfig | None = None
 ) -> dict[str, Any]:

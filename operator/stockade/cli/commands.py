@@ -22,7 +22,7 @@ from stockade.cli.errors import FAILED, NOT_INSTALLED, OK, TIMEOUT, USAGE, CliEr
 from stockade.cli.manifest import agent_manifest, check_name
 
 if TYPE_CHECKING:  # the client (kubernetes) is imported by the commands that connect
-    from stockade.cli.kube import Kube
+    from stockade.cli.connection import Connection
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,12 +81,12 @@ def connection_options(fn: F) -> F:
     return fn
 
 
-def kube(ctx: click.Context) -> Kube:
-    """A :class:`Kube` for the connection flags given anywhere on the command line."""
-    from stockade.cli.kube import Kube, Target
+def connect(ctx: click.Context) -> Connection:
+    """A :class:`Connection` for the connection flags given anywhere on the command line."""
+    from stockade.cli.connection import Connection, Target
 
     stored = _stored(ctx)
-    return Kube(
+    return Connection(
         Target(
             kubeconfig=stored.get("kubeconfig"),
             context=stored.get("context"),
@@ -203,7 +203,7 @@ def run(
         task = task_file.read()
     wait_seconds = fmt.parse_duration(timeout)
     deadline_seconds = max(1, int(fmt.parse_duration(deadline))) if deadline else None
-    connection = None if dry_run else kube(ctx)
+    connection = None if dry_run else connect(ctx)
     namespace = connection.namespace if connection else _dry_run_namespace(ctx)
     manifest = agent_manifest(
         name,
@@ -238,7 +238,7 @@ def _dry_run_namespace(ctx: click.Context) -> str:
     if stored.get("namespace"):
         return str(stored["namespace"])
     try:
-        return kube(ctx).namespace
+        return connect(ctx).namespace
     except CliError:
         return "default"
 
@@ -250,7 +250,7 @@ def _print_object(obj: dict[str, Any], output: str) -> None:
         echo(yaml.safe_dump(obj, sort_keys=False).rstrip())
 
 
-def follow(connection: Kube, name: str, timeout: float) -> int:
+def follow(connection: Connection, name: str, timeout: float) -> int:
     """Print each new transition of Agent ``name`` until it finishes; the exit code.
 
     0 Succeeded, 1 Failed or deleted, 3 after ``timeout`` seconds, 4 when it has no
@@ -306,7 +306,7 @@ def logs(
     Only a pod whose controller ownerReference carries the Agent's UID is read. Exit 1
     when the Agent has no pod (yet), or the node cannot serve logs.
     """
-    connection = kube(ctx)
+    connection = connect(ctx)
     agent = connection.get_agent(name)
     status = agent.get("status") or {}
     if attempt is not None:
@@ -339,7 +339,7 @@ def result(ctx: click.Context, name: str, output: str) -> None:
     Exit 0 whenever the Agent could be read; a note on stderr when it has not
     Succeeded.
     """
-    agent = kube(ctx).get_agent(name)
+    agent = connect(ctx).get_agent(name)
     status = agent.get("status") or {}
     if output == "json":
         echo(fmt.to_json(fmt.result_document(agent)))
@@ -358,7 +358,7 @@ def result(ctx: click.Context, name: str, output: str) -> None:
 @click.pass_context
 def describe(ctx: click.Context, name: str) -> None:
     """Show the Agent: phase, why it waits, conditions, a timeline, its pods per attempt."""
-    connection = kube(ctx)
+    connection = connect(ctx)
     agent = connection.get_agent(name)
     echo(fmt.describe(agent, connection.owned_pods(agent)))
 
@@ -369,7 +369,7 @@ def describe(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def sessions(ctx: click.Context, all_namespaces: bool) -> None:
     """List AgentSessions: phase, admitted/maxAgents, budget usage, tokens and cost."""
-    connection = kube(ctx)
+    connection = connect(ctx)
     found = connection.list_sessions(all_namespaces)
     if not found:
         where = "" if all_namespaces else f" in namespace {connection.namespace!r}"
@@ -382,7 +382,7 @@ def sessions(ctx: click.Context, all_namespaces: bool) -> None:
 
 
 def _set_suspend(ctx: click.Context, name: str, suspend: bool) -> None:
-    connection = kube(ctx)
+    connection = connect(ctx)
     agent = connection.get_agent(name)
     phase = (agent.get("status") or {}).get("phase")
     verb = "suspended" if suspend else "resumed"
@@ -395,22 +395,21 @@ def _set_suspend(ctx: click.Context, name: str, suspend: bool) -> None:
     echo(f"agent.stockade.dev/{name} {verb}")
 
 
-@cli.command()
-@click.argument("name")
-@connection_options
-@click.pass_context
-def suspend(ctx: click.Context, name: str) -> None:
-    """Pause the Agent (spec.suspend=true): its pod goes, its workspace stays."""
-    _set_suspend(ctx, name, True)
+def _suspend_command(verb: str, suspend: bool, help_text: str) -> None:
+    """Register ``kubectl stockade <verb> NAME``, which sets ``spec.suspend`` to `suspend`."""
+
+    @cli.command(name=verb, help=help_text)
+    @click.argument("name")
+    @connection_options
+    @click.pass_context
+    def command(ctx: click.Context, name: str) -> None:
+        _set_suspend(ctx, name, suspend)
 
 
-@cli.command()
-@click.argument("name")
-@connection_options
-@click.pass_context
-def resume(ctx: click.Context, name: str) -> None:
-    """Resume a paused Agent (spec.suspend=false): a new pod starts."""
-    _set_suspend(ctx, name, False)
+_suspend_command(
+    "suspend", True, "Pause the Agent (spec.suspend=true): its pod goes, its workspace stays."
+)
+_suspend_command("resume", False, "Resume a paused Agent (spec.suspend=false): a new pod starts.")
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -430,7 +429,7 @@ def exec_(ctx: click.Context, name: str, timeout: str, command: tuple[str, ...])
     """
     check_name(name)
     seconds = fmt.parse_duration(timeout)
-    connection = kube(ctx)
+    connection = connect(ctx)
     agent = connection.get_agent(name)
     status = agent.get("status") or {}
     if status.get("phase") != "Running" or not status.get("podName"):

@@ -91,29 +91,19 @@ STALLING_REASONS = frozenset(
 )
 """Reasons that stall a Pending Agent: waiting will not fix them (``Stalled=True``)."""
 
-WARNING_REASONS = frozenset(
-    {
-        Reason.DEADLINE_EXCEEDED,
-        Reason.STARTUP_TIMEOUT,
-        Reason.BACKOFF_LIMIT_EXCEEDED,
-        Reason.ERROR,
-        Reason.OOM_KILLED,
-        Reason.IMAGE_PULL_FAILED,
-        Reason.EVICTED,
-        Reason.POD_LOST,
-        Reason.INVALID_SPEC,
-        Reason.NAMESPACE_NOT_ALLOWED,
-        Reason.REFERENCE_NOT_ALLOWED,
-        Reason.EGRESS_DENIED,
-        Reason.OWN_IMAGE_REQUIRED,
-        Reason.GATEWAY_NOT_CONFIGURED,
-        Reason.QUOTA_EXCEEDED,
-        Reason.RUNTIME_CLASS_NOT_FOUND,
-        Reason.POD_REJECTED,
-        Reason.RESOURCE_CONFLICT,
-    }
-)
-"""Reasons whose Events are ``Warning`` (the others are ``Normal``)."""
+WARNING_REASONS = STALLING_REASONS | {
+    Reason.DEADLINE_EXCEEDED,
+    Reason.STARTUP_TIMEOUT,
+    Reason.BACKOFF_LIMIT_EXCEEDED,
+    Reason.ERROR,
+    Reason.OOM_KILLED,
+    Reason.IMAGE_PULL_FAILED,
+    Reason.EVICTED,
+    Reason.POD_LOST,
+    Reason.QUOTA_EXCEEDED,
+    Reason.RESOURCE_CONFLICT,
+}
+"""Reasons whose Events are ``Warning`` (the others are ``Normal``): the stalling ones and more."""
 
 
 def failure_of(pod: PodView) -> tuple[Reason, str]:

@@ -9,22 +9,15 @@ from __future__ import annotations
 from stockade.api.agent import TERMINAL_PHASES, Phase
 
 P = Phase
+_NEXT: dict[Phase | None, tuple[Phase, ...]] = {
+    None: (P.Pending,),
+    P.Pending: (P.Starting, P.Paused, P.Failed),
+    P.Starting: (P.Running, P.Failed, P.Paused),
+    P.Running: (P.Succeeded, P.Failed, P.Starting, P.Paused),
+    P.Paused: (P.Pending, P.Failed),
+}
 TRANSITIONS: frozenset[tuple[Phase | None, Phase]] = frozenset(
-    {
-        (None, P.Pending),
-        (P.Pending, P.Starting),
-        (P.Pending, P.Paused),
-        (P.Pending, P.Failed),
-        (P.Starting, P.Running),
-        (P.Starting, P.Failed),
-        (P.Starting, P.Paused),
-        (P.Running, P.Succeeded),
-        (P.Running, P.Failed),
-        (P.Running, P.Starting),
-        (P.Running, P.Paused),
-        (P.Paused, P.Pending),
-        (P.Paused, P.Failed),
-    }
+    {(source, target) for source, targets in _NEXT.items() for target in targets}
     | {(p, P.Terminating) for p in (None, *Phase) if p is not P.Terminating}
 )
 """Every allowed ``(from, to)`` phase change; ``None`` is an Agent without a phase yet."""

@@ -20,12 +20,10 @@ import ssl
 import sys
 
 import certifi
-from kubernetes.aio import client as aclient
-from kubernetes.aio import config as aconfig
 from kubernetes.aio.client.exceptions import ApiException
-from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
+from stockade.apiclient import api_client
 from stockade.gateway import metrics
 from stockade.gateway.config import GatewayConfig, GatewayConfigError, load_gateway_config
 from stockade.gateway.index import PodIndex
@@ -34,20 +32,6 @@ from stockade.gateway.proxy import Gateway
 
 log = logging.getLogger("stockade.gateway")
 FIRST_LIST_WAIT = 30.0
-
-
-async def api_client() -> aclient.ApiClient:
-    """An asyncio API client: in-cluster credentials if present, else the kubeconfig.
-
-    No proxy settings from the environment (``trust_env`` off), like the operator's.
-    """
-    configuration = aclient.Configuration()
-    try:
-        aconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except ConfigException:
-        await aconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.client_session_kwargs = {"trust_env": False}
-    return aclient.ApiClient(configuration)
 
 
 def configure_logging() -> None:

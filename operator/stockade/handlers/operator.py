@@ -16,10 +16,9 @@ from typing import Any
 
 import kopf
 from kubernetes.aio import client as aclient
-from kubernetes.aio import config as aconfig
-from kubernetes.aio.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
+from stockade.apiclient import api_client
 from stockade.build.names import MANAGED_SELECTOR
 from stockade.config import OperatorConfig, load_config
 from stockade.reconcile import Reconciler, phase_samples, session_phase_samples
@@ -30,22 +29,6 @@ from stockade.runtime.kinds import OWNED_KINDS
 from stockade.runtime.leader import LeaderElector
 
 log = logging.getLogger("stockade")
-
-
-async def api_client() -> aclient.ApiClient:
-    """An asyncio API client: in-cluster credentials if present, else the kubeconfig.
-
-    Like kopf's own connection (``settings.networking.trust_env`` is False by default),
-    it reads no proxy or netrc settings from the environment: aiohttp would otherwise
-    look them up in a worker thread on every request.
-    """
-    configuration = aclient.Configuration()
-    try:
-        aconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except ConfigException:
-        await aconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.client_session_kwargs = {"trust_env": False}
-    return aclient.ApiClient(configuration)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

@@ -1,6 +1,6 @@
 """Kubernetes API access for ``kubectl stockade``: kubeconfig, namespace, helpful errors.
 
-:class:`Kube` wraps the official client (synchronous: a CLI has nothing to overlap) and
+:class:`Connection` wraps the official client (synchronous: a CLI has nothing to overlap) and
 turns :class:`ApiException` and connection failures into :class:`CliError` with the
 plugin's exit codes. Objects are plain dicts (camelCase, as the API returns them).
 """
@@ -84,7 +84,7 @@ def explain(exc: ApiException, kind: str, name: str | None, namespace: str | Non
     return CliError(f"API error {exc.status}: {message}")
 
 
-class Kube:
+class Connection:
     """A connection to one cluster and a default namespace."""
 
     def __init__(self, target: Target) -> None:
