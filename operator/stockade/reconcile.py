@@ -27,6 +27,7 @@ from typing import Any
 from stockade.config import OperatorConfig
 from stockade.controllers.agent import Agents
 from stockade.controllers.children import Children
+from stockade.controllers.context import Context
 from stockade.controllers.egress import SharedPolicies
 from stockade.controllers.session import Sessions
 from stockade.core.policy_fingerprint import EXPECTED as EXPECTED_POLICY_FINGERPRINT
@@ -119,7 +120,7 @@ class Reconciler:
         present: Callable[[], bool] = lambda: self.policy_present  # noqa: E731
         api_server: Callable[[], tuple[str, ...] | None] = lambda: self.api_server_cidrs  # noqa: E731
         self.shared = SharedPolicies(self.kube, self.config, self.cache, expectations, leading)
-        self.sessions = Sessions(
+        context = Context(
             self.kube,
             self.config,
             self.cache,
@@ -130,22 +131,10 @@ class Reconciler:
             present,
             api_server,
         )
+        self.sessions = Sessions(context)
         children = Children(self.kube, self.config, self.cache, expectations, self.shared)
         self.agents = Agents(
-            self.kube,
-            self.config,
-            self.cache,
-            echoes,
-            expectations,
-            self.events,
-            children,
-            self.sessions,
-            self.poke,
-            self.poke_session,
-            self._forget_agent,
-            leading,
-            present,
-            api_server,
+            context, expectations, self.events, children, self.sessions, self._forget_agent
         )
         self._agent_queue = WorkQueue(
             self.agents.reconcile,
@@ -188,7 +177,7 @@ class Reconciler:
 
     def own_echo(self, key: AgentKey, body: Mapping[str, Any]) -> bool:
         """Whether `body` is the echo of our own last status write to Agent `key`."""
-        return self.agents.echoes.own_echo("agent", key, body)
+        return self.agents.ctx.echoes.own_echo("agent", key, body)
 
     def member_names(self, session: AgentKey) -> list[str]:
         """The names of the Agents whose sessionRef names `session`."""

@@ -89,17 +89,17 @@ def test_the_pod_index_keeps_a_summary_and_skips_pods_without_an_attempt() -> No
 def test_the_echo_of_our_own_status_write_is_not_reconciled() -> None:
     r, key = reconciler(), ("ns", "a")
     assert not r.own_echo(key, body("2"))  # nothing written yet
-    r.agents.echoes.wrote("agent", key, "1", "2")
+    r.agents.ctx.echoes.wrote("agent", key, "1", "2")
     assert r.own_echo(key, body("2"))
     assert not r.own_echo(key, body("3"))  # someone else's change
 
 
 def test_an_echo_a_reconcile_waited_for_is_reconciled() -> None:
     r, key = reconciler(), ("ns", "a")
-    r.agents.echoes.wrote("agent", key, "1", "2")
+    r.agents.ctx.echoes.wrote("agent", key, "1", "2")
     # A pod event made a reconcile read the body it had written over (the watch lags):
     # it stood back, counting on the echo.
-    assert r.agents.echoes.stale("agent", key, body("1"))
+    assert r.agents.ctx.echoes.stale("agent", key, body("1"))
     assert not r.own_echo(key, body("2"))
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from stockade.api.agent import Phase
 from stockade.build.names import pod_name
-from stockade.config import OperatorConfig
 from stockade.controllers.children import Children
+from stockade.controllers.context import Context
 from stockade.controllers.session import Sessions
 from stockade.core.lifecycle import (
     Admission,
@@ -45,11 +45,9 @@ from stockade.core.spec import (
     status_patch,
 )
 from stockade.runtime import decisionlog, metrics, tracing
-from stockade.runtime.cache import AgentKey, Cache, uid_of
-from stockade.runtime.echoes import Echoes
+from stockade.runtime.cache import AgentKey, uid_of
 from stockade.runtime.events import EventRecorder
 from stockade.runtime.expectations import Expectations
-from stockade.runtime.k8s import KubeApi
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -62,32 +60,20 @@ class Agents:
     """Reconciles Agents (see the module docstring).
 
     Attributes:
-        poke_agent / poke_session: schedule a reconcile of an Agent / of a session
-            (``(key, delay)``); forget_agent drops an Agent's timers (it is gone).
-        leading / policy_present: whether this replica may write / whether the chart's
-            admission policy binding was found.
-        api_server_cidrs: the API server's addresses as CIDRs (None: not known), which
-            Custom egress may not reach.
+        ctx: the collaborators it shares with the session controller (:class:`Context`).
+        forget_agent: drops an Agent's timers (it is gone).
         phases: ``(namespace, phase)`` per known Agent (the ``stockade_agents`` gauge).
         phase_entered: ``(namespace, phase, Unix time it was entered)`` per known Agent
             (``stockade_agent_phase_oldest_seconds``).
 
     """
 
-    kube: KubeApi
-    config: OperatorConfig
-    cache: Cache
-    echoes: Echoes
+    ctx: Context
     expectations: Expectations
     events: EventRecorder
     children: Children
     sessions: Sessions
-    poke_agent: Callable[[AgentKey, float], None]
-    poke_session: Callable[[AgentKey, float], None]
     forget_agent: Callable[[AgentKey], None]
-    leading: Callable[[], bool]
-    policy_present: Callable[[], bool]
-    api_server_cidrs: Callable[[], tuple[str, ...] | None]
     phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     phase_entered: dict[AgentKey, tuple[str, str, float]] = field(default_factory=dict)
     _warned: set[tuple[str, str]] = field(default_factory=set)
@@ -105,36 +91,36 @@ class Agents:
             decisionlog.end(trace)
 
     async def _reconcile(self, key: AgentKey, trace: decisionlog.Trace | None) -> None:
-        if not self.leading():
+        if not self.ctx.leading():
             if trace:
                 trace.skipped = "not the leader"
             return
         namespace, name = key
-        agent = self.cache.agent(key)
+        agent = self.ctx.cache.agent(key)
         if agent is None:
             if trace:
                 trace.skipped = "not in the index (deleted)"
             self.phases.pop(key, None)
             self.phase_entered.pop(key, None)
-            self.echoes.forget("agent", key)
+            self.ctx.echoes.forget("agent", key)
             self.sessions.forget_member(key)
             self.forget_agent(key)
             return
-        if self.echoes.stale("agent", key, agent):
+        if self.ctx.echoes.stale("agent", key, agent):
             if trace:
                 trace.see(agent, ())
-                trace.skipped = f"older than our write {self.echoes.last('agent', key)}"
+                trace.skipped = f"older than our write {self.ctx.echoes.last('agent', key)}"
             return
-        self.echoes.resume("agent", key)
+        self.ctx.echoes.resume("agent", key)
         uid = uid_of(agent)
         session_ref = session_name(agent)
-        session = self.cache.session((namespace, session_ref)) if session_ref else None
+        session = self.ctx.cache.session((namespace, session_ref)) if session_ref else None
         prepared = prepare(
             agent,
-            self.config,
+            self.ctx.config,
             session,
-            policy_present=self.policy_present(),
-            api_server_cidrs=self.api_server_cidrs(),
+            policy_present=self.ctx.policy_present(),
+            api_server_cidrs=self.ctx.api_server_cidrs(),
         )
         spec_error = prepared.error
         view = agent_view(agent, prepared)
@@ -146,7 +132,7 @@ class Agents:
         expected = view.status.get("phase") in (Phase.Starting, Phase.Running)
         if attempt >= 1 and expected and attempt not in pods:
             # The watch may not have delivered a pod we just created: ask once.
-            raw = await self.kube.read("Pod", namespace, pod_name(name, attempt))
+            raw = await self.ctx.kube.read("Pod", namespace, pod_name(name, attempt))
             if raw is not None and observe_pod(raw).owner_uid == uid:
                 pods[attempt] = observe_pod(raw)
         if trace:
@@ -160,9 +146,9 @@ class Agents:
             spec_error_reason=prepared.reason,
             session_failure=failure,
             session_defaults=session_defaults(agent, session) if session is not None else None,
-            backoff=self.config.backoff,
-            history_limit=self.config.history_limit,
-            terminating_timeout=self.config.terminating_timeout_seconds,
+            backoff=self.ctx.config.backoff,
+            history_limit=self.ctx.config.history_limit,
+            terminating_timeout=self.ctx.config.terminating_timeout_seconds,
         )
         decision = decide(obs)
         if decision.awaiting_verdict:  # the session's reconcile pokes it with one
@@ -174,16 +160,16 @@ class Agents:
         if trace:
             trace.decide(decision.phase, str(decision.status.get("reason")), decision.actions)
         if decision.delete_agent:
-            await self.kube.delete_agent(namespace, name)
+            await self.ctx.kube.delete_agent(namespace, name)
             return
         if await self._record(agent, view, decision):
             await self._delete_pods(namespace, decision, pods)
         if session is not None:
             await self._adopt(agent, session)
         if session_ref is not None and decision.status != view.status:
-            self.poke_session((namespace, session_ref), 0.2)
+            self.ctx.poke_session((namespace, session_ref), 0.2)
         if decision.requeue_after is not None:
-            self.poke_agent(key, max(decision.requeue_after, 0.05))
+            self.ctx.poke_agent(key, max(decision.requeue_after, 0.05))
 
     def _session_terms(
         self,
@@ -203,7 +189,7 @@ class Agents:
         as a lost pod.
         """
         pods: dict[int, PodView] = {}
-        for view in self.cache.pods_of(key, uid):
+        for view in self.ctx.cache.pods_of(key, uid):
             asked = self.expectations.deletion_asked(view.uid, seen_deleting=view.deleting)
             if asked is not None:
                 grace = asked + timedelta(seconds=DEFAULT_GRACE_SECONDS)
@@ -229,14 +215,14 @@ class Agents:
         meta = agent["metadata"]
         key = (meta["namespace"], meta["name"])
         base = str(meta.get("resourceVersion") or "")
-        ours = self.echoes.last("agent", key)
+        ours = self.ctx.echoes.last("agent", key)
         if ours is not None and ours[0] == base:
             base = ours[1]  # this reconcile wrote the status on top of `agent`
-        written = await self.kube.patch_agent_owners(key[0], key[1], refs, base)
+        written = await self.ctx.kube.patch_agent_owners(key[0], key[1], refs, base)
         if written is None:  # changed meanwhile: its watch event brings it back
-            self.poke_agent(key, 1.0)
+            self.ctx.poke_agent(key, 1.0)
         else:  # its echo needs no reconcile (:meth:`own_echo`)
-            self.echoes.wrote("agent", key, base, written)
+            self.ctx.echoes.wrote("agent", key, base, written)
 
     async def _act(
         self, agent: dict[str, Any], prepared: Prepared, obs: Observation, decision: Decision
@@ -275,7 +261,7 @@ class Agents:
         now = datetime.now(UTC)
         for delete in decision.actions:
             if isinstance(delete, DeletePod):
-                await self.kube.delete_pod(namespace, delete.name, force=delete.force)
+                await self.ctx.kube.delete_pod(namespace, delete.name, force=delete.force)
                 if uids.get(delete.name):
                     self.expectations.deleted(uids[delete.name], now)
 
@@ -318,13 +304,13 @@ class Agents:
         patch = status_patch(view.status, decision.status)
         if patch:
             base = metadata.get("resourceVersion")
-            written = await self.kube.patch_agent_status(key[0], key[1], patch, base)
-            self.echoes.wrote("agent", key, base, written)
+            written = await self.ctx.kube.patch_agent_status(key[0], key[1], patch, base)
+            self.ctx.echoes.wrote("agent", key, base, written)
             if written is None:
                 # Someone changed the Agent since we looked (its watch event re-pokes
                 # it), or it is gone: then a resync tells (a 409 and a 404 look alike
                 # here), so look again after a short while.
-                self.poke_agent(key, 1.0)
+                self.ctx.poke_agent(key, 1.0)
                 return False
         self.phases[key] = (key[0], str(decision.phase))
         entered = metrics.phase_entered(decision.status, metadata.get("creationTimestamp"))

@@ -10,20 +10,18 @@ whose verdict changed is poked; its own reconcile reads the reason from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from stockade.config import OperatorConfig
+from stockade.controllers.context import Context
 from stockade.core import admission
 from stockade.core.observe import parse_time
 from stockade.core.sessions import MemberView, SessionObservation, decide_session
 from stockade.core.spec import budget_of, prepare, requests_of, status_patch
-from stockade.runtime.cache import AgentKey, Cache
-from stockade.runtime.echoes import Echoes
-from stockade.runtime.k8s import KubeApi
+from stockade.runtime.cache import AgentKey
 
 log = logging.getLogger("stockade.reconcile")
 
@@ -33,26 +31,13 @@ class Sessions:
     """Reconciles AgentSessions (see the module docstring).
 
     Attributes:
-        poke_agent / poke_session: schedule a reconcile of an Agent / of a session
-            (``(key, delay)``).
-        leading: whether this replica may write.
-        policy_present: whether the chart's admission policy binding was found.
-        api_server_cidrs: the API server's addresses as CIDRs (None: not known), which
-            Custom egress may not reach.
+        ctx: the collaborators it shares with the Agent controller (:class:`Context`).
         session_phases: ``(namespace, phase)`` per known session (``stockade_sessions``).
         budget_usage: ``(namespace, session, resource) -> used/budget`` ratios.
 
     """
 
-    kube: KubeApi
-    config: OperatorConfig
-    cache: Cache
-    echoes: Echoes
-    poke_agent: Callable[[AgentKey, float], None]
-    poke_session: Callable[[AgentKey, float], None]
-    leading: Callable[[], bool]
-    policy_present: Callable[[], bool]
-    api_server_cidrs: Callable[[], tuple[str, ...] | None]
+    ctx: Context
     session_phases: dict[AgentKey, tuple[str, str]] = field(default_factory=dict)
     budget_usage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _verdicts: dict[AgentKey, Mapping[str, admission.Verdict]] = field(default_factory=dict)
@@ -60,14 +45,14 @@ class Sessions:
 
     async def reconcile(self, key: AgentKey) -> None:
         """Observe session `key` and its members, admit, summarize, write its status."""
-        if not self.leading():
+        if not self.ctx.leading():
             return
         namespace, name = key
-        session = self.cache.session(key)
-        if session is not None and self.echoes.stale("session", key, session):
+        session = self.ctx.cache.session(key)
+        if session is not None and self.ctx.echoes.stale("session", key, session):
             return
         if session is None:
-            self.echoes.forget("session", key)
+            self.ctx.echoes.forget("session", key)
             self._verdicts.pop(key, None)
             self.session_phases.pop(key, None)
             for usage_key in [k for k in self.budget_usage if k[:2] == key]:
@@ -75,8 +60,8 @@ class Sessions:
             return
         metadata, spec = session.get("metadata") or {}, session.get("spec") or {}
         status = dict(session.get("status") or {})
-        self.echoes.resume("session", key)
-        bodies = self.cache.member_bodies(key)
+        self.ctx.echoes.resume("session", key)
+        bodies = self.ctx.cache.member_bodies(key)
         members = [self.member(body, session) for body in bodies]
         budget = budget_of(spec)
         obs = SessionObservation(
@@ -93,15 +78,15 @@ class Sessions:
         )
         decision = decide_session(obs)
         if decision.delete_session:
-            await self.kube.delete_session(namespace, name)
+            await self.ctx.kube.delete_session(namespace, name)
             return
         patch = status_patch(status, decision.status)
         if patch:
             base = metadata.get("resourceVersion")
-            written = await self.kube.patch_session_status(namespace, name, patch, base)
-            self.echoes.wrote("session", key, base, written)
+            written = await self.ctx.kube.patch_session_status(namespace, name, patch, base)
+            self.ctx.echoes.wrote("session", key, base, written)
             if written is None:
-                self.poke_session(key, 1.0)
+                self.ctx.poke_session(key, 1.0)
                 return
         self.session_phases[key] = (namespace, str(decision.status["phase"]))
         for resource, limit in (budget or {}).items():
@@ -122,9 +107,9 @@ class Sessions:
                 or changed_phase
                 or verdict != previous.get(member.name)
             ):
-                self.poke_agent((namespace, member.name), 0.0)
+                self.ctx.poke_agent((namespace, member.name), 0.0)
         if decision.requeue_after is not None:
-            self.poke_session(key, max(decision.requeue_after, 0.05))
+            self.ctx.poke_session(key, max(decision.requeue_after, 0.05))
 
     def verdict(
         self, agent: dict[str, Any], session_ref: str, session: dict[str, Any]
@@ -154,8 +139,8 @@ class Sessions:
             metadata.get("resourceVersion"),
             session_meta.get("uid"),
             session_meta.get("generation"),
-            self.policy_present(),
-            self.api_server_cidrs(),
+            self.ctx.policy_present(),
+            self.ctx.api_server_cidrs(),
         )
         cached = self._member_views.get(key)
         if cached is not None and cached[0] == stamp:
@@ -169,10 +154,10 @@ class Sessions:
         status = body.get("status") or {}
         prepared = prepare(
             body,
-            self.config,
+            self.ctx.config,
             session,
-            policy_present=self.policy_present(),
-            api_server_cidrs=self.api_server_cidrs(),
+            policy_present=self.ctx.policy_present(),
+            api_server_cidrs=self.ctx.api_server_cidrs(),
         )
         return MemberView(
             name=str(metadata.get("name")),
