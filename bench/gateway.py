@@ -25,7 +25,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 from tests.unit.gateway_harness import (
@@ -34,17 +33,14 @@ from tests.unit.gateway_harness import (
     Upstream,
     basic,
     client_context,
+    loopback_gateway,
     pod,
-    resolver_for,
     server_context,
 )
 
 from bench.stats import percentile
 from stockade.gateway import metrics
-from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
-from stockade.gateway.guard import parse_networks
-from stockade.gateway.proxy import Gateway
 from stockade.gateway.sources import AgentCredentials, StaticSource
 from stockade.gateway.wire import parse_head
 
@@ -78,16 +74,7 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     me = pod("127.0.0.1", TOKEN, hosts)
     cred = Credential("key", "s", "k", ("intercept.bench.test",))
     source = StaticSource([me], {me.agent_key: AgentCredentials((cred,), {"key": b"sk-bench"})})
-    config = replace(GatewayConfig(), allow_addresses=parse_networks("127.0.0.1"))
-    gateway = Gateway(
-        config,
-        source,
-        source,
-        GATEWAY_CA,
-        resolver=resolver_for(dict.fromkeys(HOSTS, "127.0.0.1")),
-        upstream_tls=client_context(UPSTREAM_CA),
-        audit=lambda record: None,
-    )
+    gateway = loopback_gateway(source, dict.fromkeys(HOSTS, "127.0.0.1"), lambda record: None)
     server = await gateway.serve("127.0.0.1", 0)
     gw_port = server.sockets[0].getsockname()[1]
 

@@ -32,6 +32,21 @@ KWOK_WORKDIR="${KWOK_WORKDIR:-${REPO_ROOT}/.cache/kwok}"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# stop_pid_file NAME FILE: stop the process whose PID FILE holds (if it still runs):
+# SIGTERM, up to 20 s to exit, then SIGKILL; FILE is removed. What a script started, it
+# stops by its PID, never by name.
+stop_pid_file() {
+  local name="$1" file="$2" pid
+  pid="$(cat "${file}" 2>/dev/null)" || return 0
+  if [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null; then
+    log "stopping ${name} (pid ${pid})"
+    kill -TERM "${pid}"
+    for _ in $(seq 40); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "${pid}" 2>/dev/null; then kill -KILL "${pid}"; fi
+  fi
+  rm -f "${file}"
+}
+
 # refuse_build WHAT TARGET: with STOCKADE_NO_BUILD=1 (set for every test run, see
 # tests/conftest.py) a build script that finds WHAT missing stops with a message naming
 # the make target that builds it, instead of building under a test's timeout.

@@ -13,17 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start=${SECONDS}
 
 # stop NAME: SIGTERM the process in $NODE_RUN/NAME.pid, SIGKILL after 20 s.
-stop() {
-  local name="$1" pid
-  pid="$(cat "${NODE_RUN}/${name}.pid" 2>/dev/null)" || return 0
-  if [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null; then
-    log "stopping ${name} (pid ${pid})"
-    kill -TERM "${pid}"
-    for _ in $(seq 40); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "${pid}" 2>/dev/null && kill -KILL "${pid}"
-  fi
-  rm -f "${NODE_RUN}/${name}.pid"
-}
+stop() { stop_pid_file "$1" "${NODE_RUN}/$1.pid"; }
 
 # Remove the node's pods first, so the kubelet and containerd stop their sandboxes
 # (runsc, shims, network namespaces) cleanly while they still run.

@@ -20,17 +20,7 @@ TAINT_KEY=stockade.dev/real-node
 IMAGE=localhost/stockade/e2e-agent:1
 mkdir -p "${STATE}"
 
-stop_operator() {
-  local pid
-  pid="$(cat "${PID_FILE}" 2>/dev/null)" || return 0
-  if [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null; then
-    log "stopping the operator (pid ${pid})"
-    kill -TERM "${pid}"
-    for _ in $(seq 40); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "${pid}" 2>/dev/null && kill -KILL "${pid}"
-  fi
-  rm -f "${PID_FILE}"
-}
+stop_operator() { stop_pid_file "the operator" "${PID_FILE}"; }
 
 if [[ "${1:-up}" == down ]]; then
   stop_operator

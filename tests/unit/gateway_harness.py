@@ -15,14 +15,18 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from stockade.gateway.audit import AuditRecord
 from stockade.gateway.certs import CertificateAuthority, generate_ca, generate_leaf_key, issue_leaf
-from stockade.gateway.guard import IPAddress
+from stockade.gateway.config import GatewayConfig
+from stockade.gateway.guard import IPAddress, parse_networks
 from stockade.gateway.identity import PodView, parse_hosts_annotation, token_sha256
-from stockade.gateway.proxy import Resolver
+from stockade.gateway.ledger import Ledger
+from stockade.gateway.proxy import Gateway, Resolver
+from stockade.gateway.sources import StaticSource
 from stockade.gateway.wire import parse_head
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -163,3 +167,30 @@ class Audit:
 
     def __call__(self, record: AuditRecord) -> None:
         self.records.append(record)
+
+
+def loopback_gateway(
+    source: StaticSource,
+    table: Mapping[str, str],
+    audit: Callable[[AuditRecord], None],
+    *,
+    allow: str = "127.0.0.1",
+    trust: CertificateAuthority = UPSTREAM_CA,
+    ledger: Ledger | None = None,
+    **settings: Any,
+) -> Gateway:
+    """A :class:`Gateway` on loopback: pods and credentials from `source`, names resolved
+    by `table` (name -> address), upstreams trusted by `trust` (the test upstream CA), the
+    addresses of `allow` let through the guard, :data:`GATEWAY_CA` as its CA; `settings`
+    override :class:`GatewayConfig` fields (e.g. ``head_timeout=2.0``)."""
+    config = replace(GatewayConfig(), allow_addresses=parse_networks(allow), **settings)
+    return Gateway(
+        config,
+        source,
+        source,
+        GATEWAY_CA,
+        resolver=resolver_for(table),
+        upstream_tls=client_context(trust),
+        audit=audit,
+        ledger=ledger,
+    )

@@ -6,14 +6,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from dataclasses import replace
 
 from stockade.gateway import metrics
-from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
-from stockade.gateway.guard import parse_networks
 from stockade.gateway.ledger import Ledger
-from stockade.gateway.proxy import Gateway
 from stockade.gateway.sources import AgentCredentials, StaticSource
 from stockade.gateway.wire import parse_head
 from tests.unit.gateway_harness import (
@@ -23,8 +19,8 @@ from tests.unit.gateway_harness import (
     basic,
     client_context,
     connect,
+    loopback_gateway,
     pod,
-    resolver_for,
     server_context,
 )
 
@@ -117,17 +113,7 @@ def test_model_api_responses_are_metered_and_reach_the_agent_unchanged() -> None
             [me], {me.agent_key: AgentCredentials(creds, {"openai": b"k1", "anthropic": b"k2"})}
         )
         audit, ledger = Audit(), Ledger()
-        config = replace(GatewayConfig(), allow_addresses=parse_networks("127.0.0.1"))
-        gateway = Gateway(
-            config,
-            source,
-            source,
-            GATEWAY_CA,
-            resolver=resolver_for(dict.fromkeys(NAMES, "127.0.0.1")),
-            upstream_tls=client_context(UPSTREAM_CA),
-            audit=audit,
-            ledger=ledger,
-        )
+        gateway = loopback_gateway(source, dict.fromkeys(NAMES, "127.0.0.1"), audit, ledger=ledger)
         server = await gateway.serve("127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:

@@ -10,15 +10,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
 from stockade.gateway.certs import CertificateAuthority
-from stockade.gateway.config import GatewayConfig
 from stockade.gateway.credentials import Credential
-from stockade.gateway.guard import parse_networks
-from stockade.gateway.proxy import Gateway, source_address
+from stockade.gateway.proxy import source_address
 from stockade.gateway.sources import AgentCredentials, StaticSource
 from tests.unit.gateway_harness import (
     GATEWAY_CA,
@@ -29,8 +27,8 @@ from tests.unit.gateway_harness import (
     client_context,
     connect,
     https_get,
+    loopback_gateway,
     pod,
-    resolver_for,
     server_context,
 )
 
@@ -79,20 +77,14 @@ async def running(
         },
     )
     audit = Audit()
-    config = replace(
-        GatewayConfig(),
-        allow_addresses=parse_networks(allow),
+    gateway = loopback_gateway(
+        source,
+        TABLE,
+        audit,
+        allow=allow,
+        trust=upstream_trust,
         head_timeout=2.0,
         max_connections=max_connections,
-    )
-    gateway = Gateway(
-        config,
-        source,
-        source,
-        GATEWAY_CA,
-        resolver=resolver_for(TABLE),
-        upstream_tls=client_context(upstream_trust),
-        audit=audit,
     )
     server = await gateway.serve("127.0.0.1", 0)
     try:
