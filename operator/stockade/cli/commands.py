@@ -455,6 +455,18 @@ def _write(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
+PROG_NAME = "kubectl stockade"
+"""The name the help screens show (kubectl runs the plugin as ``kubectl stockade``)."""
+
+COMPLETE_VAR = "_KUBECTL_STOCKADE_COMPLETE"
+"""The environment variable that turns on click's completion of ``kubectl-stockade``
+(click would derive it from :data:`PROG_NAME`, space included, which no shell can set)."""
+
+
 def main() -> None:
-    """The console script ``kubectl-stockade``; exits with the codes documented above."""
-    cli(prog_name="kubectl stockade")
+    """The console script ``kubectl-stockade``; exits with the codes documented above.
+
+    Shell completion: :mod:`stockade.cli.complete` (its variable, and kubectl's plugin
+    protocol).
+    """
+    cli(prog_name=PROG_NAME, complete_var=COMPLETE_VAR)
