@@ -17,8 +17,9 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # A regular (non-editable) install; bytecode is compiled here, because the final
 # image's filesystem is read-only at run time.
-# The `gateway` extra: the egress gateway (python -m stockade.gateway) runs from this image too.
-RUN /opt/stockade/bin/pip install '.[gateway]' \
+# The `operator` extra (kopf, prometheus-client, orjson) and the `gateway` extra: the
+# egress gateway (python -m stockade.gateway) runs from this image too.
+RUN /opt/stockade/bin/pip install '.[operator,gateway]' \
     && /opt/stockade/bin/pip uninstall --yes pip \
     && /opt/stockade/bin/python -m compileall -q /opt/stockade/lib
 

@@ -3,7 +3,8 @@
 #   - SHA256SUMS holds for every file, and the krew manifest's sha256 is its archive's;
 #   - the krew archive, unpacked as krew would, runs: its launcher installs the bundled
 #     wheel into a fresh virtualenv (dependencies from PyPI) and `kubectl-stockade
-#     --version` prints the release's version;
+#     --version` prints the release's version; that install holds the client and the
+#     plugin but none of the operator's extras, and `stockade` says which extra it needs;
 #   - the packaged chart passes `helm lint` and renders with an image set.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -32,6 +33,17 @@ out="$("${work}/bin/kubectl-stockade" --version)"
 [[ "${out}" == *"${version}"* ]] || die "kubectl-stockade --version printed ${out}, not ${version}"
 out="$("${work}/bin/kubectl-stockade" --version)"  # the second run starts at once
 [[ "${out}" == *"${version}"* ]] || die "second run printed ${out}"
+# The default install is the client and the plugin: none of the operator's extras.
+venv_py="${work}/.venv/bin/python"
+"${venv_py}" -c 'import stockade.client, stockade.cli.complete' ||
+  die "the client does not import from the default install"
+for module in kopf prometheus_client orjson cryptography; do
+  if "${venv_py}" -c "import ${module}" 2>/dev/null; then
+    die "the default install pulled ${module} (an extra's dependency)"
+  fi
+done
+if msg="$("${work}/.venv/bin/stockade" 2>&1)"; then die "the operator started without its extra"; fi
+[[ "${msg}" == *"stockade[operator]"* ]] || die "the operator without its extra said: ${msg}"
 
 helm="$(find_bin helm)" || die "helm not found: run \`make binaries\`"
 chart_version="$("${PY}" -c 'import yaml; print(yaml.safe_load(open("helm/stockade/Chart.yaml"))["version"])')"

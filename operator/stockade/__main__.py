@@ -12,6 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from stockade.extras import require
+
+require("operator", "kopf", "prometheus_client", "orjson")
+
 import kopf
 
 from stockade.config import ConfigError, OperatorConfig, load_config

@@ -19,6 +19,10 @@ import signal
 import ssl
 import sys
 
+from stockade.extras import require
+
+require("gateway", "cryptography", "certifi", "prometheus_client")
+
 import certifi
 from kubernetes.aio.client.exceptions import ApiException
 from prometheus_client import start_http_server
